@@ -1,0 +1,1 @@
+"""Helpers that create work pools and concurrency limits; prefect.yaml holds the deployments."""

@@ -1,0 +1,1 @@
+"""Prefect flows: compose the tasks in tasks/ (one experiment, many, nightly, watcher)."""

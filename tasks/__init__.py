@@ -1,0 +1,1 @@
+"""Prefect tasks: one per recipe step, each a thin wrapper over one x2c function."""

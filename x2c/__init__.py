@@ -1,0 +1,56 @@
+"""x2c: run neuroimaging pipelines for XNAT sessions on a cluster that cannot reach XNAT.
+
+The core library: XNAT access, compute hosts, transfers, schedulers, containers, pipelines and
+provenance. No Prefect imports here; ``tasks/`` and ``flows/`` wrap this package.
+"""
+
+from x2c.config import HostConfig, SchedulerConfig, XnatConfig
+from x2c.errors import (
+    ConfigError,
+    HostKeyError,
+    IntegrityError,
+    JobFailedError,
+    NothingToProcessError,
+    PipelineError,
+    RemoteCommandError,
+    RemoteError,
+    SchedulerError,
+    SchedulerOutputError,
+    SSHConnectError,
+    SubmissionError,
+    TransferError,
+    X2CError,
+    XnatAuthError,
+    XnatConflictError,
+    XnatError,
+    XnatNotFoundError,
+    XnatTransientError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConfigError",
+    "HostConfig",
+    "HostKeyError",
+    "IntegrityError",
+    "JobFailedError",
+    "NothingToProcessError",
+    "PipelineError",
+    "RemoteCommandError",
+    "RemoteError",
+    "SSHConnectError",
+    "SchedulerConfig",
+    "SchedulerError",
+    "SchedulerOutputError",
+    "SubmissionError",
+    "TransferError",
+    "X2CError",
+    "XnatAuthError",
+    "XnatConfig",
+    "XnatConflictError",
+    "XnatError",
+    "XnatNotFoundError",
+    "XnatTransientError",
+    "__version__",
+]

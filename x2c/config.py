@@ -1,0 +1,69 @@
+"""Typed, frozen configuration models, validated once at the edge (CLI or flow entry point) and
+passed down as objects. Nothing inside x2c reads ``os.environ``: the edge does, and builds these.
+
+Each model belongs to one layer: :class:`XnatConfig` to ``x2c.xnat``, :class:`HostConfig` and
+:class:`SchedulerConfig` to ``x2c.hosts`` and ``x2c.schedulers``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class XnatConfig(_Frozen):
+    """Where XNAT is and who x2c is there. The password never leaves this object as text except
+    into the HTTP client's auth header."""
+
+    url: str = Field(description="Server root, e.g. https://xnat.example.org")
+    user: str
+    password: SecretStr
+    verify: bool | str = Field(
+        default=True, description="TLS verification: True, False, or a CA bundle path"
+    )
+    timeout: float = Field(default=60.0, gt=0, description="Seconds per HTTP request")
+    retries: int = Field(default=4, ge=0, description="Retries for 5xx, resets and timeouts")
+
+
+SchedulerKind = Literal["local", "slurm", "sge", "pbs", "lsf"]
+ContainerRuntime = Literal["apptainer", "singularity", "docker", "podman", "none"]
+
+
+class SchedulerConfig(_Frozen):
+    """Which batch scheduler a host uses and the site options every job gets."""
+
+    kind: SchedulerKind = "local"
+    partition: str | None = None
+    account: str | None = None
+    extra_args: tuple[str, ...] = ()
+    max_local_jobs: int = Field(default=2, ge=1, description="Slots of the local scheduler")
+    poll_min_s: float = Field(default=2.0, gt=0, description="Shortest poll interval")
+    poll_max_s: float = Field(default=60.0, gt=0, description="Steady-state poll interval")
+    exit_marker_grace_s: float = Field(
+        default=30.0, ge=0, description="Wait for the exit marker after a job left the queue"
+    )
+
+
+class HostConfig(_Frozen):
+    """A compute host Y: reached over SSH (``ssh`` is a target or ``~/.ssh/config`` alias) or,
+    when ``ssh`` is None, the local machine."""
+
+    name: str = "local"
+    ssh: str | None = None
+    ssh_config: Path | None = Field(
+        default=None, description="ssh_config file to resolve the alias; default ~/.ssh/config"
+    )
+    known_hosts: Path | None = Field(
+        default=None, description="known_hosts to check host keys; default ~/.ssh/known_hosts"
+    )
+    workdir: str = Field(description="Absolute work directory on the host")
+    scheduler: SchedulerConfig = SchedulerConfig()
+    container_runtime: ContainerRuntime = "none"
+    max_in_flight: int = Field(default=50, ge=1, description="Experiments in flight on this host")
+    max_transfers: int = Field(default=4, ge=1, description="Parallel file transfers")
