@@ -29,6 +29,10 @@ class XnatConfig(_Frozen):
     )
     timeout: float = Field(default=60.0, gt=0, description="Seconds per HTTP request")
     retries: int = Field(default=4, ge=0, description="Retries for 5xx, resets and timeouts")
+    backoff_s: float = Field(
+        default=1.0, ge=0, description="First retry delay; doubles per retry up to backoff_max_s"
+    )
+    backoff_max_s: float = Field(default=30.0, ge=0, description="Longest delay between retries")
 
 
 SchedulerKind = Literal["local", "slurm", "sge", "pbs", "lsf"]
@@ -67,3 +71,24 @@ class HostConfig(_Frozen):
     container_runtime: ContainerRuntime = "none"
     max_in_flight: int = Field(default=50, ge=1, description="Experiments in flight on this host")
     max_transfers: int = Field(default=4, ge=1, description="Parallel file transfers")
+    connect_timeout: float = Field(default=30.0, gt=0, description="Seconds to open SSH")
+    keepalive_interval: float = Field(
+        default=30.0, ge=0, description="Seconds between SSH keepalives (0 disables them)"
+    )
+    keepalive_count_max: int = Field(
+        default=3, ge=1, description="Unanswered keepalives before the connection counts as lost"
+    )
+    max_sessions: int = Field(
+        default=10,
+        ge=3,
+        description="Channels open at once on the one SSH connection (sshd's MaxSessions)",
+    )
+    reconnect_attempts: int = Field(
+        default=5, ge=1, description="Connection attempts before giving up (never a storm)"
+    )
+    reconnect_backoff_s: float = Field(
+        default=2.0, gt=0, description="First delay between attempts; doubles, with jitter"
+    )
+    reconnect_backoff_max_s: float = Field(
+        default=60.0, gt=0, description="Longest delay between connection attempts"
+    )

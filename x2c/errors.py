@@ -13,6 +13,7 @@
     ├── NothingToProcessError
     ├── RemoteError
     │   ├── SSHConnectError
+    │   ├── SSHAuthError
     │   ├── HostKeyError
     │   ├── RemoteCommandError
     │   └── TransferError
@@ -107,6 +108,11 @@ class RemoteError(X2CError):
 
 class SSHConnectError(RemoteError):
     """Raised when an SSH connection cannot be opened or was lost; transient, worth a retry."""
+
+
+class SSHAuthError(RemoteError):
+    """Raised when the SSH server rejects x2c's user or keys, or a key cannot be read; never
+    retried, since repeated failed logins can lock the account."""
 
 
 class HostKeyError(RemoteError):
