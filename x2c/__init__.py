@@ -27,24 +27,34 @@ from x2c.errors import (
     XnatNotFoundError,
     XnatTransientError,
 )
+from x2c.hosts import Completed, Host, LocalHost, LocalRunner, Runner, open_host
+from x2c.transfers import FileOutcome, HostByteSource, StageReport, describe, fetch, stage
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Completed",
     "ConfigError",
+    "FileOutcome",
+    "Host",
+    "HostByteSource",
     "HostConfig",
     "HostKeyError",
     "IntegrityError",
     "JobFailedError",
+    "LocalHost",
+    "LocalRunner",
     "NothingToProcessError",
     "PipelineError",
     "RemoteCommandError",
     "RemoteError",
+    "Runner",
     "SSHAuthError",
     "SSHConnectError",
     "SchedulerConfig",
     "SchedulerError",
     "SchedulerOutputError",
+    "StageReport",
     "SubmissionError",
     "TransferError",
     "X2CError",
@@ -55,4 +65,8 @@ __all__ = [
     "XnatNotFoundError",
     "XnatTransientError",
     "__version__",
+    "describe",
+    "fetch",
+    "open_host",
+    "stage",
 ]

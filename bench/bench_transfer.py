@@ -1,0 +1,110 @@
+"""Throughput of x2c.transfers.stage against `cat file | ssh host 'cat > f'`, on the test cluster.
+
+    python bench/bench_transfer.py [--mb 200] [--chunk-mb 4] [--max-requests 16]
+
+Writes a random file of --mb MB locally, stages it through SFTP to the test cluster's sshd on
+loopback (verified by size and md5) and copies it with the OpenSSH client as the baseline, both
+in this run; prints MB/s for each, the ratio, and the peak RSS of this Python process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import resource
+import secrets
+import shlex
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from x2c import transfers
+from x2c.config import HostConfig
+from x2c.hosts import ssh
+from x2c.hosts.host import open_host
+from x2c.sources import FileRef
+
+STATE = Path(os.environ.get("X2C_TESTCLUSTER_DIR", "/tmp/x2c-testcluster"))
+
+
+class FileSource:
+    """A ByteSource over local files, keyed by FileRef.path."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def iter_bytes(self, ref: FileRef, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+        with open(self.root / ref.path, "rb") as handle:
+            while chunk := handle.read(chunk_size):
+                yield chunk
+
+
+def rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mb", type=int, default=200)
+    parser.add_argument("--chunk-mb", type=float, default=transfers.CHUNK_SIZE / (1 << 20))
+    parser.add_argument("--max-requests", type=int, default=ssh.SFTP_MAX_REQUESTS)
+    args = parser.parse_args()
+    ssh.SFTP_MAX_REQUESTS = args.max_requests
+    chunk = int(args.chunk_mb * (1 << 20))
+    ssh_config = STATE / "ssh/ssh_config"
+    cfg = HostConfig(
+        name="bench",
+        ssh="x2c-test",
+        ssh_config=ssh_config,
+        known_hosts=STATE / "ssh/known_hosts",
+        workdir="/tmp",
+    )
+    remote = f"/tmp/x2c-bench-{secrets.token_hex(4)}"
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "big.bin"
+        md5 = hashlib.md5()
+        with open(src, "wb") as handle:
+            for _ in range(args.mb):
+                block = os.urandom(1 << 20)
+                md5.update(block)
+                handle.write(block)
+        size = src.stat().st_size
+        ref = FileRef(path="big.bin", size=size, md5=md5.hexdigest())
+        rss_before = rss_mb()
+        with open_host(cfg) as host:
+            host.runner.run(["mkdir", "-p", remote])
+            start = time.perf_counter()
+            report = transfers.stage(
+                FileSource(Path(tmp)), [ref], host, remote, max_parallel=1, chunk_size=chunk
+            )
+            x2c_s = time.perf_counter() - start
+            assert report.copied == 1
+            rss_after = rss_mb()
+            start = time.perf_counter()
+            with open(src, "rb") as handle:
+                target = shlex.quote(remote + "/baseline.bin")
+                subprocess.run(
+                    ["ssh", "-F", str(ssh_config), "x2c-test", f"cat > {target}"],
+                    stdin=handle,
+                    check=True,
+                )
+            ssh_s = time.perf_counter() - start
+            start = time.perf_counter()
+            again = transfers.stage(FileSource(Path(tmp)), [ref], host, remote, max_parallel=1)
+            skip_s = time.perf_counter() - start
+            assert again.skipped == 1
+            host.runner.run(["rm", "-rf", "--", remote])
+    mb = size / 1e6
+    print(f"file: {mb:.0f} MB, chunk {chunk >> 10} KiB, SFTP max_requests {args.max_requests}")
+    print(f"x2c stage (SFTP, md5 verified): {mb / x2c_s:8.1f} MB/s  ({x2c_s:.2f} s)")
+    print(f"cat | ssh 'cat > f' baseline:   {mb / ssh_s:8.1f} MB/s  ({ssh_s:.2f} s)")
+    print(f"ratio x2c / baseline:           {ssh_s / x2c_s:8.2f}")
+    print(f"repeated stage (skip, md5 on Y): {skip_s:.2f} s")
+    print(f"peak RSS: {rss_before:.0f} MB before stage, {rss_after:.0f} MB after")
+
+
+if __name__ == "__main__":
+    main()
