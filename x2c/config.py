@@ -52,6 +52,16 @@ class SchedulerConfig(_Frozen):
     exit_marker_grace_s: float = Field(
         default=30.0, ge=0, description="Wait for the exit marker after a job left the queue"
     )
+    poll_give_up_s: float = Field(
+        default=3600.0, gt=0, description="Fail the waiters after this long without a good poll"
+    )
+    unknown_state_limit_s: float = Field(
+        default=900.0, gt=0, description="Fail a job stuck in a state x2c does not know"
+    )
+    log_tail_lines: int = Field(default=40, ge=0, description="Log lines kept with an outcome")
+    local_state_dir: str | None = Field(
+        default=None, description="Local scheduler's job directory; default <workdir>/.x2c-local"
+    )
 
 
 class HostConfig(_Frozen):
