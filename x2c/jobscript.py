@@ -1,0 +1,358 @@
+"""Rendering a pipeline into the bash script one job runs on a compute node.
+
+:func:`render_job_script` is a pure function of its arguments. The script it returns:
+
+1. runs under ``set -euo pipefail`` and installs an EXIT trap that appends ``ended_at`` and
+   ``exit_code`` to ``run.env`` and then writes the ``exit_code`` marker atomically (tmp + mv),
+   so the marker's presence means every other file of the job is final;
+2. changes into the job directory, sends its own stdout and stderr to ``job.log`` and records
+   ``started_at``, ``node`` and ``job_id`` in ``run.env``;
+3. unpacks an earlier result to resume from, when the pipeline and the caller ask for it;
+4. runs each command step through the container runtime (:func:`x2c.containers.container_argv`)
+   with explicit binds: ``inputs/`` read-only at ``/x2c/inputs``, ``outputs/`` at
+   ``/x2c/outputs``;
+5. checks every declared output pattern matches at least one file and nothing matched is empty,
+   else exits 65 with the reason in the log;
+6. packs the matched outputs into one archive (zip through ``python3``, or ``tar czf``), writes
+   ``manifest.md5`` and records the archive's md5 and size in ``run.env``.
+
+Every value that reaches the shell is quoted with :func:`shlex.quote`; labels are data, never
+code. The script never holds a password, a token or an XNAT address: :func:`check_script`
+enforces that and :func:`render_job_script` calls it.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+import shlex
+import string
+from collections.abc import Iterable, Sequence
+
+from x2c import jobdir as jd
+from x2c.config import ContainerRuntime
+from x2c.containers import Bind, container_argv, image_ref
+from x2c.errors import PipelineError
+from x2c.pipelines import Pipeline
+
+CONTAINER_INPUTS = "/x2c/inputs"
+CONTAINER_OUTPUTS = "/x2c/outputs"
+EXIT_OUTPUTS_MISSING = 65
+EXIT_RESUME_MISSING = 66
+EXIT_TOOL_MISSING = 69
+
+_URL = re.compile(r"https?://", re.IGNORECASE)
+_USERINFO = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]+:[^/\s@]+@")
+
+# The packer runs on the node, outside any container, with the node's python3. It stores each
+# path as given (relative to outputs/) and walks directories in sorted order.
+_ZIP_PACKER = """\
+import os, sys, zipfile
+out, names = sys.argv[1], sys.argv[2:]
+with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED, allowZip64=True) as zf:
+    for name in names:
+        if os.path.isdir(name):
+            for root, dirs, files in os.walk(name):
+                dirs.sort()
+                for f in sorted(files):
+                    zf.write(os.path.join(root, f), os.path.join(root, f))
+        else:
+            zf.write(name, name)
+"""
+
+
+def effective_runtime(pipeline: Pipeline, host_runtime: ContainerRuntime) -> ContainerRuntime:
+    """The runtime a job uses: the pipeline's override, else the host's."""
+    return pipeline.runtime or host_runtime
+
+
+def _substitute(template: str, values: dict[str, str]) -> str:
+    out = []
+    for literal, field, _, _ in string.Formatter().parse(template):
+        out.append(literal)
+        if field is not None:
+            out.append(values[field])
+    return "".join(out)
+
+
+def job_argv(
+    pipeline: Pipeline,
+    *,
+    job_dir: str,
+    subject: str,
+    experiment: str,
+    inputs: Sequence[str],
+    runtime: ContainerRuntime,
+    project: str = "",
+    resume: str | None = None,
+) -> list[list[str]]:
+    """The pipeline's command steps with every placeholder filled in, one argv per step.
+
+    Paths are as the command sees them: container paths (``/x2c/...``) inside a container,
+    host paths under ``job_dir`` with runtime ``none``. Steps marked ``fresh`` run only without
+    ``resume``, steps marked ``resume`` only with it.
+    """
+    runtime = effective_runtime(pipeline, runtime)
+    staged = [jd.safe_relpath(p) for p in inputs]
+    if resume is not None:
+        resume = jd.safe_relpath(resume)
+    if runtime == "none":
+        in_dir, out_dir = posixpath.join(job_dir, jd.INPUTS), posixpath.join(job_dir, jd.OUTPUTS)
+    else:
+        in_dir, out_dir = CONTAINER_INPUTS, CONTAINER_OUTPUTS
+    values = {
+        "subject": subject,
+        "experiment": experiment,
+        "project": project,
+        "inputs": in_dir,
+        "outputs": out_dir,
+        "cpus": str(pipeline.cpus),
+        "mem_mb": str(pipeline.mem_mb),
+        "input": posixpath.join(in_dir, staged[0]) if staged else "",
+        "resume": posixpath.join(in_dir, resume) if resume else "",
+    }
+    steps = []
+    for step in pipeline.command:
+        if (step.when == "fresh" and resume) or (step.when == "resume" and not resume):
+            continue
+        if not staged and any("{input}" in element for element in step.argv):
+            raise PipelineError(
+                f"pipeline {pipeline.name} needs an input file ({{input}}) but none was staged "
+                f"for experiment {experiment!r}; check the input selection"
+            )
+        steps.append([_substitute(element, values) for element in step.argv])
+    return steps
+
+
+def check_script(script: str, forbidden: Iterable[str] = ()) -> None:
+    """Refuse a job script that carries an http(s) address, credentials in a URL, or any of
+    the ``forbidden`` strings (the XNAT URL, user name, password...).
+
+    The error names what was found, never the value.
+    """
+    if _USERINFO.search(script):
+        raise PipelineError("the job script would contain a URL with credentials; refusing")
+    if _URL.search(script):
+        raise PipelineError(
+            "the job script would contain an http(s) address; compute nodes never talk to XNAT, "
+            "so no label, path or setting passed to a job may carry one"
+        )
+    for index, secret in enumerate(forbidden):
+        if secret and secret in script:
+            raise PipelineError(
+                f"the job script would contain forbidden value #{index + 1} (a secret or the "
+                "XNAT address); refusing to write it"
+            )
+
+
+def _q(value: str) -> str:
+    return shlex.quote(value)
+
+
+def _qargv(argv: Sequence[str]) -> str:
+    return " ".join(_q(a) for a in argv)
+
+
+def _unpack_lines(archive: str, into: str) -> list[str]:
+    """Shell lines that unpack the resume archive (path relative to the job dir) safely:
+    python's zipfile drops absolute and ``..`` member paths, GNU tar refuses them."""
+    lower = archive.lower()
+    target = posixpath.join(jd.OUTPUTS, into) if into else jd.OUTPUTS
+    lines = [
+        f"test -s {_q(archive)} || x2c_die {EXIT_RESUME_MISSING} "
+        + _q(f"the earlier result {archive} to resume from is missing or empty"),
+        f"mkdir -p -- {_q(target)}",
+    ]
+    if lower.endswith(".zip"):
+        lines.append(
+            f"python3 -m zipfile -e {_q(archive)} {_q(target)} || x2c_die $? "
+            + _q(f"could not unpack {archive}")
+        )
+    elif lower.endswith((".tar.gz", ".tgz", ".tar")):
+        lines.append(
+            f"tar -xf {_q(archive)} -C {_q(target)} --no-same-owner || x2c_die $? "
+            + _q(f"could not unpack {archive}")
+        )
+    else:
+        raise PipelineError(
+            f"cannot resume from {archive!r}: only .zip, .tar, .tar.gz and .tgz archives unpack"
+        )
+    return lines
+
+
+def render_job_script(
+    pipeline: Pipeline,
+    *,
+    job_dir: str,
+    subject: str,
+    experiment: str,
+    inputs: Sequence[str],
+    runtime: ContainerRuntime = "none",
+    project: str = "",
+    resume: str | None = None,
+    binds: Sequence[Bind] = (),
+    path_prepend: Sequence[str] = (),
+    directives: Sequence[str] = (),
+    forbidden: Iterable[str] = (),
+    oci_runtime: str | None = "runc",
+    x2c_version: str = "",
+) -> str:
+    """The bash script that runs ``pipeline`` for one experiment in ``job_dir``.
+
+    ``inputs`` are the staged files, relative to ``inputs/``, in the order the selection chose
+    (the first is ``{input}``); ``resume`` is the earlier-results archive, relative to
+    ``inputs/``, or None. ``runtime`` is the host's default; the pipeline may override it.
+    ``binds`` are extra site binds, ``path_prepend`` directories put in front of ``PATH`` (e.g.
+    a virtualenv's ``bin`` for runtime ``none``), ``directives`` scheduler header lines (each
+    must start with ``#``). ``forbidden`` lists strings that must never appear (XNAT URL,
+    user, password): rendering fails if one does.
+    """
+    if not job_dir.startswith("/"):
+        raise PipelineError(f"job directory {job_dir!r} must be an absolute path on the host")
+    runtime = effective_runtime(pipeline, runtime)
+    if resume is not None and pipeline.resume is None:
+        raise PipelineError(f"pipeline {pipeline.name} does not resume from earlier results")
+    for line in directives:
+        if not line.startswith("#") or "\n" in line or "\r" in line:
+            raise PipelineError(f"scheduler directive {line!r} must be one line starting with #")
+    steps = job_argv(
+        pipeline,
+        job_dir=job_dir,
+        subject=subject,
+        experiment=experiment,
+        inputs=inputs,
+        runtime=runtime,
+        project=project,
+        resume=resume,
+    )
+    all_binds = [
+        Bind(posixpath.join(job_dir, jd.INPUTS), CONTAINER_INPUTS, read_only=True),
+        Bind(posixpath.join(job_dir, jd.OUTPUTS), CONTAINER_OUTPUTS, read_only=False),
+        *(Bind(b.src, b.dst, b.read_only) for b in pipeline.binds),
+        *binds,
+    ]
+    image = image_ref(runtime, pipeline.image, pipeline.digest)
+    archive = pipeline.archive_name
+    job_id_expr = "${SLURM_JOB_ID:-${JOB_ID:-${PBS_JOBID:-${LSB_JOBID:-}}}}"
+
+    lines = [
+        "#!/usr/bin/env bash",
+        *directives,
+        f"# x2c job: pipeline {pipeline.name} {pipeline.version}, runtime {runtime}"
+        + (f", rendered by x2c {x2c_version}" if x2c_version else "")
+        + ". Do not edit.",
+        f"# Writes job.log, {jd.RUN_INFO}, outputs/, {jd.MANIFEST}, the archive, then "
+        f"{jd.EXIT_CODE} last.",
+        "set -euo pipefail",
+        "umask 022",
+        f"x2c_dir={_q(job_dir)}",
+        "x2c_finish() {",
+        "  local rc=$?",
+        "  trap - EXIT",
+        "  set +e",
+        '  printf \'ended_at=%s\\nexit_code=%s\\n\' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$rc" '
+        f'>>"$x2c_dir/{jd.RUN_INFO}"',
+        f'  printf \'%s\\n\' "$rc" >"$x2c_dir/{jd.EXIT_CODE}.tmp.$$" && '
+        f'mv -f "$x2c_dir/{jd.EXIT_CODE}.tmp.$$" "$x2c_dir/{jd.EXIT_CODE}"',
+        '  exit "$rc"',
+        "}",
+        "trap x2c_finish EXIT",
+        "# a scheduler's cancel or time limit sends TERM: end through the EXIT trap with 143",
+        "trap 'exit 143' TERM",
+        "trap 'exit 130' INT",
+        'x2c_die() { local rc=$1; shift; printf \'x2c: %s\\n\' "$*" >&2; exit "$rc"; }',
+        'cd -- "$x2c_dir"',
+        f"rm -f -- {jd.EXIT_CODE}",
+        f"exec >>{jd.JOB_LOG} 2>&1",
+        "printf 'started_at=%s\\nnode=%s\\njob_id=%s\\n' \"$(date -u +%Y-%m-%dT%H:%M:%SZ)\" "
+        f'"$(hostname)" "{job_id_expr}" >{jd.RUN_INFO}',
+    ]
+    if path_prepend:
+        lines.append(f'export PATH={_q(":".join(path_prepend))}:"$PATH"')
+    lines += [
+        "printf 'x2c: %s\\n' "
+        + _q(f"pipeline {pipeline.name} {pipeline.version} for experiment {experiment}"),
+        f"mkdir -p -- {jd.OUTPUTS}",
+    ]
+    if resume is not None and pipeline.resume is not None:
+        lines += _unpack_lines(posixpath.join(jd.INPUTS, resume), pipeline.resume.into)
+    # Steps run from outputs/ (bare) or /x2c/outputs (containers); the checks glob from there.
+    lines.append(f"cd -- {jd.OUTPUTS}")
+    for number, argv in enumerate(steps, start=1):
+        full = container_argv(
+            runtime,
+            image,
+            argv,
+            binds=all_binds,
+            env=pipeline.env,
+            workdir=CONTAINER_OUTPUTS,
+            oci_runtime=oci_runtime,
+        )
+        lines += [
+            f"printf 'x2c: step {number}: %s\\n' {_q(shlex.join(full))}",
+            f"{_qargv(full)} || x2c_die $? " + _q(f"step {number} ({argv[0]}) failed"),
+        ]
+    lines += _check_and_pack_lines(pipeline, archive)
+    script = "\n".join(lines) + "\n"
+    check_script(script, forbidden)
+    return script
+
+
+def _check_and_pack_lines(pipeline: Pipeline, archive: str) -> list[str]:
+    lines = [
+        "shopt -s nullglob",
+        "x2c_files=()",
+        "x2c_missing=0",
+        "declare -A x2c_seen=()",
+        "x2c_require() {  # x2c_require PATTERN MATCH...: every pattern needs non-empty matches",
+        "  local pattern=$1 f; shift",
+        "  if [ $# -eq 0 ]; then",
+        "    printf 'x2c: declared output %s matched no file in outputs/\\n' \"$pattern\" >&2",
+        "    x2c_missing=1; return 0",
+        "  fi",
+        '  for f in "$@"; do',
+        '    if [ ! -e "$f" ]; then',
+        "      printf 'x2c: declared output %s is missing from outputs/\\n' \"$f\" >&2; "
+        "x2c_missing=1",
+        '    elif [ -d "$f" ] && [ -z "$(ls -A -- "$f")" ]; then',
+        "      printf 'x2c: declared output %s is an empty directory\\n' \"$f\" >&2; x2c_missing=1",
+        '    elif [ ! -d "$f" ] && [ ! -s "$f" ]; then',
+        "      printf 'x2c: declared output %s is an empty file\\n' \"$f\" >&2; x2c_missing=1",
+        '    elif [ -z "${x2c_seen[$f]:-}" ]; then',
+        '      x2c_seen[$f]=1; x2c_files+=("$f")',
+        "    fi",
+        "  done",
+        "}",
+    ]
+    # Patterns are validated (Pipeline.outputs) to hold only letters, digits and . _ - / * ? [ ]
+    # !, so they are pasted unquoted for the shell to glob; the quoted copy is for the message.
+    lines += [f"x2c_require {_q(pattern)} {pattern}" for pattern in pipeline.outputs]
+    lines += [
+        f'[ "$x2c_missing" = 0 ] || x2c_die {EXIT_OUTPUTS_MISSING} '
+        + _q("declared outputs are missing or empty (see above); nothing was packed"),
+        f'x2c_archive="$x2c_dir"/{_q(archive)}',
+        'rm -f -- "$x2c_archive" "$x2c_archive.tmp"',
+    ]
+    if pipeline.archive_format == "zip":
+        lines += [
+            f"command -v python3 >/dev/null || x2c_die {EXIT_TOOL_MISSING} "
+            + _q(
+                "python3 is needed on the node to write a zip archive; install it or use "
+                "archive_format tar.gz"
+            ),
+            'python3 - "$x2c_archive.tmp" "${x2c_files[@]}" <<\'X2C_ZIP_PACKER\'',
+            _ZIP_PACKER.rstrip("\n"),
+            "X2C_ZIP_PACKER",
+        ]
+    else:
+        lines.append('tar -czf "$x2c_archive.tmp" -- "${x2c_files[@]}"')
+    lines += [
+        'mv -f -- "$x2c_archive.tmp" "$x2c_archive"',
+        'find "${x2c_files[@]/#/./}" -type f -print0 | sort -z | xargs -0 -r md5sum -- '
+        f'>"$x2c_dir/{jd.MANIFEST}"',
+        f"printf 'archive=%s\\narchive_md5=%s\\narchive_size=%s\\n' {_q(archive)} "
+        '"$(md5sum <"$x2c_archive" | cut -d" " -f1)" "$(wc -c <"$x2c_archive" | tr -d " ")" '
+        f'>>"$x2c_dir/{jd.RUN_INFO}"',
+        "printf 'x2c: packed %s files into %s\\n' \"${#x2c_files[@]}\" " + _q(archive),
+    ]
+    return lines
