@@ -28,3 +28,4 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/pip install -q --disable-pip-version-check -e '.[dev]'
   touch "$stamp"
 fi
+$SUDO bash scripts/podman-setup.sh  # containers.conf drop-in + the demo image, built offline
