@@ -15,20 +15,30 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
-from x2c.errors import X2CError
+from x2c.errors import ConfigError, X2CError
 
 log = logging.getLogger(__name__)
 
 
 def _devxnat(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from x2c.devxnat.server import serve
 
+    password = args.password
+    if args.password_file:
+        try:
+            password = Path(args.password_file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot read --password-file {args.password_file}: {exc.strerror}"
+            ) from exc
     serve(
         host=args.host,
         port=args.port,
         data=args.data,
         user=args.user,
-        password=args.password,
+        password=password,
         demo_data=args.demo_data,
     )
     return 0
@@ -45,6 +55,11 @@ def _add_devxnat(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("--data", required=True, help="directory holding the server's data")
     p.add_argument("--user", default="admin", help="the account's user name")
     p.add_argument("--password", default="admin", help="the account's password")
+    p.add_argument(
+        "--password-file",
+        default=None,
+        help="read the password from this file instead (keeps it off the command line)",
+    )
     p.add_argument(
         "--demo-data",
         type=int,

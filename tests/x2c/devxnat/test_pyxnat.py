@@ -1,0 +1,108 @@
+"""Unmodified pyxnat against the real ``x2c devxnat`` server."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from pyxnat import Interface
+
+from tests.fixtures.xnat_server import XnatServer
+
+
+@pytest.fixture
+def intf(xnat_server: XnatServer) -> Iterator[Interface]:
+    interface = Interface(
+        server=xnat_server.url, user=xnat_server.user, password=xnat_server.password
+    )
+    yield interface
+    interface.disconnect()
+
+
+def test_config_file_connects(xnat_server: XnatServer, tmp_path: Path) -> None:
+    cfg = tmp_path / "xnat.cfg"
+    config = {"server": xnat_server.url, "user": xnat_server.user, "password": xnat_server.password}
+    cfg.write_text(json.dumps(config))
+    interface = Interface(config=str(cfg))
+    try:
+        assert interface.select.projects().get() == ["DEMO"]
+    finally:
+        interface.disconnect()
+
+
+def test_listing_every_level(intf: Interface) -> None:
+    project = intf.select.project("DEMO")
+    assert project.exists()
+    assert project.subjects().get() == ["X2C_S00001", "X2C_S00002", "X2C_S00003"]
+    experiment = project.subject("DEMO_S001").experiment("DEMO_S001_MR1")
+    assert experiment.exists()
+    assert experiment.id() == "X2C_E00001"
+    assert experiment.label() == "DEMO_S001_MR1"
+    assert experiment.scans().get() == ["1"]
+    assert sorted(experiment.scan("1").resources().get("label")) == ["1", "2"]
+    files = experiment.scan("1").resource("DICOM").files().get()
+    assert files == ["1-001.dcm", "1-002.dcm", "1-003.dcm"]
+    assert intf.select("/projects/DEMO/experiments").get() == [
+        "X2C_E00001",
+        "X2C_E00002",
+        "X2C_E00003",
+    ]
+    assert not intf.select.project("NOPE").exists()
+
+
+def test_file_attributes_and_download(intf: Interface, tmp_path: Path) -> None:
+    f = intf.select(
+        "/projects/DEMO/subjects/DEMO_S003/experiments/DEMO_S003_MR1"
+        "/scans/1/resources/NIFTI/files/T1.nii"
+    )
+    attrs = f.attributes()
+    dest = f.get(str(tmp_path / "T1.nii"))
+    data = Path(dest).read_bytes()
+    assert attrs["digest"] == hashlib.md5(data).hexdigest()
+    assert int(attrs["Size"]) == len(data) == 65888
+
+
+def test_resource_zip_download(intf: Interface, tmp_path: Path) -> None:
+    # pyxnat downloads ?format=zip, then moves each entry from below its ".../files/" level
+    # into <dest>/<resource>/: this only works with XNAT's entry layout.
+    resource = intf.select(
+        "/projects/DEMO/subjects/DEMO_S002/experiments/DEMO_S002_MR1/scans/1/resources/DICOM"
+    )
+    members = resource.get(str(tmp_path), extract=True)
+    assert sorted(Path(m).relative_to(tmp_path).as_posix() for m in members) == [
+        f"DICOM/1-00{n}.dcm" for n in (1, 2, 3)
+    ]
+    assert (tmp_path / "DICOM" / "1-002.dcm").read_bytes().startswith(b"\0" * 128 + b"DICM")
+
+
+def test_create_and_upload(intf: Interface, xnat_server: XnatServer, tmp_path: Path) -> None:
+    subject = intf.select.project(new_project(xnat_server)).subject("PYX_SUB")
+    subject.create()
+    experiment = subject.experiment("PYX_SUB_MR1")
+    experiment.create()
+    scan = experiment.scan("3")
+    scan.create(scans="xnat:mrScanData")
+    resource = scan.resource("OUT")
+    resource.create()
+    source = tmp_path / "stats.txt"
+    source.write_bytes(b"volume 1234\n" * 1000)
+    resource.file("stats/stats.txt").put(str(source))
+    # pyxnat names files by the last URI segment; the path below the resource is kept.
+    assert resource.files().get() == ["stats.txt"]
+    attrs = resource.file("stats/stats.txt").attributes()
+    assert attrs["digest"] == hashlib.md5(source.read_bytes()).hexdigest()
+
+
+def new_project(server: XnatServer) -> str:
+    """A project of the test's own, so that writing tests never change the shared demo data."""
+    project = "T" + uuid.uuid4().hex[:10].upper()
+    resp = requests.put(
+        f"{server.url}/data/projects/{project}", auth=(server.user, server.password), timeout=30
+    )
+    assert resp.status_code == 201, resp.text
+    return project

@@ -1,0 +1,123 @@
+"""Unmodified xnatpy (package ``xnat``) against the real ``x2c devxnat`` server."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import uuid
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+import xnat
+
+from tests.fixtures.xnat_server import XnatServer
+
+
+@pytest.fixture
+def session(xnat_server: XnatServer) -> Iterator[xnat.session.XNATSession]:
+    with xnat.connect(
+        xnat_server.url, user=xnat_server.user, password=xnat_server.password, loglevel="ERROR"
+    ) as conn:
+        yield conn
+
+
+def test_connect_makes_only_handled_requests(xnat_server: XnatServer) -> None:
+    xnat_server.reset_counts()
+    with xnat.connect(
+        xnat_server.url, user=xnat_server.user, password=xnat_server.password, loglevel="ERROR"
+    ) as conn:
+        assert conn.logged_in_user == xnat_server.user
+        assert conn.xnat_version.startswith("1.8")
+    counts = xnat_server.request_counts()
+    assert counts["PUT /data/services/auth"] == 1
+    assert counts["GET /xapi/schemas"] == 1
+    assert counts["GET /xapi/schemas/{schema}"] == 1
+    assert counts["DELETE /data/JSESSION"] == 1
+    assert "unhandled route" not in xnat_server.log_text()
+
+
+def test_listing_every_level(session: xnat.session.XNATSession) -> None:
+    project = session.projects["DEMO"]
+    assert project.name == "x2c demo project"
+    assert sorted(project.subjects.key_map) == ["DEMO_S001", "DEMO_S002", "DEMO_S003"]
+    subject = project.subjects["DEMO_S002"]
+    assert subject.id == "X2C_S00002"
+    experiment = subject.experiments["DEMO_S002_MR1"]
+    assert experiment.id == "X2C_E00002"
+    assert experiment.__xsi_type__ == "xnat:mrSessionData"
+    assert experiment.subject_id == "X2C_S00002"
+    assert sorted(project.experiments.key_map) == [
+        "DEMO_S001_MR1",
+        "DEMO_S002_MR1",
+        "DEMO_S003_MR1",
+    ]
+    scan = experiment.scans["1"]
+    assert scan.type == "T1"
+    assert scan.__xsi_type__ == "xnat:mrScanData"
+    assert sorted(scan.resources.key_map) == ["DICOM", "NIFTI"]
+    nifti = scan.resources["NIFTI"]
+    assert nifti.file_count == 1
+    assert list(nifti.files.keys()) == ["T1.nii"]
+    assert session.experiments["X2C_E00003"].label == "DEMO_S003_MR1"
+
+
+def test_download_file_and_zip(session: xnat.session.XNATSession, tmp_path: Path) -> None:
+    scan = session.experiments["X2C_E00001"].scans["1"]
+    target = tmp_path / "t1.nii"
+    scan.resources["NIFTI"].files["T1.nii"].download(str(target), verbose=False)
+    listed = session.get_json("/data/experiments/X2C_E00001/scans/1/resources/NIFTI/files")[
+        "ResultSet"
+    ]["Result"][0]
+    assert hashlib.md5(target.read_bytes()).hexdigest() == listed["digest"]
+    assert target.stat().st_size == int(listed["Size"])
+
+    buf = io.BytesIO()
+    session.download_stream(
+        "/data/experiments/X2C_E00001/scans/ALL/files", buf, format="zip", verbose=False
+    )
+    names = sorted(zipfile.ZipFile(buf).namelist())
+    assert names == [
+        "DEMO_S001_MR1/scans/1-T1/resources/DICOM/files/1-001.dcm",
+        "DEMO_S001_MR1/scans/1-T1/resources/DICOM/files/1-002.dcm",
+        "DEMO_S001_MR1/scans/1-T1/resources/DICOM/files/1-003.dcm",
+        "DEMO_S001_MR1/scans/1-T1/resources/NIFTI/files/T1.nii",
+    ]
+
+
+def test_create_objects_and_upload(
+    session: xnat.session.XNATSession, xnat_server: XnatServer, tmp_path: Path
+) -> None:
+    project_id = new_project(xnat_server)
+    session.clearcache()
+    project = session.projects[project_id]
+    subject = session.classes.SubjectData(parent=project, label="XPY_SUB")
+    experiment = session.classes.MrSessionData(parent=subject, label="XPY_SUB_MR1")
+    scan = session.classes.MrScanData(parent=experiment, id="7", type="FLAIR")
+    resource = session.classes.ResourceCatalog(parent=scan, label="RESULTS", format="ZIP")
+    source = tmp_path / "result.txt"
+    source.write_bytes(b"hippocampus: 4213 mm3\n")
+    resource.upload(str(source), "stats/result.txt")
+    resource.clearcache()
+
+    again = session.projects[project_id].subjects["XPY_SUB"].experiments["XPY_SUB_MR1"]
+    assert again.scans["7"].type == "FLAIR"
+    files = again.scans["7"].resources["RESULTS"].files
+    assert list(files.keys()) == ["stats/result.txt"]
+    row = session.get_json(f"{again.uri}/scans/7/resources/RESULTS/files")["ResultSet"]["Result"]
+    assert row[0]["digest"] == hashlib.md5(source.read_bytes()).hexdigest()
+    exp_resource = again.create_resource("FS6_HIPPO")
+    exp_resource.upload_data(b"zipped", "out.zip")
+    assert "FS6_HIPPO" in session.experiments[again.id].resources.key_map
+
+
+def new_project(server: XnatServer) -> str:
+    """A project of the test's own, so that writing tests never change the shared demo data."""
+    project = "T" + uuid.uuid4().hex[:10].upper()
+    resp = requests.put(
+        f"{server.url}/data/projects/{project}", auth=(server.user, server.password), timeout=30
+    )
+    assert resp.status_code == 201, resp.text
+    return project

@@ -1,0 +1,152 @@
+"""Receiving files: stream a request body to a temporary file, then commit it into a resource.
+
+Bytes go to ``DIR/tmp`` while their md5 and size are computed, so memory stays flat whatever the
+file size; committing is a rename into the resource directory plus an index update under the
+store lock, so a failed or interrupted upload never leaves a partial file in a resource.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import anyio
+
+from x2c.devxnat.archives import CHUNK, clean_relpath, extract
+from x2c.devxnat.store import Json, Store, now_stamp
+
+
+@dataclass
+class Received:
+    """One uploaded file sitting in ``DIR/tmp``: where, how big, its md5."""
+
+    path: Path
+    size: int
+    md5: str
+
+
+def md5_of(path: Path) -> str:
+    """The hex md5 of a file, read in chunks."""
+    digest = hashlib.md5()  # noqa: S324 - XNAT's digest is md5; this is not for security
+    with open(path, "rb") as fh:
+        while block := fh.read(CHUNK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+async def receive_stream(store: Store, chunks: AsyncIterator[bytes]) -> Received:
+    """Write an async byte stream to a new temporary file, computing size and md5 on the way."""
+    path = store.temp_path()
+    digest = hashlib.md5()  # noqa: S324 - XNAT's digest is md5
+    size = 0
+    try:
+        async with await anyio.open_file(path, "wb") as out:
+            async for chunk in chunks:
+                if chunk:
+                    digest.update(chunk)
+                    size += len(chunk)
+                    await out.write(chunk)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        raise
+    return Received(path, size, digest.hexdigest())
+
+
+def receive_file(store: Store, src: BinaryIO) -> Received:
+    """Copy an open (spooled) upload to a new temporary file, computing size and md5."""
+    path = store.temp_path()
+    digest = hashlib.md5()  # noqa: S324 - XNAT's digest is md5
+    size = 0
+    try:
+        with open(path, "wb") as out:
+            while block := src.read(CHUNK):
+                digest.update(block)
+                size += len(block)
+                out.write(block)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        raise
+    return Received(path, size, digest.hexdigest())
+
+
+@dataclass
+class Outcome:
+    """What an upload did: files written and existing files left alone."""
+
+    written: list[str]
+    duplicates: list[str]
+
+
+def commit(
+    store: Store,
+    resource: Json,
+    touched: Json | None,
+    files: list[tuple[str, Received]],
+    overwrite: bool,
+    meta: dict[str, str],
+) -> Outcome:
+    """Move received files into ``resource`` under their relative paths; update the index.
+
+    Without ``overwrite`` an existing file is left alone and reported as a duplicate. ``touched``
+    (the experiment, if any) gets a new ``last_modified``. Temporary files not moved are removed.
+    """
+    outcome = Outcome([], [])
+    try:
+        with store.lock:
+            base = store.resource_dir(resource)
+            for rel, rec in files:
+                if rel in resource["files"] and not overwrite:
+                    outcome.duplicates.append(rel)
+                    continue
+                target = base / rel
+                if any(p.is_symlink() for p in [target, *target.parents] if p != base.parent):
+                    raise ValueError(f"refusing to write through a link at {rel}")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(rec.path, target)
+                resource["files"][rel] = {
+                    "size": rec.size,
+                    "md5": rec.md5,
+                    "format": meta.get("format", ""),
+                    "content": meta.get("content", ""),
+                    "tags": meta.get("tags", ""),
+                }
+                outcome.written.append(rel)
+            if outcome.written and touched is not None:
+                touched["last_modified"] = now_stamp()
+            store.save()
+    finally:
+        for _, rec in files:
+            with contextlib.suppress(FileNotFoundError):
+                rec.path.unlink()
+    return outcome
+
+
+def unpack(store: Store, received: Received, name: str, prefix: str) -> list[tuple[str, Received]]:
+    """Extract an uploaded archive safely; its files, relative to ``prefix``, ready to commit.
+
+    Raises :class:`~x2c.devxnat.archives.UnsafeArchiveError` or ``BadArchiveError`` and leaves
+    nothing behind when the archive is hostile or unreadable.
+    """
+    workdir = store.temp_dir()
+    try:
+        rels = extract(received.path, name, workdir)
+        out = []
+        for rel in rels:
+            src = workdir / rel
+            moved = store.temp_path()
+            os.replace(src, moved)
+            full = clean_relpath(f"{prefix}/{rel}" if prefix else rel)
+            out.append((full, Received(moved, moved.stat().st_size, md5_of(moved))))
+        return out
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+        with contextlib.suppress(FileNotFoundError):
+            received.path.unlink()
