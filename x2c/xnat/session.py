@@ -133,7 +133,10 @@ def path_of(*segments: str) -> str:
     ``$()``, ``../``, ``/``) stay one segment: ``path_of("data", "projects", p)``."""
     for segment in segments:
         if segment in ("", ".", ".."):
-            raise ValueError(f"refusing XNAT path segment {segment!r}")
+            raise XnatError(
+                f"refusing the XNAT name {segment!r} in {'/'.join(segments)!r}: names may not "
+                "be empty, '.' or '..'"
+            )
     return "/" + "/".join(quote(segment, safe="") for segment in segments)
 
 

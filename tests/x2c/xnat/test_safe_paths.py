@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from x2c.errors import XnatError
 from x2c.xnat import path_of, safe_relpath, safe_segment
 
 HOSTILE = ["../../etc", "a b", "$(rm -rf ~)", "it's", '"q"', "/abs", "..", ".", "-rf", "é", "a/b"]
@@ -27,5 +28,5 @@ def test_path_of_quotes_every_segment() -> None:
         path_of("data", "projects", "a b/../c", "x$(y)")
         == "/data/projects/a%20b%2F..%2Fc/x%24%28y%29"
     )
-    with pytest.raises(ValueError):
+    with pytest.raises(XnatError):
         path_of("data", "..")

@@ -1,0 +1,113 @@
+"""Connecting: the login is checked in one request, every way of failing gives one clear line
+(naming server and user, never the password), and transient failures are retried on a real
+socket through a fault-injecting proxy."""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+import pytest
+
+from tests.x2c.xnat.conftest import Requests, xnat_config
+from tests.x2c.xnat.faultproxy import Fault, FaultProxy
+from x2c.errors import XnatAuthError, XnatError, XnatNotFoundError, XnatTransientError
+from x2c.xnat import connect, list_experiments
+
+
+def test_connect_checks_the_login_in_one_request(
+    xnat_server: Any, server_requests: Requests
+) -> None:
+    with connect(xnat_config(xnat_server)) as session:
+        assert session.requests_sent == 1
+    assert server_requests.counts() == {"GET /data/JSESSION": 1}
+
+
+def test_wrong_password_fails_at_connect_naming_server_and_user(xnat_server: Any) -> None:
+    wrong = "Wr0ng-$(pw)'"
+    with pytest.raises(XnatAuthError) as info:
+        connect(xnat_config(xnat_server, password=wrong))
+    message = str(info.value)
+    assert xnat_server.url in message and repr(xnat_server.user) in message
+    assert "password" in message and wrong not in message and xnat_server.password not in message
+    assert "\n" not in message and info.value.status == 401
+
+
+def test_unknown_user_fails_like_a_wrong_password(xnat_server: Any) -> None:
+    with pytest.raises(XnatAuthError, match="'nobody'"):
+        connect(xnat_config(xnat_server, user="nobody"))
+
+
+def test_unknown_host_says_check_the_host_name(xnat_server: Any) -> None:
+    with pytest.raises(XnatError, match="cannot resolve the host") as info:
+        connect(xnat_config(xnat_server, url="http://no-such-host.invalid:8080"))
+    assert not isinstance(info.value, XnatTransientError)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_refused_connection_is_transient_and_retried(xnat_server: Any) -> None:
+    url = f"http://127.0.0.1:{_free_port()}"
+    with pytest.raises(XnatTransientError, match="connection refused") as info:
+        connect(xnat_config(xnat_server, url=url, retries=2))
+    assert url in str(info.value) and xnat_server.user in str(info.value)
+
+
+def test_tls_failure_says_what_to_set(xnat_server: Any) -> None:
+    # https:// against the plain-HTTP server: the handshake fails as a TLS error.
+    url = xnat_server.url.replace("http://", "https://")
+    with pytest.raises(XnatError, match=r"TLS error.*verify") as info:
+        connect(xnat_config(xnat_server, url=url))
+    assert not isinstance(info.value, XnatTransientError)
+
+
+def test_a_url_without_xnat_behind_it(xnat_server: Any) -> None:
+    with pytest.raises(XnatNotFoundError, match=r"no XNAT REST API.*context path"):
+        connect(xnat_config(xnat_server, url=xnat_server.url + "/not-xnat"))
+
+
+def test_5xx_and_resets_are_retried_then_succeed(xnat_server: Any) -> None:
+    with FaultProxy(xnat_server.url).running() as proxy:
+        session = connect(xnat_config(xnat_server, url=proxy.url, retries=3))
+        project = session.result_set("/data/projects", what="list projects")[0]["ID"]
+        proxy.add(Fault(r"GET /data/projects/[^/]+/experiments", times=1, status=503))
+        proxy.add(Fault(r"GET /data/projects/[^/]+/experiments", times=1, reset=True))
+        proxy.add(Fault(r"GET /data/projects/[^/]+/experiments", times=1, status=502))
+        experiments = list_experiments(session, project)
+        assert experiments
+        assert proxy.count(r"GET /data/projects/[^/]+/experiments") == 4
+        assert all(f.times == 0 for f in proxy.faults)
+        session.close()
+
+
+def test_retries_are_capped_and_end_transient(xnat_server: Any) -> None:
+    with FaultProxy(xnat_server.url).running() as proxy:
+        session = connect(xnat_config(xnat_server, url=proxy.url, retries=2))
+        proxy.add(Fault(r"GET /data/projects/[^/]+/experiments", times=10, status=503))
+        with pytest.raises(XnatTransientError, match=r"503.*retry later") as info:
+            list_experiments(session, "P")
+        assert info.value.status == 503
+        assert proxy.count(r"GET /data/projects/[^/]+/experiments") == 3
+        session.close()
+
+
+def test_4xx_is_never_retried(xnat_server: Any) -> None:
+    with FaultProxy(xnat_server.url).running() as proxy:
+        session = connect(xnat_config(xnat_server, url=proxy.url, retries=3))
+        proxy.add(Fault(r"GET /data/projects/[^/]+/experiments", times=5, status=400))
+        with pytest.raises(XnatError) as info:
+            list_experiments(session, "P")
+        assert info.value.status == 400
+        assert proxy.count(r"GET /data/projects/[^/]+/experiments") == 1
+        session.close()
+
+
+def test_connect_retries_a_reset_login(xnat_server: Any) -> None:
+    with FaultProxy(xnat_server.url).running() as proxy:
+        proxy.add(Fault(r"GET /data/JSESSION", times=1, reset=True))
+        with connect(xnat_config(xnat_server, url=proxy.url, retries=1)) as session:
+            assert session.requests_sent == 2

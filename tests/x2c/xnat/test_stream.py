@@ -1,0 +1,88 @@
+"""Streaming XNAT files through the verifying ByteSource."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.x2c.xnat.conftest import Requests
+from x2c.errors import IntegrityError
+from x2c.selection import InputSelection
+from x2c.sources import ByteSource, FileRef
+from x2c.xnat import XnatByteSource, XnatFileRef, XnatSession, list_experiments, select_inputs
+
+
+def _refs(session: XnatSession, project: str, resource: str = "NIFTI") -> list[XnatFileRef]:
+    eid = list_experiments(session, project)[0].id
+    return list(
+        select_inputs(session, eid, InputSelection(scan_types=("T1*",), resource=resource)).files
+    )
+
+
+def test_streamed_bytes_match_the_listing_in_one_request(
+    session: XnatSession, demo_project: str, server_requests: Requests
+) -> None:
+    ref = _refs(session, demo_project)[0]
+    source: ByteSource = XnatByteSource(session)
+    server_requests.reset()
+    chunks = list(source.iter_bytes(ref, chunk_size=4096))
+    assert server_requests.total() == 1
+    data = b"".join(chunks)
+    assert len(data) == ref.size and hashlib.md5(data).hexdigest() == ref.md5
+    assert max(len(c) for c in chunks) <= 4096
+
+
+def _file_on_disk(data_dir: Path, ref: XnatFileRef) -> Path:
+    name = ref.path.rsplit("/", 1)[-1]
+    candidates = [
+        p
+        for p in Path(data_dir).rglob(name)
+        if p.is_file() and hashlib.md5(p.read_bytes()).hexdigest() == ref.md5
+    ]
+    assert len(candidates) == 1, f"cannot find {name} with md5 {ref.md5} under {data_dir}"
+    return candidates[0]
+
+
+def _corrupt(xnat_server: Any, ref: XnatFileRef, flip: bool = True) -> tuple[Path, bytes]:
+    path = _file_on_disk(xnat_server.data_dir, ref)
+    original = path.read_bytes()
+    damaged = bytearray(original)
+    if flip:
+        damaged[len(damaged) // 2] ^= 0xFF
+    else:
+        damaged += b"extra"
+    path.write_bytes(bytes(damaged))
+    return path, original
+
+
+def test_a_corrupted_file_is_an_integrity_error_naming_it(
+    fresh_xnat_server: Any, tmp_path: Path
+) -> None:
+    from tests.x2c.xnat.conftest import xnat_config
+    from x2c.xnat import connect
+
+    with connect(xnat_config(fresh_xnat_server)) as session:
+        project = session.result_set("/data/projects", what="list")[0]["ID"]
+        eids = [e.id for e in list_experiments(session, project)]
+        flipped, longer = (
+            select_inputs(session, eid, InputSelection(scan_types=("T1",))).files[0]
+            for eid in eids[:2]
+        )
+        _corrupt(fresh_xnat_server, flipped, flip=True)
+        with pytest.raises(IntegrityError, match=r"md5 [0-9a-f]{32} differs") as info:
+            for _ in XnatByteSource(session).iter_bytes(flipped):
+                pass
+        assert info.value.name == flipped.path and flipped.path in str(info.value)
+        assert info.value.expected == flipped.md5
+        _corrupt(fresh_xnat_server, longer, flip=False)
+        with pytest.raises(IntegrityError, match="size"):
+            for _ in XnatByteSource(session).iter_bytes(longer):
+                pass
+
+
+def test_only_xnat_refs_are_accepted(session: XnatSession) -> None:
+    with pytest.raises(TypeError):
+        next(iter(XnatByteSource(session).iter_bytes(FileRef("a", 1, None))))
