@@ -143,6 +143,11 @@ class DevXnat:
             return _error(exc.status, exc.reason, exc.detail)
         except NotFound as exc:
             return _error(404, "Not Found", f"{exc} was not found")
+        except Exception:
+            # A bad request must never take the server down or leave it half-changed: every
+            # change is committed at the end of its handler, so failing here changes nothing.
+            log.exception("request failed: %s %s", method, path)
+            return _error(500, "Internal Server Error", f"{method} {path} failed")
 
     def _template_guess(self, path: str) -> str:
         rest = strip_prefix(path)

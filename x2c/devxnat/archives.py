@@ -41,6 +41,13 @@ def clean_relpath(name: str) -> str:
     return posixpath.join(*parts)
 
 
+def _check_dir(name: str) -> None:
+    """Directory entries are implied by files; the archive root ("" or ".") is fine."""
+    if name.replace("\\", "/").strip("/") in ("", "."):
+        return
+    clean_relpath(name)
+
+
 def is_archive_name(name: str) -> bool:
     """Whether an uploaded file's name says it is an archive ``extract=true`` can unpack."""
     lower = name.lower()
@@ -68,13 +75,13 @@ def _extract_zip(archive: Path, dest: Path) -> list[str]:
     with zipfile.ZipFile(archive) as zf:
         plan: list[tuple[zipfile.ZipInfo, str]] = []
         for info in zf.infolist():
-            rel = clean_relpath(info.filename)
             mode = (info.external_attr >> 16) & 0o170000
             if mode == 0o120000:
                 raise UnsafeArchiveError(f"symbolic link {info.filename!r}")
             if info.is_dir():
+                _check_dir(info.filename)
                 continue
-            plan.append((info, rel))
+            plan.append((info, clean_relpath(info.filename)))
         written = []
         for info, rel in plan:
             target = dest / rel
@@ -90,12 +97,12 @@ def _extract_tar(archive: Path, dest: Path) -> list[str]:
         with tarfile.open(archive) as tf:
             plan: list[tuple[tarfile.TarInfo, str]] = []
             for member in tf.getmembers():
-                rel = clean_relpath(member.name)
                 if member.isdir():
+                    _check_dir(member.name)
                     continue
                 if not member.isfile():
                     raise UnsafeArchiveError(f"{member.name!r} is a link or a device")
-                plan.append((member, rel))
+                plan.append((member, clean_relpath(member.name)))
             written = []
             for member, rel in plan:
                 src = tf.extractfile(member)

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import requests
 from pyxnat import Interface
 
 from tests.fixtures.xnat_server import XnatServer
@@ -30,7 +28,7 @@ def test_config_file_connects(xnat_server: XnatServer, tmp_path: Path) -> None:
     cfg.write_text(json.dumps(config))
     interface = Interface(config=str(cfg))
     try:
-        assert interface.select.projects().get() == ["DEMO"]
+        assert "DEMO" in interface.select.projects().get()
     finally:
         interface.disconnect()
 
@@ -81,7 +79,7 @@ def test_resource_zip_download(intf: Interface, tmp_path: Path) -> None:
 
 
 def test_create_and_upload(intf: Interface, xnat_server: XnatServer, tmp_path: Path) -> None:
-    subject = intf.select.project(new_project(xnat_server)).subject("PYX_SUB")
+    subject = intf.select.project(xnat_server.new_project()).subject("PYX_SUB")
     subject.create()
     experiment = subject.experiment("PYX_SUB_MR1")
     experiment.create()
@@ -96,13 +94,3 @@ def test_create_and_upload(intf: Interface, xnat_server: XnatServer, tmp_path: P
     assert resource.files().get() == ["stats.txt"]
     attrs = resource.file("stats/stats.txt").attributes()
     assert attrs["digest"] == hashlib.md5(source.read_bytes()).hexdigest()
-
-
-def new_project(server: XnatServer) -> str:
-    """A project of the test's own, so that writing tests never change the shared demo data."""
-    project = "T" + uuid.uuid4().hex[:10].upper()
-    resp = requests.put(
-        f"{server.url}/data/projects/{project}", auth=(server.user, server.password), timeout=30
-    )
-    assert resp.status_code == 201, resp.text
-    return project

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import io
-import uuid
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import requests
 import xnat
 
 from tests.fixtures.xnat_server import XnatServer
@@ -90,7 +88,7 @@ def test_download_file_and_zip(session: xnat.session.XNATSession, tmp_path: Path
 def test_create_objects_and_upload(
     session: xnat.session.XNATSession, xnat_server: XnatServer, tmp_path: Path
 ) -> None:
-    project_id = new_project(xnat_server)
+    project_id = xnat_server.new_project()
     session.clearcache()
     project = session.projects[project_id]
     subject = session.classes.SubjectData(parent=project, label="XPY_SUB")
@@ -111,13 +109,3 @@ def test_create_objects_and_upload(
     exp_resource = again.create_resource("FS6_HIPPO")
     exp_resource.upload_data(b"zipped", "out.zip")
     assert "FS6_HIPPO" in session.experiments[again.id].resources.key_map
-
-
-def new_project(server: XnatServer) -> str:
-    """A project of the test's own, so that writing tests never change the shared demo data."""
-    project = "T" + uuid.uuid4().hex[:10].upper()
-    resp = requests.put(
-        f"{server.url}/data/projects/{project}", auth=(server.user, server.password), timeout=30
-    )
-    assert resp.status_code == 201, resp.text
-    return project

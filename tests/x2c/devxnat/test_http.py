@@ -1,0 +1,478 @@
+"""The server's REST behaviour seen with plain HTTP: auth, listings, errors, uploads, archives."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import tarfile
+import time
+import zipfile
+from collections.abc import Iterator
+
+import pytest
+import requests
+
+from tests.fixtures.xnat_server import XnatServer
+
+EXP1 = "/data/projects/DEMO/subjects/DEMO_S001/experiments/DEMO_S001_MR1"
+
+
+@pytest.fixture
+def http(xnat_server: XnatServer) -> Iterator[requests.Session]:
+    with requests.Session() as session:
+        session.auth = (xnat_server.user, xnat_server.password)
+        yield session
+
+
+def _url(server: XnatServer, path: str) -> str:
+    return server.url + path
+
+
+def _result(resp: requests.Response) -> list[dict[str, str]]:
+    assert resp.status_code == 200, resp.text
+    rows: list[dict[str, str]] = resp.json()["ResultSet"]["Result"]
+    return rows
+
+
+def _new_resource(http: requests.Session, server: XnatServer, label: str = "OUT") -> str:
+    """A fresh project/subject/experiment with an empty experiment resource; its URI."""
+    project = server.new_project()
+    base = f"/data/projects/{project}/subjects/SUB1"
+    assert http.put(_url(server, base)).status_code == 201
+    exp = f"{base}/experiments/SUB1_MR1"
+    assert http.put(_url(server, exp), params={"xsiType": "xnat:mrSessionData"}).status_code == 201
+    res = f"{exp}/resources/{label}"
+    assert http.put(_url(server, res)).status_code == 200
+    return res
+
+
+# -- authentication -------------------------------------------------------------------------
+
+
+def test_requests_without_or_with_wrong_credentials_get_401(xnat_server: XnatServer) -> None:
+    for auth in (None, (xnat_server.user, "wrong"), ("nobody", "x")):
+        resp = requests.get(_url(xnat_server, "/data/projects"), auth=auth, timeout=10)
+        assert resp.status_code == 401
+        assert resp.text.startswith("<html>")
+    bad = requests.put(
+        _url(xnat_server, "/data/services/auth"),
+        data={"username": xnat_server.user, "password": "wrong"},
+        timeout=10,
+    )
+    assert bad.status_code == 401
+
+
+def test_jsession_cookie_authenticates_until_deleted(xnat_server: XnatServer) -> None:
+    token = requests.get(
+        _url(xnat_server, "/data/JSESSION"),
+        auth=(xnat_server.user, xnat_server.password),
+        timeout=10,
+    ).text
+    assert len(token) == 32
+    with requests.Session() as anon:
+        anon.cookies.set("JSESSIONID", token)
+        assert anon.get(_url(xnat_server, "/data/auth")).text == (
+            f"User '{xnat_server.user}' is logged in"
+        )
+        assert anon.delete(_url(xnat_server, "/data/JSESSION")).status_code == 200
+        assert anon.get(_url(xnat_server, "/data/projects")).status_code == 401
+    login = requests.put(
+        _url(xnat_server, "/data/services/auth"),
+        data={"username": xnat_server.user, "password": xnat_server.password},
+        timeout=10,
+    )
+    assert login.status_code == 200
+    assert login.cookies["JSESSIONID"] == login.text
+
+
+def test_version_routes_look_like_xnat_1_8(http: requests.Session, xnat_server: XnatServer) -> None:
+    assert http.get(_url(xnat_server, "/data/version")).status_code == 404
+    assert (
+        http.get(_url(xnat_server, "/xapi/siteConfig/buildInfo"))
+        .json()["version"]
+        .startswith("1.8")
+    )
+    assert http.get(_url(xnat_server, "/xapi/schemas")).json() == ["xnat"]
+    assert "<xs:schema" in http.get(_url(xnat_server, "/xapi/schemas/xnat")).text
+
+
+# -- listings -------------------------------------------------------------------------------
+
+
+def test_listings_at_every_level_and_aliases(
+    http: requests.Session, xnat_server: XnatServer
+) -> None:
+    for prefix in ("/data", "/data/archive", "/REST"):
+        rows = _result(http.get(_url(xnat_server, f"{prefix}/projects"), params={"format": "json"}))
+        assert "DEMO" in {r["ID"] for r in rows}
+    subjects = _result(http.get(_url(xnat_server, "/data/projects/DEMO/subjects")))
+    assert [s["label"] for s in subjects] == ["DEMO_S001", "DEMO_S002", "DEMO_S003"]
+    assert all(isinstance(v, str) for s in subjects for v in s.values())
+    exps = _result(
+        http.get(_url(xnat_server, "/data/projects/DEMO/subjects/DEMO_S002/experiments"))
+    )
+    assert [e["ID"] for e in exps] == ["X2C_E00002"]
+    scans = _result(http.get(_url(xnat_server, f"{EXP1}/scans")))
+    assert [(s["ID"], s["type"], s["xsiType"]) for s in scans] == [("1", "T1", "xnat:mrScanData")]
+    resources = _result(http.get(_url(xnat_server, f"{EXP1}/scans/1/resources")))
+    assert [r["label"] for r in resources] == ["NIFTI", "DICOM"]
+    assert "URI" not in resources[0] and "ID" not in resources[0]
+    assert resources[0]["file_count"] == "1" and resources[0]["file_size"] == "65888"
+    files = _result(http.get(_url(xnat_server, f"{EXP1}/scans/1/resources/DICOM/files")))
+    assert [f["Name"] for f in files] == ["1-001.dcm", "1-002.dcm", "1-003.dcm"]
+    for f in files:
+        body = http.get(_url(xnat_server, f["URI"])).content
+        assert hashlib.md5(body).hexdigest() == f["digest"]
+        assert len(body) == int(f["Size"])
+
+
+def test_columns_rename_xpaths_and_keep_uri(
+    http: requests.Session, xnat_server: XnatServer
+) -> None:
+    rows = _result(
+        http.get(
+            _url(xnat_server, "/data/projects/DEMO/experiments"),
+            params={
+                "format": "json",
+                "columns": "ID,label,xnat:subjectAssessorData/subject_id,last_modified,insert_date",
+            },
+        )
+    )
+    assert set(rows[0]) == {"ID", "label", "subject_ID", "last_modified", "insert_date", "URI"}
+    assert rows[0]["subject_ID"] == "X2C_S00001"
+    for stamp in (rows[0]["last_modified"], rows[0]["insert_date"]):
+        time.strptime(stamp.split(".")[0], "%Y-%m-%d %H:%M:%S")
+        assert len(stamp.split(".")[1]) == 3
+
+
+def test_csv_listing(http: requests.Session, xnat_server: XnatServer) -> None:
+    resp = http.get(
+        _url(xnat_server, "/data/projects/DEMO/subjects"),
+        params={"format": "csv", "columns": "ID,label"},
+    )
+    assert resp.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(resp.text)))
+    assert [(r["ID"], r["label"]) for r in rows][:1] == [("X2C_S00001", "DEMO_S001")]
+    assert set(rows[0]) == {"ID", "label", "URI"}
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ({"xsiType": "xnat:mrSessionData", "project": "DEMO"}, 3),
+        ({"project": "DEMO", "label": "DEMO_S00*_MR1"}, 3),
+        ({"project": "DEMO", "label": "*S002*"}, 1),
+        ({"project": "DEMO", "ID": "X2C_E00001,X2C_E00003"}, 2),
+        ({"project": "DEMO", "xsiType": "xnat:petSessionData"}, 0),
+        ({"project": "NOPE"}, 0),
+    ],
+)
+def test_global_experiment_filters(
+    http: requests.Session, xnat_server: XnatServer, query: dict[str, str], expected: int
+) -> None:
+    rows = _result(http.get(_url(xnat_server, "/data/experiments"), params=query))
+    assert len(rows) == expected
+
+
+def test_object_document_and_catalog(http: requests.Session, xnat_server: XnatServer) -> None:
+    doc = http.get(_url(xnat_server, "/data/experiments/X2C_E00001"), params={"format": "json"})
+    item = doc.json()["items"][0]
+    assert item["meta"]["xsi:type"] == "xnat:mrSessionData"
+    assert item["data_fields"]["label"] == "DEMO_S001_MR1"
+    catalog = http.get(_url(xnat_server, f"{EXP1}/scans/1/resources/NIFTI"))
+    assert catalog.text.startswith('<?xml version="1.0" encoding="UTF-8"?>\n<cat:Catalog')
+    assert 'URI="T1.nii"' in catalog.text
+
+
+def test_zip_downloads_use_xnat_layout(http: requests.Session, xnat_server: XnatServer) -> None:
+    whole = http.get(_url(xnat_server, f"{EXP1}/scans/ALL/files"), params={"format": "zip"})
+    names = sorted(zipfile.ZipFile(io.BytesIO(whole.content)).namelist())
+    assert names[-1] == "DEMO_S001_MR1/scans/1-T1/resources/NIFTI/files/T1.nii"
+    assert len(names) == 4
+    by_type = http.get(_url(xnat_server, f"{EXP1}/scans/T1/files"), params={"format": "zip"})
+    assert sorted(zipfile.ZipFile(io.BytesIO(by_type.content)).namelist()) == names
+    one = http.get(
+        _url(xnat_server, f"{EXP1}/scans/1/resources/NIFTI/files"), params={"format": "zip"}
+    )
+    with zipfile.ZipFile(io.BytesIO(one.content)) as zf:
+        assert zf.namelist() == ["DEMO_S001_MR1/scans/1-T1/resources/NIFTI/files/T1.nii"]
+        data = zf.read(zf.namelist()[0])
+    listed = _result(http.get(_url(xnat_server, f"{EXP1}/scans/1/resources/NIFTI/files")))[0]
+    assert hashlib.md5(data).hexdigest() == listed["digest"]
+
+
+# -- errors ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/data/projects/NOPE",
+        "/data/projects/NOPE/subjects",
+        "/data/projects/DEMO/subjects/NOPE",
+        "/data/experiments/X2C_E99999",
+        f"{EXP1}/scans/99",
+        f"{EXP1}/scans/1/resources/NOPE/files",
+        f"{EXP1}/scans/1/resources/NIFTI/files/nope.nii",
+        f"{EXP1}/scans/1/resources/NIFTI/files/../../../../index.json",
+        "/data/nothing/here",
+    ],
+)
+def test_missing_objects_are_404_html(
+    http: requests.Session, xnat_server: XnatServer, path: str
+) -> None:
+    resp = http.get(_url(xnat_server, path))
+    assert resp.status_code == 404
+    assert resp.text.startswith("<html>")
+
+
+def test_permissions_404_for_unreadable_403_for_readonly(
+    http: requests.Session, xnat_server: XnatServer
+) -> None:
+    resource = _new_resource(http, xnat_server)
+    project = resource.split("/")[3]
+    xnat_server.add_user("reader", "reader-pw", [project], can_write=False)
+    xnat_server.add_user("outsider", "outsider-pw", [], can_write=True)
+    reader = ("reader", "reader-pw")
+    outsider = ("outsider", "outsider-pw")
+
+    assert requests.get(_url(xnat_server, resource), auth=reader, timeout=10).status_code == 200
+    projects = _result(requests.get(_url(xnat_server, "/data/projects"), auth=reader, timeout=10))
+    assert [p["ID"] for p in projects] == [project]
+    assert requests.get(_url(xnat_server, resource), auth=outsider, timeout=10).status_code == 404
+    assert (
+        requests.get(_url(xnat_server, f"/data/projects/{project}"), auth=outsider, timeout=10)
+    ).status_code == 404
+    assert (
+        _result(requests.get(_url(xnat_server, "/data/experiments"), auth=outsider, timeout=10))
+        == []
+    )
+
+    put = requests.put(
+        _url(xnat_server, f"{resource}/files/x.txt"), data=b"x", auth=reader, timeout=10
+    )
+    assert put.status_code == 403
+    assert (
+        requests.put(_url(xnat_server, f"{resource}2"), auth=reader, timeout=10).status_code == 403
+    )
+    assert requests.delete(_url(xnat_server, resource), auth=reader, timeout=10).status_code == 403
+    assert (
+        requests.put(_url(xnat_server, "/data/projects/MINE"), auth=reader, timeout=10).status_code
+        == 403
+    )
+    assert (
+        requests.get(_url(xnat_server, "/x2c/requests"), auth=reader, timeout=10).status_code == 403
+    )
+
+
+def test_existing_resource_is_409(http: requests.Session, xnat_server: XnatServer) -> None:
+    resource = _new_resource(http, xnat_server)
+    again = http.put(_url(xnat_server, resource))
+    assert again.status_code == 409
+    assert "Specified resource already exists." in again.text
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "kwargs"),
+    [
+        ("PUT", "/data/projects/bad%20id", {}),
+        ("PUT", "/data/projects/DEMO/subjects/S/experiments/E", {"params": {"xsiType": "x"}}),
+        ("PUT", "/data/projects/DEMO/experiments/ORPHAN", {}),
+        ("POST", f"{EXP1}/scans/1/resources/NIFTI/files", {"data": b"raw without a name"}),
+        ("PUT", f"{EXP1}/scans/1/resources/NIFTI/files/../escape.txt", {"data": b"x"}),
+        ("GET", "/data/projects?format=json&columns=%ff%fe", {}),
+        ("PUT", "/x2c/users/someone", {"data": b"not json"}),
+    ],
+)
+def test_bad_requests_change_nothing(
+    http: requests.Session,
+    xnat_server: XnatServer,
+    method: str,
+    path: str,
+    kwargs: dict[str, object],
+) -> None:
+    before = (xnat_server.data_dir / "index.json").read_bytes()
+    resp = http.request(method, _url(xnat_server, path), **kwargs)  # type: ignore[arg-type]
+    assert resp.status_code in (200, 400, 404), resp.text
+    if resp.status_code != 200:
+        assert (xnat_server.data_dir / "index.json").read_bytes() == before
+    assert http.get(_url(xnat_server, "/data/projects/DEMO")).status_code == 200
+
+
+# -- uploads --------------------------------------------------------------------------------
+
+
+def _files(http: requests.Session, server: XnatServer, resource: str) -> dict[str, dict[str, str]]:
+    rows = _result(http.get(_url(server, f"{resource}/files")))
+    return {r["URI"].split("/files/", 1)[1]: r for r in rows}
+
+
+def test_upload_styles_and_digests(http: requests.Session, xnat_server: XnatServer) -> None:
+    resource = _new_resource(http, xnat_server)
+    exp = resource.rsplit("/resources/", 1)[0]
+    before = _result(
+        http.get(
+            _url(xnat_server, f"{exp.rsplit('/experiments/', 1)[0]}/experiments"),
+            params={"columns": "ID,last_modified"},
+        )
+    )[0]["last_modified"]
+    raw = b"pyxnat style\n" * 100
+    # pyxnat: POST with the bytes as the body and inbody=true
+    assert (
+        http.post(
+            _url(xnat_server, f"{resource}/files/a/raw.txt"),
+            params={"inbody": "true", "format": "TXT", "content": "U", "tags": "U"},
+            data=raw,
+        ).status_code
+        == 200
+    )
+    # xnatpy: PUT application/octet-stream
+    assert (
+        http.put(
+            _url(xnat_server, f"{resource}/files/put.bin"),
+            data=b"\x00\x01" * 5000,
+            headers={"Content-Type": "application/octet-stream"},
+        ).status_code
+        == 200
+    )
+    # browsers and curl -F: multipart/form-data
+    assert (
+        http.post(
+            _url(xnat_server, f"{resource}/files"), files={"file": ("multi.txt", b"multipart body")}
+        ).status_code
+        == 200
+    )
+    files = _files(http, xnat_server, resource)
+    assert sorted(files) == ["a/raw.txt", "multi.txt", "put.bin"]
+    assert files["a/raw.txt"]["digest"] == hashlib.md5(raw).hexdigest()
+    assert files["a/raw.txt"]["file_format"] == "TXT"
+    assert files["multi.txt"]["Size"] == str(len(b"multipart body"))
+    after = _result(
+        http.get(
+            _url(xnat_server, f"{exp.rsplit('/experiments/', 1)[0]}/experiments"),
+            params={"columns": "ID,last_modified"},
+        )
+    )[0]["last_modified"]
+    assert after > before
+
+
+def test_overwrite_and_duplicates(http: requests.Session, xnat_server: XnatServer) -> None:
+    resource = _new_resource(http, xnat_server)
+    url = _url(xnat_server, f"{resource}/files/same.txt")
+    assert http.put(url, data=b"first").status_code == 200
+    dup = http.put(url, data=b"second")
+    assert dup.status_code == 200
+    assert dup.json() == {"duplicates": ["same.txt"]}
+    assert http.get(url).content == b"first"
+    assert http.put(url, data=b"third", params={"overwrite": "true"}).status_code == 200
+    assert http.get(url).content == b"third"
+    assert http.delete(url).status_code == 200
+    assert http.get(url).status_code == 404
+    assert http.delete(_url(xnat_server, resource)).status_code == 200
+    assert http.get(_url(xnat_server, resource)).status_code == 404
+
+
+def _zip_bytes(entries: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, data in entries.items():
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
+def _tgz_bytes(entries: dict[str, bytes], links: dict[str, str] | None = None) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
+        for name, data in entries.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+        for name, target in (links or {}).items():
+            info = tarfile.TarInfo(name)
+            info.type = tarfile.SYMTYPE
+            info.linkname = target
+            tf.addfile(info)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("name", "body"),
+    [
+        ("in.zip", _zip_bytes({"a.txt": b"A", "d/b.txt": b"B"})),
+        ("in.tar.gz", _tgz_bytes({"a.txt": b"A", "./d/b.txt": b"B"})),
+    ],
+)
+def test_extract_archives(
+    http: requests.Session, xnat_server: XnatServer, name: str, body: bytes
+) -> None:
+    resource = _new_resource(http, xnat_server)
+    resp = http.put(
+        _url(xnat_server, f"{resource}/files/{name}"), data=body, params={"extract": "true"}
+    )
+    assert resp.status_code == 200, resp.text
+    files = _files(http, xnat_server, resource)
+    assert sorted(files) == ["a.txt", "d/b.txt"]
+    assert http.get(_url(xnat_server, f"{resource}/files/d/b.txt")).content == b"B"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        _zip_bytes({"ok.txt": b"fine", "../../evil.txt": b"evil"}),
+        _zip_bytes({"ok.txt": b"fine", "/abs/evil.txt": b"evil"}),
+        _tgz_bytes({"ok.txt": b"fine", "d/../../evil.txt": b"evil"}),
+        _tgz_bytes({"ok.txt": b"fine"}, links={"link": "/etc/passwd"}),
+        b"this is not an archive at all",
+    ],
+)
+def test_hostile_archives_are_refused_without_leftovers(
+    http: requests.Session, xnat_server: XnatServer, body: bytes
+) -> None:
+    resource = _new_resource(http, xnat_server)
+    resp = http.put(
+        _url(xnat_server, f"{resource}/files/up.zip"), data=body, params={"extract": "true"}
+    )
+    assert resp.status_code == 400
+    assert _files(http, xnat_server, resource) == {}
+    assert list((xnat_server.data_dir / "tmp").iterdir()) == []
+    assert not list(xnat_server.data_dir.parent.rglob("evil.txt"))
+
+
+# -- counter and persistence ----------------------------------------------------------------
+
+
+def test_request_counter_by_route_template(http: requests.Session, xnat_server: XnatServer) -> None:
+    xnat_server.reset_counts()
+    for label in ("DEMO_S001", "DEMO_S002"):
+        http.get(_url(xnat_server, f"/data/projects/DEMO/subjects/{label}/experiments"))
+    http.get(_url(xnat_server, f"{EXP1}/scans/1/resources/NIFTI/files/T1.nii"))
+    counts = xnat_server.request_counts()
+    assert counts == {
+        "GET /data/projects/{project}/subjects/{subject}/experiments": 2,
+        "GET /data/projects/{project}/subjects/{subject}/experiments/{experiment}"
+        "/scans/{scan}/resources/{resource}/files/{path}": 1,
+    }
+
+
+def test_data_survives_restart(fresh_xnat_server: XnatServer) -> None:
+    server = fresh_xnat_server
+    auth = (server.user, server.password)
+    res = f"{EXP1}/resources/KEEP"
+    assert requests.put(_url(server, res), auth=auth, timeout=10).status_code == 200
+    assert (
+        requests.put(
+            _url(server, f"{res}/files/k.txt"), data=b"kept", auth=auth, timeout=10
+        ).status_code
+        == 200
+    )
+    server.add_user("reader", "pw", ["DEMO"], can_write=False)
+    server.restart()
+    assert (
+        requests.get(_url(server, f"{res}/files/k.txt"), auth=auth, timeout=10).content == b"kept"
+    )
+    subjects = _result(
+        requests.get(_url(server, "/data/projects/DEMO/subjects"), auth=auth, timeout=10)
+    )
+    assert len(subjects) == 3  # the demo data is not created twice
+    assert requests.get(_url(server, res), auth=("reader", "pw"), timeout=10).status_code == 200
