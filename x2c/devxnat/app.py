@@ -412,6 +412,7 @@ class DevXnat:
     def _experiment_row(self, e: Json) -> dict[str, str]:
         subject = self.store.index["subjects"].get(e["subject_ID"], {})
         return {
+            "xnat:subjectassessordata/id": e["ID"],
             "ID": e["ID"],
             "project": e["project"],
             "date": e.get("date", ""),

@@ -72,7 +72,17 @@ SUBJECTS = Level(
 )
 EXPERIMENTS = Level(
     "Experiments",
-    ("ID", "project", "date", "xsiType", "label", "insert_date", "URI"),
+    # XNAT's default experiment listing really does carry this xpath-named copy of the ID.
+    (
+        "xnat:subjectassessordata/id",
+        "ID",
+        "project",
+        "date",
+        "xsiType",
+        "label",
+        "insert_date",
+        "URI",
+    ),
     (
         "last_modified",
         "subject_ID",
