@@ -23,8 +23,8 @@ from x2c.errors import (
 _HINT_CONNECT = "check the URL and that the server is up, then retry"
 _HINT_DNS = "check the host name in the URL (XNAT_HOST or the config file's 'server')"
 _HINT_TLS = (
-    "the certificate could not be verified: set XnatConfig.verify to the site's CA bundle path "
-    "(or to False only for a test server)"
+    "check the URL's scheme and port (https to a plain-http port fails this way); if the "
+    "certificate cannot be verified, set XnatConfig.verify to the site's CA bundle path"
 )
 _HINT_TIMEOUT = "the server is slow or overloaded: retry later or raise XnatConfig.timeout"
 _HINT_AUTH = "check the user name and password (config file, XNAT_USER/XNAT_PASS or ~/.netrc)"
@@ -55,7 +55,7 @@ def error_for_exception(exc: BaseException, *, what: str, url: str) -> XnatError
     if isinstance(exc, XnatError):
         return exc
     if isinstance(exc, requests.exceptions.SSLError):
-        return XnatError(f"{what} failed: TLS error talking to {url}: {_HINT_TLS}", url=url)
+        return XnatError(f"{what} failed: TLS handshake with {url} failed: {_HINT_TLS}", url=url)
     if isinstance(exc, requests.exceptions.ProxyError):
         return XnatTransientError(
             f"{what} failed: the HTTP proxy refused {url}: check the proxy settings", url=url

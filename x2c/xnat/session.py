@@ -308,8 +308,6 @@ def connect(config: XnatConfig) -> XnatSession:
             url=exc.url,
             status=exc.status,
         ) from exc
-    except XnatError as exc:
-        raise type(exc)(f"cannot log in as {who}: {exc}", url=exc.url, status=exc.status) from exc
     token = response.text.strip()
     if not token or token.startswith("<"):
         # An HTML page instead of a session id: a proxy login page or not XNAT at all.

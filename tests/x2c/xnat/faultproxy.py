@@ -24,13 +24,15 @@ _HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "cont
 class Fault:
     """Answer the next ``times`` requests whose ``"METHOD /path?query"`` matches ``pattern``
     with ``status`` (an HTTP status), ``reset`` (close the socket without answering), or
-    ``tamper`` (forward, then rewrite the upstream body)."""
+    ``tamper`` (forward, then rewrite the upstream body), or ``truncate`` (forward the headers
+    and half the body, then close)."""
 
     pattern: str
     times: int = 1
     status: int | None = None
     reset: bool = False
     tamper: Callable[[bytes], bytes] | None = None
+    truncate: bool = False
 
 
 class FaultProxy:
@@ -98,6 +100,12 @@ class FaultProxy:
                         self.send_header(key, value)
                 self.send_header("Content-Length", str(len(content)))
                 self.end_headers()
+                if fault is not None and fault.truncate:
+                    self.wfile.write(content[: len(content) // 2])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
                 self.wfile.write(content)
 
             do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle

@@ -86,3 +86,25 @@ def test_a_corrupted_file_is_an_integrity_error_naming_it(
 def test_only_xnat_refs_are_accepted(session: XnatSession) -> None:
     with pytest.raises(TypeError):
         next(iter(XnatByteSource(session).iter_bytes(FileRef("a", 1, None))))
+
+
+def test_a_stream_cut_short_is_transient_and_names_the_file(
+    xnat_server: Any, demo_project: str
+) -> None:
+    from tests.x2c.xnat.conftest import xnat_config
+    from tests.x2c.xnat.faultproxy import Fault, FaultProxy
+    from x2c.errors import XnatTransientError
+    from x2c.xnat import connect
+
+    with FaultProxy(xnat_server.url).running() as proxy:
+        session = connect(xnat_config(xnat_server, url=proxy.url))
+        ref = _refs(session, demo_project)[0]
+        proxy.add(Fault(r"GET /data/experiments/.*/files/T1\.nii", truncate=True))
+        received = 0
+        with pytest.raises(XnatTransientError, match=r"download .*T1\.nii.*cut short"):
+            for chunk in XnatByteSource(session).iter_bytes(ref, chunk_size=1024):
+                received += len(chunk)
+        assert received < ref.size
+        # the next attempt (the consumer's retry) gets the whole, verified file
+        assert sum(len(c) for c in XnatByteSource(session).iter_bytes(ref)) == ref.size
+        session.close()
