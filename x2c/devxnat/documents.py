@@ -14,11 +14,18 @@ CAT_NS = "http://nrg.wustl.edu/catalog"
 
 
 def error_page(status: int, reason: str, detail: str) -> str:
-    """The HTML body XNAT's REST layer sends with an error status (pyxnat reads the ``<h3>``)."""
+    """The HTML body sent with an error status, shaped like XNAT's (Restlet's) status page.
+
+    Like the real page it is HTML, not XML (note the unclosed ``<br>``): pyxnat 1.6's
+    ``parse_error_message`` crashes with UnboundLocalError on a well-formed page whose ``<h3>``
+    has no child elements, and only works because XNAT's pages do not parse as XML.
+    """
     return (
-        "<html><head><title>Status page</title></head><body>"
-        f"<h3>{html.escape(reason)}</h3><p>{html.escape(detail)}</p>"
-        f"<p>status {status}</p></body></html>"
+        "<html>\n<head>\n   <title>Status page</title>\n</head>\n"
+        '<body style="font-family: sans-serif;">\n'
+        f"<h3>{html.escape(reason)}</h3>\n<p>{html.escape(detail)}</p>\n"
+        f"<p>HTTP status {status}.<br>\nPlease continue your visit at the "
+        '<a href="/">home page</a>.\n</p>\n</body>\n</html>\n'
     )
 
 

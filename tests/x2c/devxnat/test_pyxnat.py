@@ -94,3 +94,26 @@ def test_create_and_upload(intf: Interface, xnat_server: XnatServer, tmp_path: P
     assert resource.files().get() == ["stats.txt"]
     attrs = resource.file("stats/stats.txt").attributes()
     assert attrs["digest"] == hashlib.md5(source.read_bytes()).hexdigest()
+
+
+def test_version_falls_back_to_build_info(intf: Interface) -> None:
+    # /data/version is 404 on XNAT 1.7+; pyxnat must parse that error page and fall back.
+    assert intf.version()["version"].startswith("1.8")
+
+
+def test_put_many_files_extracts_zip_then_delete(
+    intf: Interface, xnat_server: XnatServer, tmp_path: Path
+) -> None:
+    project = xnat_server.new_project()
+    resource = intf.select(f"/projects/{project}/subjects/S/experiments/S_MR1/resources/PZ")
+    sources = []
+    for name in ("a.txt", "b.txt", "c.txt"):
+        (tmp_path / name).write_text(name)
+        sources.append(str(tmp_path / name))
+    resource.put(sources)  # zips them, POSTs ?extract=true, the server unpacks
+    assert sorted(resource.files().get()) == ["a.txt", "b.txt", "c.txt"]
+    resource.file("a.txt").delete()
+    assert sorted(resource.files().get()) == ["b.txt", "c.txt"]
+    resource.delete()
+    assert not resource.exists()
+    assert intf.select(f"/projects/{project}/subjects/S/experiments/S_MR1").exists()

@@ -109,3 +109,33 @@ def test_create_objects_and_upload(
     exp_resource = again.create_resource("FS6_HIPPO")
     exp_resource.upload_data(b"zipped", "out.zip")
     assert "FS6_HIPPO" in session.experiments[again.id].resources.key_map
+
+
+def test_upload_dir_as_tgz_and_download_dir(
+    session: xnat.session.XNATSession, xnat_server: XnatServer, tmp_path: Path
+) -> None:
+    project_id = xnat_server.new_project()
+    session.clearcache()
+    subject = session.classes.SubjectData(parent=session.projects[project_id], label="S")
+    experiment = session.classes.MrSessionData(parent=subject, label="S_MR1")
+    resource = session.classes.ResourceCatalog(parent=experiment, label="UPDIR")
+    source = tmp_path / "src"
+    (source / "sub").mkdir(parents=True)
+    (source / "a.txt").write_text("a")
+    (source / "sub" / "b.txt").write_text("b")
+    resource.upload_dir(str(source))  # a .tar.gz uploaded with extract=true
+    resource.clearcache()
+    assert sorted(resource.files.keys()) == ["a.txt", "sub/b.txt"]
+
+    scan = session.classes.MrScanData(parent=experiment, id="1", type="T1")
+    scan_res = session.classes.ResourceCatalog(parent=scan, label="NIFTI")
+    scan_res.upload_data(b"nifti bytes", "T1.nii")
+    target = tmp_path / "out"
+    session.experiments[experiment.id].download_dir(str(target), verbose=False)
+    got = sorted(p.relative_to(target).as_posix() for p in target.rglob("*") if p.is_file())
+    assert got == ["S_MR1/scans/1-T1/resources/NIFTI/files/T1.nii"]
+
+    listed = session.experiments[experiment.id].resources["UPDIR"]
+    listed.delete()
+    session.clearcache()
+    assert "UPDIR" not in session.experiments[experiment.id].resources.key_map
