@@ -16,10 +16,12 @@ import enum
 import hashlib
 import json
 import os
+import tarfile
+import zipfile
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import IO, Any, Literal
 
 from x2c.errors import IntegrityError, XnatConflictError, XnatError, XnatNotFoundError
 from x2c.sources import ByteSource, FileRef
@@ -129,6 +131,30 @@ def upload_files(
     sent (or from the md5 its FileRef claims).
     """
     where = f"resource {label!r} of experiment {experiment_id!r}"
+    items = list(files)
+    names = [ref.path for ref, _ in items]
+    _check_names(names, where)
+    resource = _prepare(session, experiment_id, label, on_exists)
+    sent: dict[str, UploadedFile] = {}
+    for ref, source in items:
+        sent[ref.path] = _put_file(session, resource, ref.path.split("/"), ref, source, where)
+    return _finish(session, experiment_id, label, sent, provenance, version)
+
+
+def _check_names(names: Iterable[str], where: str) -> None:
+    seen: set[str] = set()
+    for name in names:
+        _check_name(name)
+        if name == PROVENANCE_NAME:
+            raise XnatConflictError(f"{where}: a result file may not be named {PROVENANCE_NAME}")
+        if name in seen:
+            raise XnatConflictError(f"{where}: {name!r} is given twice")
+        seen.add(name)
+
+
+def _prepare(session: XnatSession, experiment_id: str, label: str, on_exists: OnExists) -> str:
+    """Make the resource exist as ``on_exists`` asks, without provenance; returns its path."""
+    where = f"resource {label!r} of experiment {experiment_id!r}"
     resource = _resource_path(experiment_id, label)
     if on_exists == "replace":
         session.request(
@@ -155,15 +181,20 @@ def upload_files(
             what=f"remove the old provenance of {where}",
             accept=(200, 202, 204, 404),
         )
+    return resource
 
-    sent: dict[str, UploadedFile] = {}
-    for ref, source in files:
-        parts = _check_name(ref.path)
-        if ref.path == PROVENANCE_NAME:
-            raise XnatConflictError(f"{where}: a result file may not be named {PROVENANCE_NAME}")
-        if ref.path in sent:
-            raise XnatConflictError(f"{where}: {ref.path!r} is given twice")
-        sent[ref.path] = _put_file(session, resource, parts, ref, source, where)
+
+def _finish(
+    session: XnatSession,
+    experiment_id: str,
+    label: str,
+    sent: Mapping[str, UploadedFile],
+    provenance: Mapping[str, Any],
+    version: str,
+) -> UploadReceipt:
+    """List the data files back and compare, then write and verify ``provenance.json``."""
+    where = f"resource {label!r} of experiment {experiment_id!r}"
+    resource = _resource_path(experiment_id, label)
     listed = _listed(session, experiment_id, label)
     receipts = tuple(_verify(sent[p], listed, where, session.url + resource) for p in sorted(sent))
 
@@ -206,6 +237,7 @@ def _put_file(
     ref: FileRef,
     source: ByteSource,
     where: str,
+    extract: bool = False,
 ) -> UploadedFile:
     streams: list[_Hashing] = []
 
@@ -217,7 +249,7 @@ def _put_file(
         "PUT",
         resource + path_of("files", *parts),
         what=f"upload {ref.path} to {where}",
-        params={"inbody": "true", "overwrite": "true"},
+        params={"inbody": "true", "overwrite": "true", **({"extract": "true"} if extract else {})},
         body=body,
         headers={"Content-Type": "application/octet-stream"},
         accept=(200, 201),
@@ -318,19 +350,76 @@ def upload_archive(
     provenance: Mapping[str, Any],
     version: str,
     on_exists: OnExists = "fail",
+    extract: bool = False,
 ) -> UploadReceipt:
-    """Upload one archive file (e.g. the job's results zip) as it is, under its own name, as
-    resource ``label``; see :func:`upload_files`."""
+    """Upload an archive (e.g. the job's results zip) as resource ``label``; see
+    :func:`upload_files`.
+
+    By default the archive is stored as one file under its own name. With ``extract=True``
+    (``.zip`` and ``.tar[.gz|.bz2|.xz]``) XNAT unpacks it into the resource, and each member is
+    verified against an md5 computed locally by streaming through the archive; members that
+    are not regular files, or whose names are absolute or climb with ``..``, are refused before
+    anything is sent.
+    """
+    where = f"resource {label!r} of experiment {experiment_id!r}"
     ref = FileRef(archive.name, archive.stat().st_size, None)
-    return upload_files(
-        session,
-        experiment_id,
-        label,
-        [(ref, LocalFileSource(archive.parent))],
-        provenance=provenance,
-        version=version,
-        on_exists=on_exists,
+    if not extract:
+        return upload_files(
+            session,
+            experiment_id,
+            label,
+            [(ref, LocalFileSource(archive.parent))],
+            provenance=provenance,
+            version=version,
+            on_exists=on_exists,
+        )
+    members = archive_manifest(archive)
+    _check_names(members, f"{where} (members of {archive.name})")
+    resource = _prepare(session, experiment_id, label, on_exists)
+    _put_file(
+        session, resource, [archive.name], ref, LocalFileSource(archive.parent), where, extract=True
     )
+    return _finish(session, experiment_id, label, members, provenance, version)
+
+
+def archive_manifest(archive: Path) -> dict[str, UploadedFile]:
+    """Each regular file in a zip or tar ``archive`` with its size and md5, streamed (memory
+    flat). Raises :class:`XnatError` for an unreadable archive or a non-regular member."""
+    out: dict[str, UploadedFile] = {}
+
+    def add(name: str, size: int, handle: IO[bytes]) -> None:
+        digest = hashlib.md5(usedforsecurity=False)
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+        clean = name.removeprefix("./")
+        out[clean] = UploadedFile(clean, size, digest.hexdigest())
+
+    try:
+        if zipfile.is_zipfile(archive):
+            with zipfile.ZipFile(archive) as zf:
+                for info in zf.infolist():
+                    if info.is_dir():
+                        continue
+                    with zf.open(info) as handle:
+                        add(info.filename, info.file_size, handle)
+        elif tarfile.is_tarfile(archive):
+            with tarfile.open(archive) as tf:
+                for member in tf:
+                    if member.isdir():
+                        continue
+                    extracted = tf.extractfile(member) if member.isfile() else None
+                    if extracted is None:
+                        raise XnatError(
+                            f"refusing to upload {archive}: member {member.name!r} is not a "
+                            "regular file (link or device)"
+                        )
+                    with extracted:
+                        add(member.name, member.size, extracted)
+        else:
+            raise XnatError(f"cannot extract {archive}: it is neither a zip nor a tar archive")
+    except (zipfile.BadZipFile, tarfile.TarError, OSError) as exc:
+        raise XnatError(f"cannot read archive {archive}: {exc}") from exc
+    return out
 
 
 class ResourceState(enum.Enum):

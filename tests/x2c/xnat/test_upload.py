@@ -276,3 +276,64 @@ def _ref_of(session: XnatSession, eid: str, label: str, name: str) -> Any:
 
     f = next(f for f in list_resource_files(session, eid, label) if f.path == name)
     return XnatFileRef(path=f.path, size=f.size, md5=f.digest, uri=f.uri)
+
+
+def test_upload_archive_extracted_is_verified_member_by_member(
+    session: XnatSession, eid: str, tmp_path: Path, server_requests: Requests
+) -> None:
+    import tarfile
+
+    archive = tmp_path / "hippo.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("stats/lh.txt", "left\n")
+        zf.writestr("stats/rh.txt", "right\n" * 1000)
+    server_requests.reset()
+    receipt = upload_archive(
+        session,
+        eid,
+        "FS6_X",
+        archive,
+        provenance=PROV,
+        version="1",
+        on_exists="replace",
+        extract=True,
+    )
+    assert server_requests.total() == 2 + 1 + 1 + 1 + 1  # delete, create, zip, list, prov, list
+    assert [(f.path, f.md5) for f in receipt.files] == [
+        ("stats/lh.txt", hashlib.md5(b"left\n").hexdigest()),
+        ("stats/rh.txt", hashlib.md5(b"right\n" * 1000).hexdigest()),
+    ]
+    assert is_done(session, eid, "FS6_X", "1")
+
+    tarball = tmp_path / "out.tar.gz"
+    with tarfile.open(tarball, "w:gz") as tf:
+        tf.add(tmp_path / "hippo.zip", arcname="./inner/hippo.zip")
+    receipt = upload_archive(
+        session,
+        eid,
+        "FS6_T",
+        tarball,
+        provenance=PROV,
+        version="1",
+        on_exists="replace",
+        extract=True,
+    )
+    assert [f.path for f in receipt.files] == ["inner/hippo.zip"]
+
+
+def test_hostile_archive_is_refused_before_sending(
+    session: XnatSession, eid: str, tmp_path: Path, server_requests: Requests
+) -> None:
+    archive = tmp_path / "evil.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("../../etc/cron.d/x", "boom")
+    server_requests.reset()
+    with pytest.raises(XnatError, match="plain relative path"):
+        upload_archive(session, eid, "EVIL", archive, provenance=PROV, version="1", extract=True)
+    assert server_requests.total() == 0
+    not_archive = tmp_path / "plain.zip"
+    not_archive.write_text("not a zip")
+    with pytest.raises(XnatError, match="neither a zip nor a tar"):
+        upload_archive(
+            session, eid, "EVIL", not_archive, provenance=PROV, version="1", extract=True
+        )
