@@ -50,10 +50,17 @@ from x2c.devxnat.documents import (
     object_xml,
     resource_row,
 )
-from x2c.devxnat.paths import NotFound, Target, resolve, strip_prefix
+from x2c.devxnat.paths import NotFound, Target, UnknownRoute, resolve, strip_prefix
 from x2c.devxnat.schema import SCHEMA_NAMES, element_rows, field_rows, xnat_schema
 from x2c.devxnat.store import Json, Store, User, new_resource, now_stamp
-from x2c.devxnat.uploads import Received, commit, receive_file, receive_stream, unpack
+from x2c.devxnat.uploads import (
+    LayoutError,
+    Received,
+    commit,
+    receive_file,
+    receive_stream,
+    unpack,
+)
 
 log = logging.getLogger(__name__)
 
@@ -176,8 +183,10 @@ class DevXnat:
             raise HTTPError(404, "Not Found", path)
         try:
             target = resolve(self.store, user, rest)
-        except NotFound:
+        except NotFound as exc:
             self.counter.add(f"{method} {self._template_guess(path)}")
+            if isinstance(exc, UnknownRoute):
+                log.info("unhandled route: %s %s", method, path)
             raise
         self.counter.add(f"{method} {target.template}")
         if method in ("GET", "HEAD"):
@@ -740,15 +749,12 @@ class DevXnat:
         try:
             if ctype.startswith("multipart/form-data"):
                 form = await request.form(max_files=10000, max_fields=1000)
-                for _, value in form.multi_items():
-                    if isinstance(value, UploadFile):
-                        received = await anyio.to_thread.run_sync(
-                            receive_file, self.store, value.file
-                        )
-                        name = t.file_rel or value.filename or "upload"
-                        if t.file_rel is None or t.kind == "files":
-                            name = value.filename or "upload"
-                        pending.append((name, received, value.filename or name))
+                parts = [v for _, v in form.multi_items() if isinstance(v, UploadFile)]
+                for part in parts:
+                    received = await anyio.to_thread.run_sync(receive_file, self.store, part.file)
+                    # .../files/NAME names a single part; .../files takes each part's file name
+                    name = t.file_rel if t.file_rel and len(parts) == 1 else part.filename
+                    pending.append((name or "upload", received, part.filename or name or ""))
                 await form.close()
             else:
                 if t.file_rel is None:
@@ -775,9 +781,12 @@ class DevXnat:
             self._discard(pending)
             raise
         resource = t.resource
-        outcome = await anyio.to_thread.run_sync(
-            commit, self.store, resource, t.experiment, files, overwrite, meta
-        )
+        try:
+            outcome = await anyio.to_thread.run_sync(
+                commit, self.store, resource, t.experiment, files, overwrite, meta
+            )
+        except LayoutError as exc:
+            raise HTTPError(409, "Conflict", str(exc)) from exc
         if outcome.duplicates:
             return JSONResponse({"duplicates": outcome.duplicates})
         return PlainTextResponse("", status_code=200)

@@ -21,6 +21,10 @@ class NotFound(Exception):
     """Raised when a path names something that does not exist or the user cannot read."""
 
 
+class UnknownRoute(NotFound):
+    """Raised when a path is not one of the routes the server implements (also a 404)."""
+
+
 @dataclass
 class Target:
     """What a path names: a collection (``kind`` ends with ``s``) or one object.
@@ -95,7 +99,7 @@ def resolve(store: Store, user: User, rest: str) -> Target:
     """
     segs = [unquote(s) for s in rest.strip("/").split("/") if s != ""]
     if not segs:
-        raise NotFound("empty path")
+        raise UnknownRoute("empty path")
     t = Target(kind="", template="/data")
     i = 0
 
@@ -161,7 +165,7 @@ def resolve(store: Store, user: User, rest: str) -> Target:
             t.resource = _find_resource(owner[1], key)
             t.kind = "resource"
         else:
-            raise NotFound(rest)
+            raise UnknownRoute(rest)
         if t.kind in ("project", "subject", "experiment") and _current(t) is None:
             t.found = False
         if t.kind == "resource" and t.resource is None:
@@ -188,7 +192,7 @@ def _check_collection(t: Target) -> None:
         "scan": {"resources"},
     }
     if t.kind not in allowed.get(_parent_kind(t), set()):
-        raise NotFound(t.template)
+        raise UnknownRoute(t.template)
 
 
 def _parent_kind(t: Target) -> str:

@@ -122,7 +122,9 @@ class Store:
     def save(self) -> None:
         """Write the index atomically; call with the lock held after every change."""
         with self.lock:
-            atomic_write_text(self.root / "index.json", json.dumps(self.index, indent=1))
+            atomic_write_text(
+                self.root / "index.json", json.dumps(self.index, separators=(",", ":"))
+            )
 
     def _clean_tmp(self) -> None:
         for leftover in (self.root / "tmp").iterdir():

@@ -102,13 +102,12 @@ def commit(
     try:
         with store.lock:
             base = store.resource_dir(resource)
+            _check_layout(resource, [rel for rel, _ in files])
             for rel, rec in files:
                 if rel in resource["files"] and not overwrite:
                     outcome.duplicates.append(rel)
                     continue
                 target = base / rel
-                if any(p.is_symlink() for p in [target, *target.parents] if p != base.parent):
-                    raise ValueError(f"refusing to write through a link at {rel}")
                 target.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(rec.path, target)
                 resource["files"][rel] = {
@@ -129,6 +128,19 @@ def commit(
     return outcome
 
 
+class LayoutError(ValueError):
+    """Raised when an upload would put a file where a directory is, or the other way round."""
+
+
+def _check_layout(resource: Json, new: list[str]) -> None:
+    """Refuse, before anything moves, files that clash with directories (``a`` and ``a/b``)."""
+    names = set(resource["files"]) | set(new)
+    dirs = {rel.rsplit("/", i)[0] for rel in names for i in range(1, rel.count("/") + 1)}
+    clash = sorted(names & dirs)
+    if clash:
+        raise LayoutError(f"{clash[0]} would be both a file and a directory")
+
+
 def unpack(store: Store, received: Received, name: str, prefix: str) -> list[tuple[str, Received]]:
     """Extract an uploaded archive safely; its files, relative to ``prefix``, ready to commit.
 
@@ -136,16 +148,20 @@ def unpack(store: Store, received: Received, name: str, prefix: str) -> list[tup
     nothing behind when the archive is hostile or unreadable.
     """
     workdir = store.temp_dir()
+    out: list[tuple[str, Received]] = []
     try:
         rels = extract(received.path, name, workdir)
-        out = []
         for rel in rels:
-            src = workdir / rel
-            moved = store.temp_path()
-            os.replace(src, moved)
             full = clean_relpath(f"{prefix}/{rel}" if prefix else rel)
+            moved = store.temp_path()
+            os.replace(workdir / rel, moved)
             out.append((full, Received(moved, moved.stat().st_size, md5_of(moved))))
         return out
+    except BaseException:
+        for _, rec in out:
+            with contextlib.suppress(FileNotFoundError):
+                rec.path.unlink()
+        raise
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
         with contextlib.suppress(FileNotFoundError):

@@ -476,3 +476,34 @@ def test_data_survives_restart(fresh_xnat_server: XnatServer) -> None:
     )
     assert len(subjects) == 3  # the demo data is not created twice
     assert requests.get(_url(server, res), auth=("reader", "pw"), timeout=10).status_code == 200
+
+
+def test_file_and_directory_clash_is_409_and_changes_nothing(
+    http: requests.Session, xnat_server: XnatServer
+) -> None:
+    resource = _new_resource(http, xnat_server)
+    assert http.put(_url(xnat_server, f"{resource}/files/a"), data=b"file").status_code == 200
+    clash = http.put(_url(xnat_server, f"{resource}/files/a/b.txt"), data=b"under a file")
+    assert clash.status_code == 409
+    assert sorted(_files(http, xnat_server, resource)) == ["a"]
+    assert list((xnat_server.data_dir / "tmp").iterdir()) == []
+
+
+def test_multipart_file_names_cannot_escape(
+    http: requests.Session, xnat_server: XnatServer
+) -> None:
+    resource = _new_resource(http, xnat_server)
+    resp = http.post(
+        _url(xnat_server, f"{resource}/files"), files={"file": ("../../evil.txt", b"evil")}
+    )
+    assert resp.status_code == 400
+    assert _files(http, xnat_server, resource) == {}
+    assert not list(xnat_server.data_dir.parent.rglob("evil.txt"))
+
+
+def test_unknown_routes_are_404_and_logged(http: requests.Session, xnat_server: XnatServer) -> None:
+    assert http.get(_url(xnat_server, "/data/projects/DEMO/widgets")).status_code == 404
+    deadline = time.monotonic() + 5
+    while "unhandled route: GET /data/projects/DEMO/widgets" not in xnat_server.log_text():
+        assert time.monotonic() < deadline, xnat_server.log_text()[-2000:]
+        time.sleep(0.02)
