@@ -3,8 +3,9 @@
 Design. ``sshfs.SSHFileSystem`` opens its own asyncssh connection when it is built and exposes it
 as ``fs.client``; :class:`SSHRunner` runs commands on that same connection (``client.run``) on
 fsspec's event loop (``fs.loop``), so a host costs one TCP connection and one login. Channels are
-bounded to ``cfg.max_sessions`` (OpenSSH's default ``MaxSessions`` is 10): sshfs's SFTP pool gets
-``max_sessions - 2`` and commands get 2 through :data:`_COMMAND_CHANNELS` slots. x2c never calls
+bounded to ``cfg.max_sessions`` (OpenSSH's default ``MaxSessions`` is 10): commands get
+:data:`_COMMAND_CHANNELS` (2), one slot stays spare (:data:`_SESSION_MARGIN`) and sshfs's SFTP
+pool gets the rest (7). x2c never calls
 sshfs's own shell helpers (``checksum``, ``cp_file``), which would take channels beyond these.
 
 sshfs never reconnects, so a lost connection is replaced by a new ``SSHFileSystem``
@@ -58,6 +59,11 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _COMMAND_CHANNELS = 2
+# sshd frees a command's session a little after the client sees the channel close, so a new
+# channel opened at once can be refused ("no more sessions") when all MaxSessions are in use:
+# measured here with 8 SFTP + 2 command channels, never with 7 + 2. Keep one slot spare.
+_SESSION_MARGIN = 1
+_OPEN_RETRIES = 3
 # SFTP requests in flight per open file; each is at most the server's max write/read length
 # (OpenSSH: 255 KiB writes, 255 KiB reads), so 16 keeps ~4 MiB in flight per file.
 SFTP_MAX_REQUESTS = 16
@@ -89,6 +95,14 @@ _LOST = (
     asyncssh.DisconnectError,
     asyncssh.ChannelOpenError,
     asyncssh.ChannelListenError,
+)
+# asyncssh's exceptions that do not derive from asyncssh.Error
+_ASYNCSSH = (
+    asyncssh.Error,
+    asyncssh.ConfigParseError,
+    asyncssh.ChannelListenError,
+    *_AUTH,
+    *_COMMAND,
 )
 _OS_LOST = (ConnectionError, TimeoutError, socket.gaierror, BrokenPipeError)
 _OS_LOST_ERRNOS = {
@@ -129,7 +143,7 @@ def translate_ssh_error(
     for link in _chain(exc):
         if isinstance(link, X2CError):
             return link
-        if isinstance(link, (asyncssh.Error, *_AUTH, *_COMMAND, asyncssh.ChannelListenError)):
+        if isinstance(link, _ASYNCSSH):
             found = link
             break
     where = f"{host} ({target})" if target != host else host
@@ -258,7 +272,7 @@ class SSHHost(Host):
                 login_timeout=cfg.connect_timeout,
                 keepalive_interval=cfg.keepalive_interval,
                 keepalive_count_max=cfg.keepalive_count_max,
-                max_sessions=cfg.max_sessions,  # sshfs keeps 2 of these off its SFTP pool
+                max_sessions=cfg.max_sessions - _SESSION_MARGIN,  # sshfs keeps 2 off its pool
             )
         except Exception as exc:
             raise self.translate(exc, "connect") from exc
@@ -483,9 +497,14 @@ class SSHRunner:
 
         async def run() -> asyncssh.SSHCompletedProcess:
             async with slots():
-                done: asyncssh.SSHCompletedProcess = await fs.client.run(
-                    command, input=input, timeout=timeout, encoding=None, check=False
-                )
+                process = await _open_process(fs.client, command, input)
+                try:
+                    done: asyncssh.SSHCompletedProcess = await process.wait(timeout=timeout)
+                finally:
+                    # run() would return at EOF, before the channel is closed; sshd still counts
+                    # the session against MaxSessions until then, so wait for the close here.
+                    process.close()
+                    await process.wait_closed()
                 return done
 
         self.calls += 1
@@ -505,6 +524,23 @@ class SSHRunner:
             stdout=_text(result.stdout),
             stderr=_text(result.stderr),
         )
+
+
+async def _open_process(
+    client: asyncssh.SSHClientConnection, command: str, input: bytes | None
+) -> asyncssh.SSHClientProcess[bytes]:
+    """Open a command channel; a refused open never ran anything, so it is retried briefly."""
+    for attempt in range(_OPEN_RETRIES):
+        try:
+            process: asyncssh.SSHClientProcess[bytes] = await client.create_process(
+                command, input=input, encoding=None
+            )
+            return process
+        except asyncssh.ChannelOpenError:
+            if attempt == _OPEN_RETRIES - 1 or client.is_closed():
+                raise
+            await asyncio.sleep(0.05 * 2**attempt)
+    raise AssertionError("unreachable")
 
 
 def _text(data: object) -> str:
