@@ -45,19 +45,12 @@ _URL = re.compile(r"https?://", re.IGNORECASE)
 _USERINFO = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]+:[^/\s@]+@")
 
 # The packer runs on the node, outside any container, with the node's python3. It stores each
-# path as given (relative to outputs/) and walks directories in sorted order.
+# file under the path it is given (relative to outputs/).
 _ZIP_PACKER = """\
-import os, sys, zipfile
-out, names = sys.argv[1], sys.argv[2:]
-with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED, allowZip64=True) as zf:
-    for name in names:
-        if os.path.isdir(name):
-            for root, dirs, files in os.walk(name):
-                dirs.sort()
-                for f in sorted(files):
-                    zf.write(os.path.join(root, f), os.path.join(root, f))
-        else:
-            zf.write(name, name)
+import sys, zipfile
+with zipfile.ZipFile(sys.argv[1], "w", zipfile.ZIP_DEFLATED, allowZip64=True) as zf:
+    for name in sys.argv[2:]:
+        zf.write(name, name)
 """
 
 
@@ -333,6 +326,12 @@ def _check_and_pack_lines(pipeline: Pipeline, archive: str) -> list[str]:
         f'x2c_archive="$x2c_dir"/{_q(archive)}',
         'rm -f -- "$x2c_archive" "$x2c_archive.tmp"',
     ]
+    # Expand directory matches into their files, once each, sorted, relative to outputs/.
+    lines += [
+        "x2c_packed=()",
+        "while IFS= read -r -d '' f; do x2c_packed+=(\"${f#./}\"); done < <(",
+        '  find "${x2c_files[@]/#/./}" -type f -print0 | LC_ALL=C sort -zu)',
+    ]
     if pipeline.archive_format == "zip":
         lines += [
             f"command -v python3 >/dev/null || x2c_die {EXIT_TOOL_MISSING} "
@@ -340,19 +339,18 @@ def _check_and_pack_lines(pipeline: Pipeline, archive: str) -> list[str]:
                 "python3 is needed on the node to write a zip archive; install it or use "
                 "archive_format tar.gz"
             ),
-            'python3 - "$x2c_archive.tmp" "${x2c_files[@]}" <<\'X2C_ZIP_PACKER\'',
+            'python3 - "$x2c_archive.tmp" "${x2c_packed[@]}" <<\'X2C_ZIP_PACKER\'',
             _ZIP_PACKER.rstrip("\n"),
             "X2C_ZIP_PACKER",
         ]
     else:
-        lines.append('tar -czf "$x2c_archive.tmp" -- "${x2c_files[@]}"')
+        lines.append('tar -czf "$x2c_archive.tmp" -- "${x2c_packed[@]}"')
     lines += [
         'mv -f -- "$x2c_archive.tmp" "$x2c_archive"',
-        'find "${x2c_files[@]/#/./}" -type f -print0 | sort -z | xargs -0 -r md5sum -- '
-        f'>"$x2c_dir/{jd.MANIFEST}"',
+        f'md5sum -- "${{x2c_packed[@]}}" >"$x2c_dir/{jd.MANIFEST}"',
         f"printf 'archive=%s\\narchive_md5=%s\\narchive_size=%s\\n' {_q(archive)} "
         '"$(md5sum <"$x2c_archive" | cut -d" " -f1)" "$(wc -c <"$x2c_archive" | tr -d " ")" '
         f'>>"$x2c_dir/{jd.RUN_INFO}"',
-        "printf 'x2c: packed %s files into %s\\n' \"${#x2c_files[@]}\" " + _q(archive),
+        "printf 'x2c: packed %s files into %s\\n' \"${#x2c_packed[@]}\" " + _q(archive),
     ]
     return lines

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# x2c job: pipeline freesurfer7-hippocampal 7.4.1-x2c.1, runtime docker. Do not edit.
+# Writes job.log, run.env, outputs/, manifest.md5, the archive, then exit_code last.
+set -euo pipefail
+umask 022
+x2c_dir=/scratch/x2c/freesurfer7-hippocampal/XNAT_E00001
+x2c_finish() {
+  local rc=$?
+  trap - EXIT
+  set +e
+  printf 'ended_at=%s\nexit_code=%s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$rc" >>"$x2c_dir/run.env"
+  printf '%s\n' "$rc" >"$x2c_dir/exit_code.tmp.$$" && mv -f "$x2c_dir/exit_code.tmp.$$" "$x2c_dir/exit_code"
+  exit "$rc"
+}
+trap x2c_finish EXIT
+# a scheduler's cancel or time limit sends TERM: end through the EXIT trap with 143
+trap 'exit 143' TERM
+trap 'exit 130' INT
+x2c_die() { local rc=$1; shift; printf 'x2c: %s\n' "$*" >&2; exit "$rc"; }
+cd -- "$x2c_dir"
+rm -f -- exit_code
+exec >>job.log 2>&1
+printf 'started_at=%s\nnode=%s\njob_id=%s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$(hostname)" "${SLURM_JOB_ID:-${JOB_ID:-${PBS_JOBID:-${LSB_JOBID:-}}}}" >run.env
+printf 'x2c: %s\n' 'pipeline freesurfer7-hippocampal 7.4.1-x2c.1 for experiment XNAT_E00001'
+mkdir -p -- outputs
+cd -- outputs
+printf 'x2c: step 1: %s\n' 'docker run --rm --network none -v /scratch/x2c/freesurfer7-hippocampal/XNAT_E00001/inputs:/x2c/inputs:ro -v /scratch/x2c/freesurfer7-hippocampal/XNAT_E00001/outputs:/x2c/outputs -v /opt/freesurfer/license.txt:/opt/freesurfer-license/license.txt:ro -w /x2c/outputs --env FS_LICENSE=/opt/freesurfer-license/license.txt docker.io/freesurfer/freesurfer:7.4.1 recon-all -sd /x2c/outputs -s sub-01 -i /x2c/inputs/scans/2-T1w/NIFTI/T1w.nii.gz -all -openmp 4'
+docker run --rm --network none -v /scratch/x2c/freesurfer7-hippocampal/XNAT_E00001/inputs:/x2c/inputs:ro -v /scratch/x2c/freesurfer7-hippocampal/XNAT_E00001/outputs:/x2c/outputs -v /opt/freesurfer/license.txt:/opt/freesurfer-license/license.txt:ro -w /x2c/outputs --env FS_LICENSE=/opt/freesurfer-license/license.txt docker.io/freesurfer/freesurfer:7.4.1 recon-all -sd /x2c/outputs -s sub-01 -i /x2c/inputs/scans/2-T1w/NIFTI/T1w.nii.gz -all -openmp 4 || x2c_die $? 'step 1 (recon-all) failed'
+printf 'x2c: step 2: %s\n' 'docker run --rm --network none -v /scratch/x2c/freesurfer7-hippocampal/XNAT_E00001/inputs:/x2c/inputs:ro -v /scratch/x2c/freesurfer7-hippocampal/XNAT_E00001/outputs:/x2c/outputs -v /opt/freesurfer/license.txt:/opt/freesurfer-license/license.txt:ro -w /x2c/outputs --env FS_LICENSE=/opt/freesurfer-license/license.txt docker.io/freesurfer/freesurfer:7.4.1 segmentHA_T1.sh sub-01 /x2c/outputs'
+docker run --rm --network none -v /scratch/x2c/freesurfer7-hippocampal/XNAT_E00001/inputs:/x2c/inputs:ro -v /scratch/x2c/freesurfer7-hippocampal/XNAT_E00001/outputs:/x2c/outputs -v /opt/freesurfer/license.txt:/opt/freesurfer-license/license.txt:ro -w /x2c/outputs --env FS_LICENSE=/opt/freesurfer-license/license.txt docker.io/freesurfer/freesurfer:7.4.1 segmentHA_T1.sh sub-01 /x2c/outputs || x2c_die $? 'step 2 (segmentHA_T1.sh) failed'
+shopt -s nullglob
+x2c_files=()
+x2c_missing=0
+declare -A x2c_seen=()
+x2c_require() {  # x2c_require PATTERN MATCH...: every pattern needs non-empty matches
+  local pattern=$1 f; shift
+  if [ $# -eq 0 ]; then
+    printf 'x2c: declared output %s matched no file in outputs/\n' "$pattern" >&2
+    x2c_missing=1; return 0
+  fi
+  for f in "$@"; do
+    if [ ! -e "$f" ]; then
+      printf 'x2c: declared output %s is missing from outputs/\n' "$f" >&2; x2c_missing=1
+    elif [ -d "$f" ] && [ -z "$(ls -A -- "$f")" ]; then
+      printf 'x2c: declared output %s is an empty directory\n' "$f" >&2; x2c_missing=1
+    elif [ ! -d "$f" ] && [ ! -s "$f" ]; then
+      printf 'x2c: declared output %s is an empty file\n' "$f" >&2; x2c_missing=1
+    elif [ -z "${x2c_seen[$f]:-}" ]; then
+      x2c_seen[$f]=1; x2c_files+=("$f")
+    fi
+  done
+}
+x2c_require '*/mri/[lr]h.hippoSfVolumes-T1.v21.txt' */mri/[lr]h.hippoSfVolumes-T1.v21.txt
+x2c_require '*/mri/[lr]h.amygNucVolumes-T1.v21.txt' */mri/[lr]h.amygNucVolumes-T1.v21.txt
+x2c_require '*/mri/[lr]h.hippoAmygLabels-T1.v21*.mgz' */mri/[lr]h.hippoAmygLabels-T1.v21*.mgz
+[ "$x2c_missing" = 0 ] || x2c_die 65 'declared outputs are missing or empty (see above); nothing was packed'
+x2c_archive="$x2c_dir"/FS7_HIPPO.zip
+rm -f -- "$x2c_archive" "$x2c_archive.tmp"
+x2c_packed=()
+while IFS= read -r -d '' f; do x2c_packed+=("${f#./}"); done < <(
+  find "${x2c_files[@]/#/./}" -type f -print0 | LC_ALL=C sort -zu)
+command -v python3 >/dev/null || x2c_die 69 'python3 is needed on the node to write a zip archive; install it or use archive_format tar.gz'
+python3 - "$x2c_archive.tmp" "${x2c_packed[@]}" <<'X2C_ZIP_PACKER'
+import sys, zipfile
+with zipfile.ZipFile(sys.argv[1], "w", zipfile.ZIP_DEFLATED, allowZip64=True) as zf:
+    for name in sys.argv[2:]:
+        zf.write(name, name)
+X2C_ZIP_PACKER
+mv -f -- "$x2c_archive.tmp" "$x2c_archive"
+md5sum -- "${x2c_packed[@]}" >"$x2c_dir/manifest.md5"
+printf 'archive=%s\narchive_md5=%s\narchive_size=%s\n' FS7_HIPPO.zip "$(md5sum <"$x2c_archive" | cut -d" " -f1)" "$(wc -c <"$x2c_archive" | tr -d " ")" >>"$x2c_dir/run.env"
+printf 'x2c: packed %s files into %s\n' "${#x2c_packed[@]}" FS7_HIPPO.zip

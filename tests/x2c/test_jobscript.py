@@ -1,0 +1,341 @@
+"""Job scripts: golden files for every shipped pipeline and runtime, and real executions with
+bash (runtime none), podman and SLURM through LocalRunner.
+
+Set X2C_TEST_UPDATE_GOLDEN=1 to rewrite the golden files after an intended change; review the
+diff before committing it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import pytest
+from fsspec.implementations.local import LocalFileSystem
+
+from x2c import jobdir as jd
+from x2c.config import ContainerRuntime
+from x2c.containers import image_digest
+from x2c.errors import PipelineError
+from x2c.hosts.local import LocalRunner
+from x2c.jobscript import job_argv, render_job_script
+from x2c.pipelines import Pipeline, builtin_pipeline, builtin_pipelines, parse_pipeline
+from x2c.provenance import build_provenance
+from x2c.sources import FileRef
+
+GOLDEN = Path(__file__).resolve().parents[1] / "data" / "golden"
+RUNTIMES: list[ContainerRuntime] = ["apptainer", "singularity", "docker", "podman", "none"]
+T1 = "scans/2-T1w/NIFTI/T1w.nii.gz"
+VENV_BIN = str(Path(sys.executable).parent)  # python3 with numpy, nibabel and x2c
+
+
+def _golden(name: str, text: str) -> None:
+    path = GOLDEN / name
+    if os.environ.get("X2C_TEST_UPDATE_GOLDEN") == "1":
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    assert path.exists(), f"missing golden file {path}; run with X2C_TEST_UPDATE_GOLDEN=1"
+    assert text == path.read_text(), f"{name} differs from its golden file"
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+@pytest.mark.parametrize("name", sorted(builtin_pipelines()))
+def test_golden_scripts(name: str, runtime: ContainerRuntime) -> None:
+    script = render_job_script(
+        builtin_pipeline(name),
+        job_dir=f"/scratch/x2c/{name}/XNAT_E00001",
+        subject="sub-01",
+        experiment="XNAT_E00001",
+        inputs=[T1],
+        runtime=runtime,
+    )
+    _golden(f"{name}.{runtime}.sh", script)
+    completed = subprocess.run(["bash", "-n"], input=script.encode(), capture_output=True)
+    assert completed.returncode == 0, completed.stderr
+
+
+def test_golden_resume_script() -> None:
+    script = render_job_script(
+        builtin_pipeline("freesurfer6-hippocampal"),
+        job_dir="/scratch/x2c/freesurfer6-hippocampal/XNAT_E00001",
+        subject="sub-01",
+        experiment="XNAT_E00001",
+        inputs=[T1],
+        resume="resources/FREESURFER6/files/sub-01.zip",
+        runtime="apptainer",
+    )
+    _golden("freesurfer6-hippocampal.resume.apptainer.sh", script)
+    assert "python3 -m zipfile -e inputs/resources/FREESURFER6/files/sub-01.zip outputs" in script
+    assert "-i /x2c/inputs" not in script  # the fresh step is left out
+    assert "-hippocampal-subfields-T1" in script
+
+
+def test_job_argv_maps_paths_per_runtime() -> None:
+    demo = builtin_pipeline("demo")
+    common: dict[str, Any] = dict(job_dir="/w/demo/E1", subject="S", experiment="E1", inputs=[T1])
+    assert job_argv(demo, runtime="podman", **common) == [
+        ["python3", "-m", "x2c.demo_pipeline", f"/x2c/inputs/{T1}", "/x2c/outputs", "--label=S"]
+    ]
+    assert job_argv(demo, runtime="none", **common)[0][3:5] == [
+        f"/w/demo/E1/inputs/{T1}",
+        "/w/demo/E1/outputs",
+    ]
+    fs6 = builtin_pipeline("freesurfer6-hippocampal")
+    steps = job_argv(fs6, runtime="apptainer", **common)
+    assert steps == [
+        ["recon-all", "-sd", "/x2c/outputs", "-s", "S", "-i", f"/x2c/inputs/{T1}", "-all",
+         "-hippocampal-subfields-T1", "-openmp", "4"]
+    ]  # fmt: skip
+    with pytest.raises(PipelineError, match="none was staged"):
+        job_argv(demo, runtime="none", **{**common, "inputs": []})
+    with pytest.raises(PipelineError, match="not a relative path"):
+        job_argv(demo, runtime="none", **{**common, "inputs": ["../../etc/passwd"]})
+
+
+def test_no_secret_or_xnat_address_reaches_a_script() -> None:
+    demo = builtin_pipeline("demo")
+    common: dict[str, Any] = dict(job_dir="/w/demo/E1", experiment="E1", inputs=[T1])
+    with pytest.raises(PipelineError, match="http") as info:
+        render_job_script(demo, subject="see https://xnat.example.org/data", **common)
+    assert "xnat.example.org" not in str(info.value)
+    with pytest.raises(PipelineError, match="credentials"):
+        render_job_script(demo, subject="sftp://alice:hunter2@host/x", **common)
+    with pytest.raises(PipelineError, match="forbidden value #2") as info:
+        render_job_script(
+            demo, subject="S-hunter2", forbidden=["xnat.example.org", "hunter2"], **common
+        )
+    assert "hunter2" not in str(info.value)
+    script = render_job_script(demo, subject="S", forbidden=["hunter2", "alice"], **common)
+    assert "hunter2" not in script
+    with pytest.raises(PipelineError, match="directive"):
+        render_job_script(demo, subject="S", directives=["#SBATCH -J x\nrm -rf /"], **common)
+
+
+# ---------------------------------------------------------------------------------------------
+# Real executions
+
+
+def _stage(workdir: Path, pipeline: str = "demo", experiment: str = "E1") -> jd.JobDir:
+    d = jd.job_dir(str(workdir), pipeline, experiment)
+    nifti = Path(d.input(T1))
+    nifti.parent.mkdir(parents=True)
+    data = np.zeros((16, 16, 16), np.float32)
+    data[4:12, 4:12, 4:12] = 100.0
+    data += np.random.default_rng(0).random(data.shape, dtype=np.float32)
+    nib.save(nib.Nifti1Image(data, np.diag([2.0, 2.0, 2.0, 1.0])), str(nifti))
+    return d
+
+
+def _run(d: jd.JobDir, script: str) -> int:
+    Path(d.script).write_text(script)
+    return LocalRunner().run(["bash", d.script], timeout=120).returncode
+
+
+def _log(d: jd.JobDir) -> str:
+    return Path(d.log).read_text()
+
+
+def _check_demo_result(d: jd.JobDir, label: str) -> dict[str, Any]:
+    assert jd.read_exit_code(LocalFileSystem(), d) == 0, _log(d)
+    stats = json.loads(Path(d.outputs, "stats.json").read_text())
+    assert stats["label"] == label
+    assert stats["mask_voxels"] == 512 and stats["mask_volume_ml"] == pytest.approx(4.096)
+    with zipfile.ZipFile(d.archive("DEMO_STATS.zip")) as zf:
+        assert sorted(zf.namelist()) == ["mask.nii.gz", "stats.json"]
+        assert json.loads(zf.read("stats.json")) == stats
+    manifest = Path(d.manifest).read_text().splitlines()
+    assert [line.split()[1] for line in manifest] == ["mask.nii.gz", "stats.json"]
+    run = jd.read_run_info(LocalFileSystem(), d)
+    assert run is not None and run.exit_code == 0 and run.node and run.started_at
+    assert run.archive_size == Path(d.archive("DEMO_STATS.zip")).stat().st_size
+    return stats
+
+
+def test_hostile_labels_stay_inert_data(tmp_path: Path) -> None:
+    canaries = [tmp_path / f"pwned{i}" for i in range(3)]
+    subject = (
+        f"a'b\"c $(touch {canaries[0]}) `touch {canaries[1]}` ../x\nline2 \\ ; "
+        f"touch {canaries[2]} # $HOME ${{PATH}} * ?"
+    )
+    experiment = f"E1'; touch {canaries[2]}; '"
+    workdir = tmp_path / "work dir 'q\" $(x) *"
+    d = _stage(workdir, experiment=experiment)
+    assert Path(d.root).parent == workdir / "demo"
+    script = render_job_script(
+        builtin_pipeline("demo"),
+        job_dir=d.root,
+        subject=subject,
+        experiment=experiment,
+        inputs=[T1],
+        runtime="none",
+        path_prepend=[VENV_BIN],
+    )
+    assert _run(d, script) == 0, _log(d)
+    _check_demo_result(d, subject)  # byte-identical in the pipeline's argv
+    assert not any(c.exists() for c in canaries)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [workdir.name]
+
+
+def _custom(argv: list[str], outputs: list[str], fmt: str = "zip") -> Pipeline:
+    return parse_pipeline(
+        {
+            "name": "custom",
+            "version": "0",
+            "inputs": {"scan_types": ["T1*"]},
+            "image": "none",
+            "command": argv,
+            "outputs": outputs,
+            "archive": "RESULT",
+            "archive_format": fmt,
+            "resource": "RESULT",
+        }
+    )
+
+
+def test_exit_trap_records_a_failing_step(tmp_path: Path) -> None:
+    d = _stage(tmp_path, "custom")
+    pipeline = _custom(["python3", "-c", "import sys; sys.exit(3)"], ["out.txt"])
+    script = render_job_script(
+        pipeline, job_dir=d.root, subject="S", experiment="E1", inputs=[T1],
+        path_prepend=[VENV_BIN],
+    )  # fmt: skip
+    assert _run(d, script) == 3
+    assert jd.read_exit_code(LocalFileSystem(), d) == 3
+    assert "x2c: step 1 (python3) failed" in _log(d)
+    assert not Path(d.archive("RESULT.zip")).exists()
+    run = jd.read_run_info(LocalFileSystem(), d)
+    assert run is not None and run.exit_code == 3 and run.ended_at
+    assert sorted(p.name for p in Path(d.root).iterdir() if "tmp" in p.name) == []
+
+
+def test_missing_or_empty_outputs_fail_with_a_reason(tmp_path: Path) -> None:
+    d = _stage(tmp_path, "custom")
+    make = "open('stats.json', 'w').write('x'); open('empty.txt', 'w'); __import__('os').mkdir('d')"
+    pipeline = _custom(
+        ["python3", "-c", make], ["stats.json", "mask.nii.gz", "empty.txt", "*.csv", "d"]
+    )
+    script = render_job_script(
+        pipeline, job_dir=d.root, subject="S", experiment="E1", inputs=[T1],
+        path_prepend=[VENV_BIN],
+    )  # fmt: skip
+    assert _run(d, script) == 65
+    assert jd.read_exit_code(LocalFileSystem(), d) == 65
+    log = _log(d)
+    assert "declared output mask.nii.gz is missing from outputs/" in log
+    assert "declared output empty.txt is an empty file" in log
+    assert "declared output *.csv matched no file in outputs/" in log
+    assert "declared output d is an empty directory" in log
+    assert "declared outputs are missing or empty (see above); nothing was packed" in log
+    assert "stats.json is" not in log
+    assert not Path(d.archive("RESULT.zip")).exists()
+
+
+def test_tar_archive_and_directory_outputs(tmp_path: Path) -> None:
+    d = _stage(tmp_path, "custom")
+    make = (
+        "import os; os.makedirs('sub/mri'); open('sub/mri/lh.v.txt','w').write('1');"
+        "open('sub/mri/rh.v.txt','w').write('2'); open('-dash.txt','w').write('3')"
+    )
+    pipeline = _custom(["python3", "-c", make], ["sub/mri/[lr]h.*.txt", "sub", "*dash*"], "tar.gz")
+    script = render_job_script(
+        pipeline, job_dir=d.root, subject="S", experiment="E1", inputs=[T1],
+        path_prepend=[VENV_BIN],
+    )  # fmt: skip
+    assert _run(d, script) == 0, _log(d)
+    listing = subprocess.run(
+        ["tar", "tzf", d.archive("RESULT.tar.gz")], capture_output=True, text=True, check=True
+    ).stdout.split()
+    # a directory match brings its files; a file matched twice is packed once
+    assert listing == ["-dash.txt", "sub/mri/lh.v.txt", "sub/mri/rh.v.txt"]
+    assert len(Path(d.manifest).read_text().splitlines()) == 3
+
+
+def test_resume_archive_is_unpacked_before_the_steps(tmp_path: Path) -> None:
+    d = _stage(tmp_path, "custom")
+    resume = "resources/EARLIER/files/earlier.zip"
+    Path(d.input(resume)).parent.mkdir(parents=True)
+    with zipfile.ZipFile(d.input(resume), "w") as zf:
+        zf.writestr("sub/mri/aseg.txt", "earlier")
+        zf.writestr("../escape.txt", "nope")
+    data = _custom(["true"], ["sub/mri/*.txt"]).model_dump()
+    data["resume"] = {"resource": "EARLIER"}
+    data["command"] = [
+        {"argv": ["cp", "{resume}", "sub/copy.zip"], "when": "resume"},
+        {"argv": ["python3", "-c", "open('sub/mri/new.txt','w').write('n')"]},
+    ]
+    pipeline = parse_pipeline(data)
+    script = render_job_script(
+        pipeline, job_dir=d.root, subject="S", experiment="E1", inputs=[T1], resume=resume,
+        path_prepend=[VENV_BIN],
+    )  # fmt: skip
+    assert _run(d, script) == 0, _log(d)
+    with zipfile.ZipFile(d.archive("RESULT.zip")) as zf:
+        assert sorted(zf.namelist()) == ["sub/mri/aseg.txt", "sub/mri/new.txt"]
+    assert Path(d.outputs, "sub/copy.zip").exists()
+    assert not (Path(d.root) / "escape.txt").exists()
+    assert not (tmp_path / "escape.txt").exists()
+
+
+@pytest.mark.podman
+def test_demo_job_in_podman(tmp_path: Path, podman_image: str) -> None:
+    d = _stage(tmp_path)
+    demo = builtin_pipeline("demo")
+    assert demo.image == podman_image
+    script = render_job_script(
+        demo, job_dir=d.root, subject="sub 01", experiment="E1", inputs=[T1], runtime="podman"
+    )
+    assert "podman run --rm --runtime runc --network none" in script
+    assert _run(d, script) == 0, _log(d)
+    _check_demo_result(d, "sub 01")
+    # provenance of the real run: the engine's digest and what the script recorded
+    digest = image_digest(LocalRunner(), "podman", podman_image)
+    assert digest is not None and digest.startswith("sha256:")
+    record = build_provenance(
+        demo,
+        runtime="podman",
+        image_digest=digest,
+        argv=job_argv(demo, job_dir=d.root, subject="sub 01", experiment="E1", inputs=[T1],
+                      runtime="podman"),
+        inputs=[FileRef(T1, Path(d.input(T1)).stat().st_size, None)],
+        scheduler="local",
+        job_id=None,
+        host="local",
+        run=jd.read_run_info(LocalFileSystem(), d),
+        x2c_version="test",
+    )  # fmt: skip
+    assert record["container"]["digest"] == digest
+    assert record["job"]["exit_code"] == 0 and record["job"]["node"]
+    json.dumps(record)
+
+
+@pytest.mark.cluster
+def test_demo_job_under_slurm(tmp_path_factory: pytest.TempPathFactory, cluster: Any) -> None:
+    d = _stage(tmp_path_factory.mktemp("slurm"))
+    script = render_job_script(
+        builtin_pipeline("demo"), job_dir=d.root, subject="S1", experiment="E1", inputs=[T1],
+        path_prepend=[VENV_BIN],
+    )  # fmt: skip
+    Path(d.script).write_text(script)
+    done = LocalRunner().run(
+        ["sbatch", "--parsable", "--job-name=x2c-test-jobscript", "--output=/dev/null",
+         f"--chdir={d.root}", "--time=5", d.script],
+        timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    job_id = done.stdout.strip().split(";")[0]
+    fs = LocalFileSystem()
+    deadline = time.monotonic() + 300  # the shared test cluster may be busy with other jobs
+    while jd.read_exit_code(fs, d) is None:
+        assert time.monotonic() < deadline, f"no exit marker from SLURM job {job_id}"
+        time.sleep(0.2)
+    _check_demo_result(d, "S1")
+    run = jd.read_run_info(fs, d)
+    assert run is not None and run.job_id == job_id
