@@ -111,3 +111,32 @@ def test_connect_retries_a_reset_login(xnat_server: Any) -> None:
         proxy.add(Fault(r"GET /data/JSESSION", times=1, reset=True))
         with connect(xnat_config(xnat_server, url=proxy.url, retries=1)) as session:
             assert session.requests_sent == 2
+
+
+def test_config_file_and_env_mapping_reach_the_server(xnat_server: Any, tmp_path: Any) -> None:
+    import json
+
+    from x2c.xnat import load_xnat_config
+
+    cfg = tmp_path / "xnat.cfg"
+    cfg.write_text(
+        json.dumps(
+            {"server": xnat_server.url, "user": xnat_server.user, "password": xnat_server.password}
+        )
+    )
+    with connect(load_xnat_config(cfg, env={})) as session:
+        assert session.requests_sent == 1
+    env = {
+        "XNAT_HOST": xnat_server.url,
+        "XNAT_USER": xnat_server.user,
+        "XNAT_PASS": xnat_server.password,
+    }
+    with connect(load_xnat_config(env=env, netrc_path=tmp_path / "none")) as session:
+        assert session.url == xnat_server.url
+    netrc = tmp_path / "netrc"
+    netrc.write_text(
+        f"machine 127.0.0.1 login {xnat_server.user} password {xnat_server.password}\n"
+    )
+    netrc.chmod(0o600)
+    with connect(load_xnat_config(env={"XNAT_HOST": xnat_server.url}, netrc_path=netrc)) as session:
+        assert session.config.user == xnat_server.user

@@ -108,3 +108,35 @@ def test_a_stream_cut_short_is_transient_and_names_the_file(
         # the next attempt (the consumer's retry) gets the whole, verified file
         assert sum(len(c) for c in XnatByteSource(session).iter_bytes(ref)) == ref.size
         session.close()
+
+
+def test_a_corrupt_source_aborts_an_upload_stream_before_provenance(
+    fresh_xnat_server: Any,
+) -> None:
+    """X -> Z -> X: the source's own verification stops the upload; nothing is marked done."""
+    from tests.x2c.xnat.conftest import xnat_config
+    from x2c.xnat import ResourceState, connect, resource_status, upload_files
+
+    with connect(xnat_config(fresh_xnat_server)) as session:
+        eid = list_experiments(session, "DEMO")[0].id
+        ref = select_inputs(session, eid, InputSelection(scan_types=("T1",))).files[0]
+        _corrupt(fresh_xnat_server, ref, flip=True)
+        with pytest.raises(IntegrityError) as info:
+            upload_files(
+                session,
+                eid,
+                "COPY",
+                [(FileRef("copy.nii", ref.size, ref.md5), _Same(XnatByteSource(session), ref))],
+                provenance={},
+                version="1",
+            )
+        assert info.value.name == ref.path
+        assert resource_status(session, eid, "COPY", "1").state is ResourceState.INCOMPLETE
+
+
+class _Same:
+    def __init__(self, source: XnatByteSource, ref: XnatFileRef) -> None:
+        self._source, self._ref = source, ref
+
+    def iter_bytes(self, ref: FileRef, chunk_size: int = 1 << 20) -> Any:
+        return self._source.iter_bytes(self._ref, chunk_size)

@@ -337,3 +337,20 @@ def test_hostile_archive_is_refused_before_sending(
         upload_archive(
             session, eid, "EVIL", not_archive, provenance=PROV, version="1", extract=True
         )
+
+
+def test_empty_and_spaced_file_names_round_trip(
+    session: XnatSession, eid: str, tmp_path: Path
+) -> None:
+    root = tmp_path / "res"
+    (root / "sub dir").mkdir(parents=True)
+    (root / "empty.txt").write_bytes(b"")
+    (root / "sub dir" / "it's $(x).txt").write_text("q")
+    receipt = upload_directory(
+        session, eid, "ODD", root, provenance=PROV, version="1", on_exists="replace"
+    )
+    assert {(f.path, f.size) for f in receipt.files} == {
+        ("empty.txt", 0),
+        ("sub dir/it's $(x).txt", 1),
+    }
+    assert is_done(session, eid, "ODD", "1")
