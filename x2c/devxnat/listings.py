@@ -140,6 +140,14 @@ FILES = Level(
     ),
     honours_columns=False,
 )
+ELEMENTS = Level(
+    "Elements",
+    ("ELEMENT_NAME", "SINGULAR", "PLURAL", "CATEGORY", "SECURED", "BROWSEABLE", "COUNT"),
+)
+FIELDS = Level(
+    "Fields",
+    ("FIELD_ID", "HEADER", "SUMMARY", "TYPE", "REQUIRES_VALUE", "DESC", "ELEMENT_NAME", "SRC"),
+)
 
 # xpath field names whose shortcut differs from the last path element (lower-cased).
 _XPATH_ALIASES = {

@@ -1,0 +1,351 @@
+"""Answering writes: creating projects, subjects, experiments, scans and resources, uploading
+files (raw body, octet-stream or multipart, optionally unpacked), and deleting."""
+
+from __future__ import annotations
+
+import contextlib
+import posixpath
+import shutil
+
+import anyio
+from starlette.datastructures import UploadFile
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+
+from x2c.devxnat.archives import (
+    BadArchiveError,
+    UnsafeArchiveError,
+    clean_relpath,
+    is_archive_name,
+)
+from x2c.devxnat.paths import Target
+from x2c.devxnat.responses import HTTPError, check_label, field_param, is_true
+from x2c.devxnat.store import Json, Store, User, new_resource, now_stamp
+from x2c.devxnat.uploads import (
+    LayoutError,
+    Received,
+    commit,
+    receive_file,
+    receive_stream,
+    unpack,
+)
+
+
+class Writer:
+    """The PUT, POST and DELETE handlers over one :class:`Store`."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def _require_write(self, user: User, project_id: str) -> None:
+        if not user.may_write(project_id):
+            raise HTTPError(403, "Forbidden", f"user {user.name} cannot write to {project_id}")
+
+    async def write(
+        self, request: Request, t: Target, user: User, params: dict[str, str], method: str
+    ) -> Response:
+        """Answer a PUT or POST: create or update an object, or upload files."""
+        if t.kind in ("file", "files"):
+            return await self._upload(request, t, user, params)
+        if method == "POST" and t.kind == "resource" and t.found:
+            raise HTTPError(409, "Conflict", "Specified resource already exists.")
+        with self.store.lock:
+            if t.kind == "project":
+                return self._put_project(t, user, params)
+            if t.kind == "subject":
+                return self._put_subject(t, user, params)
+            if t.kind == "experiment":
+                return self._put_experiment(t, user, params)
+            if t.kind == "scan":
+                return self._put_scan(t, user, params)
+            if t.kind == "resource":
+                return self._put_resource(t, user, params)
+        raise HTTPError(405, "Method Not Allowed", f"{method} {t.template}")
+
+    def _put_project(self, t: Target, user: User, params: dict[str, str]) -> Response:
+        if t.found:
+            assert t.project is not None
+            self._require_write(user, t.project["ID"])
+            return PlainTextResponse(t.project["ID"])
+        if not user.admin:
+            raise HTTPError(403, "Forbidden", f"user {user.name} cannot create projects")
+        assert t.key is not None
+        pid = check_label(t.key)
+        self.store.index["projects"][pid] = {
+            "ID": pid,
+            "name": field_param(params, "name") or pid,
+            "secondary_ID": field_param(params, "secondary_ID") or pid,
+            "description": field_param(params, "description") or "",
+            "pi_firstname": "",
+            "pi_lastname": "",
+            "insert_date": now_stamp(),
+            "resources": {},
+        }
+        self.store.save()
+        return PlainTextResponse(pid, status_code=201)
+
+    def _put_subject(self, t: Target, user: User, params: dict[str, str]) -> Response:
+        if t.project is None:
+            raise HTTPError(400, "Bad Request", "subjects are created inside a project")
+        self._require_write(user, t.project["ID"])
+        if t.found:
+            assert t.subject is not None
+            new_label = params.get("label")
+            if new_label:
+                t.subject["label"] = check_label(new_label)
+                self.store.save()
+            return PlainTextResponse(t.subject["ID"])
+        assert t.key is not None
+        label = check_label(field_param(params, "label") or t.key)
+        sid = self.store.next_id("subject")
+        self.store.index["subjects"][sid] = {
+            "ID": sid,
+            "project": t.project["ID"],
+            "label": label,
+            "insert_date": now_stamp(),
+            "insert_user": user.name,
+            "resources": {},
+        }
+        self.store.save()
+        return PlainTextResponse(sid, status_code=201)
+
+    def _put_experiment(self, t: Target, user: User, params: dict[str, str]) -> Response:
+        if t.project is None:
+            raise HTTPError(400, "Bad Request", "experiments are created inside a project")
+        self._require_write(user, t.project["ID"])
+        if t.found:
+            assert t.experiment is not None
+            new_label = params.get("label")
+            if new_label:
+                t.experiment["label"] = check_label(new_label)
+                t.experiment["last_modified"] = now_stamp()
+                self.store.save()
+            return PlainTextResponse(t.experiment["ID"])
+        subject = t.subject
+        if subject is None:
+            ref = field_param(params, "subject_ID") or field_param(params, "subject_label")
+            if ref:
+                subject = self.store.subject(ref, t.project["ID"])
+        if subject is None:
+            raise HTTPError(400, "Bad Request", "an experiment needs an existing subject")
+        assert t.key is not None
+        xsi = params.get("xsiType") or params.get("xsi:type") or "xnat:mrSessionData"
+        if not xsi.startswith("xnat:") or not xsi.endswith("SessionData"):
+            raise HTTPError(400, "Bad Request", f"unsupported experiment type {xsi}")
+        label = check_label(field_param(params, "label") or t.key)
+        eid = self.store.next_id("experiment")
+        stamp = now_stamp()
+        self.store.index["experiments"][eid] = {
+            "ID": eid,
+            "project": t.project["ID"],
+            "subject_ID": subject["ID"],
+            "label": label,
+            "xsiType": xsi,
+            "date": field_param(params, "date") or "",
+            "modality": field_param(params, "modality") or xsi[5:-11].upper(),
+            "insert_date": stamp,
+            "insert_user": user.name,
+            "last_modified": stamp,
+            "scans": {},
+            "resources": {},
+        }
+        self.store.save()
+        return PlainTextResponse(eid, status_code=201)
+
+    def _put_scan(self, t: Target, user: User, params: dict[str, str]) -> Response:
+        assert t.experiment is not None and t.scan_selector is not None
+        self._require_write(user, t.experiment["project"])
+        # xnatpy PUTs to .../scans/<type>?xnat:mrScanData/ID=<id>: the ID parameter wins.
+        scan_id = check_label(field_param(params, "ID") or t.scan_selector)
+        existing = t.experiment["scans"].get(scan_id)
+        if existing is not None:
+            for field in ("type", "series_description", "quality", "note"):
+                value = field_param(params, field)
+                if value is not None:
+                    existing[field] = value
+            t.experiment["last_modified"] = now_stamp()
+            self.store.save()
+            return PlainTextResponse(scan_id)
+        xsi = params.get("xsiType") or "xnat:mrScanData"
+        if not xsi.startswith("xnat:") or not xsi.endswith("ScanData"):
+            raise HTTPError(400, "Bad Request", f"unsupported scan type {xsi}")
+        t.experiment["scans"][scan_id] = {
+            "ID": scan_id,
+            "xnat_imagescandata_id": int(self.store.next_id("scan")),
+            "xsiType": xsi,
+            "type": field_param(params, "type") or "",
+            "series_description": field_param(params, "series_description") or "",
+            "quality": field_param(params, "quality") or "usable",
+            "note": field_param(params, "note") or "",
+            "resources": {},
+        }
+        t.experiment["last_modified"] = now_stamp()
+        self.store.save()
+        return PlainTextResponse(scan_id, status_code=201)
+
+    def _put_resource(self, t: Target, user: User, params: dict[str, str]) -> Response:
+        owner = t.owner()
+        if owner is None:
+            raise HTTPError(404, "Not Found", t.template)
+        self._require_write(user, self._project_of(owner))
+        if t.found:
+            raise HTTPError(409, "Conflict", "Specified resource already exists.")
+        assert t.key is not None
+        label = check_label(t.key)
+        res = new_resource(self.store, label, params.get("format", ""), params.get("content", ""))
+        res["tags"] = params.get("tags", "")
+        owner[1]["resources"][label] = res
+        self._touch(t)
+        self.store.save()
+        return PlainTextResponse("", status_code=200)
+
+    def _project_of(self, owner: tuple[str, Json]) -> str:
+        kind, rec = owner
+        if kind == "project":
+            return str(rec["ID"])
+        if kind == "scan":
+            for e in self.store.index["experiments"].values():
+                if any(sc is rec for sc in e["scans"].values()):
+                    return str(e["project"])
+            raise HTTPError(404, "Not Found", "scan")
+        return str(rec["project"])
+
+    def _touch(self, t: Target) -> None:
+        if t.experiment is not None:
+            t.experiment["last_modified"] = now_stamp()
+
+    async def _upload(
+        self, request: Request, t: Target, user: User, params: dict[str, str]
+    ) -> Response:
+        if t.resource is None:
+            raise HTTPError(404, "Not Found", "files are uploaded into an existing resource")
+        with self.store.lock:
+            owner = t.owner()
+            assert owner is not None
+            self._require_write(user, self._project_of(owner))
+        overwrite = is_true(params.get("overwrite"))
+        extract = is_true(params.get("extract"))
+        meta = {k: params.get(k, "") for k in ("format", "content", "tags")}
+        ctype = request.headers.get("content-type", "")
+        pending: list[tuple[str, Received, str]] = []
+        try:
+            if ctype.startswith("multipart/form-data"):
+                form = await request.form(max_files=10000, max_fields=1000)
+                parts = [v for _, v in form.multi_items() if isinstance(v, UploadFile)]
+                for part in parts:
+                    received = await anyio.to_thread.run_sync(receive_file, self.store, part.file)
+                    # .../files/NAME names a single part; .../files takes each part's file name
+                    name = t.file_rel if t.file_rel and len(parts) == 1 else part.filename
+                    pending.append((name or "upload", received, part.filename or name or ""))
+                await form.close()
+            else:
+                if t.file_rel is None:
+                    raise HTTPError(400, "Bad Request", "a raw upload needs a file name in the URI")
+                received = await receive_stream(self.store, request.stream())
+                pending.append((t.file_rel, received, t.file_rel))
+            if not pending:
+                raise HTTPError(400, "Bad Request", "the request carried no file")
+            files: list[tuple[str, Received]] = []
+            for name, received, original in pending:
+                if extract and is_archive_name(original):
+                    prefix = posixpath.dirname(clean_relpath(name))
+                    files.extend(
+                        await anyio.to_thread.run_sync(
+                            unpack, self.store, received, original, prefix
+                        )
+                    )
+                else:
+                    files.append((clean_relpath(name), received))
+        except (UnsafeArchiveError, BadArchiveError) as exc:
+            self._discard(pending)
+            raise HTTPError(400, "Bad Request", f"archive refused: {exc}") from exc
+        except BaseException:
+            self._discard(pending)
+            raise
+        resource = t.resource
+        try:
+            outcome = await anyio.to_thread.run_sync(
+                commit, self.store, resource, t.experiment, files, overwrite, meta
+            )
+        except LayoutError as exc:
+            raise HTTPError(409, "Conflict", str(exc)) from exc
+        if outcome.duplicates:
+            return JSONResponse({"duplicates": outcome.duplicates})
+        return PlainTextResponse("", status_code=200)
+
+    def _discard(self, pending: list[tuple[str, Received, str]]) -> None:
+        for _, received, _ in pending:
+            with contextlib.suppress(FileNotFoundError):
+                received.path.unlink()
+
+    # -- deleting --------------------------------------------------------------------------
+
+    def delete(self, t: Target, user: User) -> Response:
+        """Answer a DELETE of a file, resource, scan, experiment or subject."""
+        if not t.found:
+            raise HTTPError(404, "Not Found", f"{t.kind} {t.key}")
+        with self.store.lock:
+            if t.kind == "file":
+                assert t.resource is not None and t.file_rel is not None
+                self._require_write(user, self._project_of(_must(t.owner())))
+                rel = clean_relpath(t.file_rel)
+                if rel not in t.resource["files"]:
+                    raise HTTPError(404, "Not Found", f"file {t.file_rel}")
+                del t.resource["files"][rel]
+                self._touch(t)
+                self.store.save()
+                with contextlib.suppress(FileNotFoundError):
+                    self.store.file_path(t.resource, rel).unlink()
+                return PlainTextResponse("")
+            if t.kind == "resource":
+                owner = _must(t.owner())
+                assert t.resource is not None
+                self._require_write(user, self._project_of(owner))
+                del owner[1]["resources"][t.resource["label"]]
+                self._touch(t)
+                self.store.save()
+                self._remove_tree(t.resource)
+                return PlainTextResponse("")
+            if t.kind == "scan" and t.scan is not None:
+                assert t.experiment is not None
+                self._require_write(user, t.experiment["project"])
+                scan = t.experiment["scans"].pop(t.scan["ID"])
+                self._touch(t)
+                self.store.save()
+                for res in scan["resources"].values():
+                    self._remove_tree(res)
+                return PlainTextResponse("")
+            if t.kind == "experiment":
+                assert t.experiment is not None
+                self._require_write(user, t.experiment["project"])
+                self._drop_experiment(t.experiment)
+                self.store.save()
+                return PlainTextResponse("")
+            if t.kind == "subject":
+                assert t.subject is not None
+                self._require_write(user, t.subject["project"])
+                sid = t.subject["ID"]
+                for e in list(self.store.experiments_of(t.subject["project"], sid)):
+                    self._drop_experiment(e)
+                for res in self.store.index["subjects"].pop(sid)["resources"].values():
+                    self._remove_tree(res)
+                self.store.save()
+                return PlainTextResponse("")
+        raise HTTPError(405, "Method Not Allowed", f"DELETE {t.template}")
+
+    def _drop_experiment(self, e: Json) -> None:
+        self.store.index["experiments"].pop(e["ID"], None)
+        for res in e["resources"].values():
+            self._remove_tree(res)
+        for sc in e["scans"].values():
+            for res in sc["resources"].values():
+                self._remove_tree(res)
+
+    def _remove_tree(self, res: Json) -> None:
+        shutil.rmtree(self.store.resource_dir(res), ignore_errors=True)
+
+
+def _must(owner: tuple[str, Json] | None) -> tuple[str, Json]:
+    if owner is None:
+        raise HTTPError(404, "Not Found", "owner")
+    return owner
