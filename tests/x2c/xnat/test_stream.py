@@ -65,8 +65,7 @@ def test_a_corrupted_file_is_an_integrity_error_naming_it(
     from x2c.xnat import connect
 
     with connect(xnat_config(fresh_xnat_server)) as session:
-        project = session.result_set("/data/projects", what="list")[0]["ID"]
-        eids = [e.id for e in list_experiments(session, project)]
+        eids = [e.id for e in list_experiments(session, "DEMO")]
         flipped, longer = (
             select_inputs(session, eid, InputSelection(scan_types=("T1",))).files[0]
             for eid in eids[:2]
