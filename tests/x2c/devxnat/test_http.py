@@ -9,6 +9,7 @@ import tarfile
 import time
 import zipfile
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
@@ -507,3 +508,42 @@ def test_unknown_routes_are_404_and_logged(http: requests.Session, xnat_server: 
     while "unhandled route: GET /data/projects/DEMO/widgets" not in xnat_server.log_text():
         assert time.monotonic() < deadline, xnat_server.log_text()[-2000:]
         time.sleep(0.02)
+
+
+def test_concurrent_uploads_to_one_resource(
+    http: requests.Session, xnat_server: XnatServer
+) -> None:
+    resource = _new_resource(http, xnat_server)
+    auth = (xnat_server.user, xnat_server.password)
+
+    def upload(i: int) -> int:
+        body = bytes([i]) * (100_000 + i)
+        url = _url(xnat_server, f"{resource}/files/part{i:02d}.bin")
+        return requests.put(url, data=body, auth=auth, timeout=30).status_code
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        assert set(pool.map(upload, range(16))) == {200}
+    files = _files(http, xnat_server, resource)
+    assert len(files) == 16
+    for i in range(16):
+        body = bytes([i]) * (100_000 + i)
+        assert files[f"part{i:02d}.bin"]["digest"] == hashlib.md5(body).hexdigest()
+
+
+def test_zip_of_a_scan_list(http: requests.Session, xnat_server: XnatServer) -> None:
+    project = xnat_server.new_project()
+    exp = f"/data/projects/{project}/subjects/S/experiments/S_MR1"
+    assert http.put(_url(xnat_server, f"/data/projects/{project}/subjects/S")).ok
+    assert http.put(_url(xnat_server, exp)).ok
+    for scan, kind in (("1", "T1"), ("2", "T2"), ("3", "FLAIR")):
+        assert http.put(_url(xnat_server, f"{exp}/scans/{scan}"), params={"type": kind}).ok
+        assert http.put(_url(xnat_server, f"{exp}/scans/{scan}/resources/NIFTI")).ok
+        assert http.put(_url(xnat_server, f"{exp}/scans/{scan}/resources/NIFTI/files/{kind}.nii"),
+                        data=kind.encode()).ok  # fmt: skip
+    resp = http.get(_url(xnat_server, f"{exp}/scans/1,3/files"), params={"format": "zip"})
+    assert sorted(zipfile.ZipFile(io.BytesIO(resp.content)).namelist()) == [
+        "S_MR1/scans/1-T1/resources/NIFTI/files/T1.nii",
+        "S_MR1/scans/3-FLAIR/resources/NIFTI/files/FLAIR.nii",
+    ]
+    listed = _result(http.get(_url(xnat_server, f"{exp}/scans/T2/files")))
+    assert [f["Name"] for f in listed] == ["T2.nii"]

@@ -1,0 +1,125 @@
+"""Pure parts of devxnat: column shortcuts, filters, path cleaning, archive checks."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from x2c.devxnat import listings
+from x2c.devxnat.archives import (
+    BadArchiveError,
+    UnsafeArchiveError,
+    clean_relpath,
+    extract,
+    stream_zip,
+)
+
+
+@pytest.mark.parametrize(
+    ("column", "expected"),
+    [
+        ("label", "label"),
+        ("LABEL", "label"),
+        ("xnat:subjectAssessorData/subject_id", "subject_ID"),
+        ("xnat:mrSessionData/meta/last_modified", "last_modified"),
+        ("xnat:experimentData/label", "label"),
+        ("xsiType", "xsiType"),
+        ("xsi_type", "xsiType"),
+        ("no_such_column", None),
+    ],
+)
+def test_experiment_column_shortcuts(column: str, expected: str | None) -> None:
+    assert listings.shortcut(listings.EXPERIMENTS, column) == expected
+
+
+def test_choose_columns_keeps_uri_and_drops_unknown() -> None:
+    assert listings.choose_columns(listings.SUBJECTS, "label,bogus,ID") == ["label", "ID", "URI"]
+    assert listings.choose_columns(listings.RESOURCES, "ID,URI") == list(
+        listings.RESOURCES.defaults
+    )
+
+
+def test_filters_match_wildcards_and_alternatives() -> None:
+    rows = [
+        {"ID": "E1", "label": "a_MR1"},
+        {"ID": "E2", "label": "b_MR1"},
+        {"ID": "E3", "label": "c"},
+    ]
+    keep = listings.filter_rows(listings.EXPERIMENTS, rows, {"label": "*_MR1", "format": "json"})
+    assert [r["ID"] for r in keep] == ["E1", "E2"]
+    keep = listings.filter_rows(listings.EXPERIMENTS, rows, {"ID": "E1,E3"})
+    assert [r["ID"] for r in keep] == ["E1", "E3"]
+
+
+def test_csv_render_quotes_commas() -> None:
+    body, media = listings.render(
+        listings.SUBJECTS, [{"ID": "S1", "label": "a,b"}], ["ID", "label"], "csv"
+    )
+    assert media.startswith("text/csv")
+    assert body == 'ID,label\nS1,"a,b"\n'
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [("a/b.txt", "a/b.txt"), ("./a//b.txt", "a/b.txt"), ("a\\b.txt", "a/b.txt")],
+)
+def test_clean_relpath_accepts(name: str, expected: str) -> None:
+    assert clean_relpath(name) == expected
+
+
+@pytest.mark.parametrize("name", ["", "/etc/passwd", "../x", "a/../../x", "C:/x", "a/\x00b", "."])
+def test_clean_relpath_refuses(name: str) -> None:
+    with pytest.raises(UnsafeArchiveError):
+        clean_relpath(name)
+
+
+def test_zip_symlink_refused(tmp_path: Path) -> None:
+    archive = tmp_path / "a.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        info = zipfile.ZipInfo("link")
+        info.external_attr = 0o120777 << 16
+        zf.writestr(info, "/etc/passwd")
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(UnsafeArchiveError):
+        extract(archive, "a.zip", out)
+    assert list(out.iterdir()) == []
+
+
+def test_tar_hardlink_refused(tmp_path: Path) -> None:
+    archive = tmp_path / "a.tar"
+    with tarfile.open(archive, "w") as tf:
+        info = tarfile.TarInfo("hard")
+        info.type = tarfile.LNKTYPE
+        info.linkname = "/etc/passwd"
+        tf.addfile(info)
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(UnsafeArchiveError):
+        extract(archive, "a.tar", out)
+    assert list(out.iterdir()) == []
+
+
+def test_not_an_archive(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.zip"
+    junk.write_bytes(b"plain text")
+    with pytest.raises(BadArchiveError):
+        extract(junk, "junk.zip", tmp_path)
+
+
+def test_stream_zip_round_trips(tmp_path: Path) -> None:
+    files = {}
+    for i in range(3):
+        path = tmp_path / f"f{i}"
+        path.write_bytes(bytes([i]) * (1 << 20) + b"tail")
+        files[f"s/scans/1-T1/resources/R/files/f{i}"] = path
+    chunks = list(stream_zip(files.items()))
+    assert len(chunks) > 3  # streamed, not produced in one piece
+    with zipfile.ZipFile(io.BytesIO(b"".join(chunks))) as zf:
+        assert zf.testzip() is None
+        for name, path in files.items():
+            assert zf.read(name) == path.read_bytes()
