@@ -76,7 +76,7 @@ def create_demo(store: Store, subjects: int) -> None:
                 "project": DEMO_PROJECT,
                 "label": label,
                 "insert_date": stamp,
-                "insert_user": "admin",
+                "insert_user": store.admin_name,
                 "resources": {},
             }
             eid = store.next_id("experiment")
@@ -91,7 +91,7 @@ def create_demo(store: Store, subjects: int) -> None:
                 "date": f"2024-01-{k % 28 + 1:02d}",
                 "modality": "MR",
                 "insert_date": stamp,
-                "insert_user": "admin",
+                "insert_user": store.admin_name,
                 "last_modified": stamp,
                 "scans": {
                     "1": {

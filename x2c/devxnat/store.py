@@ -109,6 +109,7 @@ class Store:
         (self.root / "tmp").mkdir(exist_ok=True)
         self.lock = threading.RLock()
         self._admin = User(admin_user, admin_password, admin=True)
+        self._users_cache: tuple[int | None, dict[str, User]] | None = None
         index_path = self.root / "index.json"
         if index_path.exists():
             self.index: Json = json.loads(index_path.read_text(encoding="utf-8"))
@@ -150,11 +151,24 @@ class Store:
 
     # -- users ---------------------------------------------------------------------------------
 
+    @property
+    def admin_name(self) -> str:
+        """The admin account's name (from ``--user``)."""
+        return self._admin.name
+
     def users(self) -> dict[str, User]:
-        """Every account, the admin included; extra accounts are read from ``users.json``."""
-        found = {self._admin.name: self._admin}
+        """Every account, the admin included; extra accounts are read from ``users.json``
+        (again only when the file changed, since this runs on every request)."""
         path = self.root / "users.json"
-        if path.exists():
+        try:
+            stamp = path.stat().st_mtime_ns
+        except FileNotFoundError:
+            stamp = None
+        cached = self._users_cache
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        found = {self._admin.name: self._admin}
+        if stamp is not None:
             for name, rec in json.loads(path.read_text(encoding="utf-8")).items():
                 if name == self._admin.name:
                     continue
@@ -165,6 +179,7 @@ class Store:
                     readable=frozenset(rec.get("projects_readable", [])),
                     can_write=bool(rec.get("can_write", False)),
                 )
+        self._users_cache = (stamp, found)
         return found
 
     def put_user(
@@ -180,6 +195,7 @@ class Store:
                 "can_write": can_write,
             }
             atomic_write_text(path, json.dumps(data, indent=1))
+            self._users_cache = None
 
     # -- identifiers ---------------------------------------------------------------------------
 
