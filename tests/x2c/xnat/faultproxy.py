@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,7 +26,8 @@ class Fault:
     """Answer the next ``times`` requests whose ``"METHOD /path?query"`` matches ``pattern``
     with ``status`` (an HTTP status), ``reset`` (close the socket without answering), or
     ``tamper`` (forward, then rewrite the upstream body), or ``truncate`` (forward the headers
-    and half the body, then close)."""
+    and half the body, then close); ``delay_s`` holds the answer back that long first (to make
+    the client time out)."""
 
     pattern: str
     times: int = 1
@@ -33,6 +35,7 @@ class Fault:
     reset: bool = False
     tamper: Callable[[bytes], bytes] | None = None
     truncate: bool = False
+    delay_s: float = 0.0
 
 
 class FaultProxy:
@@ -82,6 +85,8 @@ class FaultProxy:
                     self.end_headers()
                     self.wfile.write(payload)
                     return
+                if fault is not None and fault.delay_s:
+                    time.sleep(fault.delay_s)
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP}
                 headers.pop("Host", None)
                 upstream = proxy._http.request(
@@ -107,6 +112,13 @@ class FaultProxy:
                     self.connection.shutdown(socket.SHUT_RDWR)
                     return
                 self.wfile.write(content)
+
+            def handle_one_request(self) -> None:
+                # A client that timed out has gone away; its late answer has nowhere to go.
+                try:
+                    super().handle_one_request()
+                except (BrokenPipeError, ConnectionResetError):
+                    self.close_connection = True
 
             do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
 

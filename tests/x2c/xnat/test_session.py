@@ -140,3 +140,37 @@ def test_config_file_and_env_mapping_reach_the_server(xnat_server: Any, tmp_path
     netrc.chmod(0o600)
     with connect(load_xnat_config(env={"XNAT_HOST": xnat_server.url}, netrc_path=netrc)) as session:
         assert session.config.user == xnat_server.user
+
+
+def test_a_timeout_is_retried(xnat_server: Any) -> None:
+    with FaultProxy(xnat_server.url).running() as proxy:
+        session = connect(xnat_config(xnat_server, url=proxy.url, timeout=0.3, retries=2))
+        proxy.add(Fault(r"GET /data/projects/[^/]+/experiments", times=1, delay_s=1.0))
+        assert list_experiments(session, "DEMO")
+        assert proxy.count(r"GET /data/projects/[^/]+/experiments") == 2
+        proxy.add(Fault(r"GET /data/projects/[^/]+/experiments", times=3, delay_s=1.0))
+        with pytest.raises(XnatTransientError, match="timed out"):
+            list_experiments(session, "DEMO")
+        session.close()
+
+
+def test_one_session_serves_parallel_streams(xnat_server: Any, server_requests: Requests) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from x2c.selection import InputSelection
+    from x2c.xnat import XnatByteSource, select_inputs
+
+    with connect(xnat_config(xnat_server)) as session:
+        refs = [
+            f
+            for e in list_experiments(session, "DEMO")
+            for f in select_inputs(
+                session, e, InputSelection(scan_types=("T1",), resource="DICOM")
+            ).files
+        ]
+        server_requests.reset()
+        source = XnatByteSource(session)
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            sizes = list(pool.map(lambda r: sum(len(c) for c in source.iter_bytes(r)), refs))
+        assert sizes == [r.size for r in refs] and len(refs) >= 9
+        assert server_requests.total() == len(refs)
