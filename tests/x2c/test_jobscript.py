@@ -332,10 +332,35 @@ def test_demo_job_under_slurm(tmp_path_factory: pytest.TempPathFactory, cluster:
     assert done.returncode == 0, done.stderr
     job_id = done.stdout.strip().split(";")[0]
     fs = LocalFileSystem()
-    deadline = time.monotonic() + 300  # the shared test cluster may be busy with other jobs
-    while jd.read_exit_code(fs, d) is None:
-        assert time.monotonic() < deadline, f"no exit marker from SLURM job {job_id}"
-        time.sleep(0.2)
+    _wait_for(d.exit_code, f"the exit marker of SLURM job {job_id}")
     _check_demo_result(d, "S1")
     run = jd.read_run_info(fs, d)
     assert run is not None and run.job_id == job_id
+
+
+def _wait_for(path: str, what: str, seconds: float = 300) -> None:
+    deadline = time.monotonic() + seconds  # the shared test cluster may be busy with other jobs
+    while not Path(path).exists():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+@pytest.mark.cluster
+def test_scancel_leaves_marker_143(tmp_path_factory: pytest.TempPathFactory, cluster: Any) -> None:
+    d = _stage(tmp_path_factory.mktemp("slurm-cancel"), "custom")
+    script = render_job_script(
+        _custom(["sleep", "300"], ["never"]), job_dir=d.root, subject="S", experiment="E1",
+        inputs=[T1],
+    )  # fmt: skip
+    Path(d.script).write_text(script)
+    done = LocalRunner().run(
+        ["sbatch", "--parsable", "--job-name=x2c-test-cancel", "--output=/dev/null",
+         f"--chdir={d.root}", "--time=5", d.script],
+        timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    job_id = done.stdout.strip().split(";")[0]
+    _wait_for(d.run_info, f"SLURM job {job_id} to start")
+    assert LocalRunner().run(["scancel", job_id], timeout=60).returncode == 0
+    _wait_for(d.exit_code, f"the exit marker of cancelled SLURM job {job_id}")
+    assert jd.read_exit_code(LocalFileSystem(), d) == 143  # TERM went through the EXIT trap
