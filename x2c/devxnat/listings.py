@@ -91,6 +91,7 @@ EXPERIMENTS = Level(
         "session_ID",
         "session_label",
         "modality",
+        "note",
         "insert_user",
     ),
 )

@@ -155,6 +155,7 @@ class Reader:
             "session_ID": e["ID"],
             "session_label": e["label"],
             "modality": e.get("modality", ""),
+            "note": e.get("note", ""),
             "insert_user": e.get("insert_user", ""),
         }
 

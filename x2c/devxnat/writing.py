@@ -115,9 +115,12 @@ class Writer:
         self._require_write(user, t.project["ID"])
         if t.found:
             assert t.experiment is not None
-            new_label = params.get("label")
-            if new_label:
-                t.experiment["label"] = check_label(new_label)
+            changes = {f: field_param(params, f) for f in ("label", "date", "note", "modality")}
+            changes = {f: v for f, v in changes.items() if v is not None}
+            if changes.get("label") is not None:
+                changes["label"] = check_label(str(changes["label"]))
+            if changes:
+                t.experiment.update(changes)
                 t.experiment["last_modified"] = now_stamp()
                 self.store.save()
             return PlainTextResponse(t.experiment["ID"])

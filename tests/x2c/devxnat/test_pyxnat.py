@@ -117,3 +117,18 @@ def test_put_many_files_extracts_zip_then_delete(
     resource.delete()
     assert not resource.exists()
     assert intf.select(f"/projects/{project}/subjects/S/experiments/S_MR1").exists()
+
+
+def test_attrs_set_and_get(intf: Interface, xnat_server: XnatServer) -> None:
+    project = xnat_server.new_project()
+    experiment = intf.select(f"/projects/{project}/subjects/S/experiments/S_MR1")
+    experiment.create()
+    before = experiment.attrs.get("xnat:mrSessionData/last_modified")
+    experiment.attrs.set("xnat:mrSessionData/date", "2024-02-03")
+    experiment.attrs.mset({"xnat:mrSessionData/note": "re-scanned"})
+    assert experiment.attrs.get("xnat:mrSessionData/date") == "2024-02-03"
+    assert experiment.attrs.mget(["xnat:mrSessionData/note", "xnat:mrSessionData/label"]) == [
+        "re-scanned",
+        "S_MR1",
+    ]
+    assert experiment.attrs.get("xnat:mrSessionData/last_modified") >= before
