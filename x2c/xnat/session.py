@@ -37,7 +37,9 @@ def load_xnat_config(
     *,
     env: Mapping[str, str],
     netrc_path: Path | str | None = None,
-    **overrides: Any,
+    verify: bool | str | None = None,
+    timeout: float | None = None,
+    retries: int | None = None,
 ) -> XnatConfig:
     """Build an :class:`XnatConfig` at the edge (CLI, flow entry point) from, in order:
 
@@ -47,7 +49,8 @@ def load_xnat_config(
        ``os.environ``; nothing inside x2c reads it);
     3. ``netrc_path`` (default ``~/.netrc``) for the user and password, machine = the URL's host.
 
-    ``overrides`` are extra :class:`XnatConfig` fields (``timeout``, ``retries`` ...). Raises
+    ``verify``, ``timeout`` and ``retries``, when given, set those :class:`XnatConfig` fields
+    (``verify`` wins over the config file's). Raises
     :class:`ConfigError` naming the missing piece and where to put it.
     """
     server: str | None = None
@@ -91,7 +94,8 @@ def load_xnat_config(
             f"no XNAT {missing} for {_redact(server)}: put it in the config file, in "
             f"XNAT_USER/XNAT_PASS, or in ~/.netrc as 'machine {host} login ... password ...'"
         )
-    fields.update(overrides)
+    given = {"verify": verify, "timeout": timeout, "retries": retries}
+    fields.update({k: v for k, v in given.items() if v is not None})
     try:
         return XnatConfig(url=server, user=user, password=SecretStr(password), **fields)
     except ValidationError as exc:
