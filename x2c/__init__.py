@@ -5,6 +5,7 @@ provenance. No Prefect imports here; ``tasks/`` and ``flows/`` wrap this package
 """
 
 from x2c.config import HostConfig, SchedulerConfig, XnatConfig
+from x2c.containers import Bind, container_argv, image_digest
 from x2c.errors import (
     ConfigError,
     HostKeyError,
@@ -28,6 +29,19 @@ from x2c.errors import (
     XnatTransientError,
 )
 from x2c.hosts import Completed, Host, LocalHost, LocalRunner, Runner, open_host
+from x2c.jobdir import (
+    JobDir,
+    JobRecord,
+    RunInfo,
+    job_dir,
+    read_exit_code,
+    read_record,
+    read_run_info,
+    write_record,
+)
+from x2c.jobscript import job_argv, render_job_script
+from x2c.pipelines import Pipeline, builtin_pipeline, builtin_pipelines, load_pipeline
+from x2c.provenance import build_provenance
 from x2c.selection import InputSelection
 from x2c.transfers import FileOutcome, HostByteSource, StageReport, describe, fetch, stage
 from x2c.xnat import (
@@ -56,6 +70,7 @@ from x2c.xnat import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "Bind",
     "Completed",
     "ConfigError",
     "Experiment",
@@ -66,15 +81,19 @@ __all__ = [
     "HostKeyError",
     "InputSelection",
     "IntegrityError",
+    "JobDir",
     "JobFailedError",
+    "JobRecord",
     "LocalHost",
     "LocalRunner",
     "NothingToProcessError",
+    "Pipeline",
     "PipelineError",
     "RemoteCommandError",
     "RemoteError",
     "ResourceState",
     "ResourceStatus",
+    "RunInfo",
     "Runner",
     "SSHAuthError",
     "SSHConnectError",
@@ -98,19 +117,32 @@ __all__ = [
     "XnatSession",
     "XnatTransientError",
     "__version__",
+    "build_provenance",
+    "builtin_pipeline",
+    "builtin_pipelines",
     "connect",
+    "container_argv",
     "describe",
     "fetch",
     "find_experiment",
     "get_experiment",
+    "image_digest",
     "is_done",
+    "job_argv",
+    "job_dir",
     "list_experiments",
+    "load_pipeline",
     "load_xnat_config",
     "open_host",
+    "read_exit_code",
+    "read_record",
+    "read_run_info",
+    "render_job_script",
     "resource_status",
     "select_inputs",
     "stage",
     "upload_archive",
     "upload_directory",
     "upload_files",
+    "write_record",
 ]
