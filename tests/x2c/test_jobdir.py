@@ -5,12 +5,15 @@ from __future__ import annotations
 import posixpath
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fsspec.implementations.local import LocalFileSystem
 
 from x2c import jobdir as jd
+from x2c.config import HostConfig
 from x2c.errors import PipelineError
+from x2c.hosts import open_host
 
 
 @pytest.mark.parametrize(
@@ -109,3 +112,26 @@ def test_exit_marker_and_run_info(tmp_path: Path) -> None:
         archive_md5="abc",
         archive_size=12,
     )
+
+
+@pytest.mark.cluster
+def test_registry_and_marker_over_sftp(tmp_path: Path, cluster: Any) -> None:
+    """The same helpers work on the SSH host's fsspec filesystem (SFTP posix-rename)."""
+    cfg = HostConfig(
+        name="x2c-test",
+        ssh=cluster.alias,
+        ssh_config=cluster.ssh_config,
+        known_hosts=cluster.known_hosts,
+        workdir=str(tmp_path),
+    )
+    d = jd.job_dir(str(tmp_path), "demo", "E1/../../x")
+    Path(d.root).mkdir(parents=True)
+    with open_host(cfg) as host:
+        assert jd.read_record(host.fs, d) is None
+        jd.write_record(host.fs, d, _record("QUEUED"))
+        jd.write_record(host.fs, d, _record("RUNNING"))
+        assert jd.read_record(host.fs, d) == _record("RUNNING")
+        assert jd.read_exit_code(host.fs, d) is None
+        Path(d.exit_code).write_text("0\n")
+        assert jd.read_exit_code(host.fs, d) == 0
+    assert sorted(p.name for p in Path(d.root).iterdir()) == ["exit_code", "job.json"]
