@@ -231,6 +231,7 @@ class Writer:
         meta = {k: params.get(k, "") for k in ("format", "content", "tags")}
         ctype = request.headers.get("content-type", "")
         pending: list[tuple[str, Received, str]] = []
+        files: list[tuple[str, Received]] = []
         try:
             if ctype.startswith("multipart/form-data"):
                 form = await request.form(max_files=10000, max_fields=1000)
@@ -248,7 +249,6 @@ class Writer:
                 pending.append((t.file_rel, received, t.file_rel))
             if not pending:
                 raise HTTPError(400, "Bad Request", "the request carried no file")
-            files: list[tuple[str, Received]] = []
             for name, received, original in pending:
                 if extract and is_archive_name(original):
                     prefix = posixpath.dirname(clean_relpath(name))
@@ -260,10 +260,10 @@ class Writer:
                 else:
                     files.append((clean_relpath(name), received))
         except (UnsafeArchiveError, BadArchiveError) as exc:
-            self._discard(pending)
-            raise HTTPError(400, "Bad Request", f"archive refused: {exc}") from exc
+            self._discard([rec for _, rec, _ in pending] + [rec for _, rec in files])
+            raise HTTPError(400, "Bad Request", f"upload refused: {exc}") from exc
         except BaseException:
-            self._discard(pending)
+            self._discard([rec for _, rec, _ in pending] + [rec for _, rec in files])
             raise
         resource = t.resource
         try:
@@ -276,10 +276,10 @@ class Writer:
             return JSONResponse({"duplicates": outcome.duplicates})
         return PlainTextResponse("", status_code=200)
 
-    def _discard(self, pending: list[tuple[str, Received, str]]) -> None:
-        for _, received, _ in pending:
+    def _discard(self, received: list[Received]) -> None:
+        for rec in received:
             with contextlib.suppress(FileNotFoundError):
-                received.path.unlink()
+                rec.path.unlink()
 
     # -- deleting --------------------------------------------------------------------------
 

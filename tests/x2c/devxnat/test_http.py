@@ -547,3 +547,20 @@ def test_zip_of_a_scan_list(http: requests.Session, xnat_server: XnatServer) -> 
     ]
     listed = _result(http.get(_url(xnat_server, f"{exp}/scans/T2/files")))
     assert [f["Name"] for f in listed] == ["T2.nii"]
+
+
+def test_multipart_with_a_hostile_second_archive_leaves_nothing(
+    http: requests.Session, xnat_server: XnatServer
+) -> None:
+    resource = _new_resource(http, xnat_server)
+    resp = http.post(
+        _url(xnat_server, f"{resource}/files"),
+        params={"extract": "true"},
+        files=[
+            ("a", ("good.zip", _zip_bytes({"fine.txt": b"ok"}))),
+            ("b", ("bad.zip", _zip_bytes({"../evil.txt": b"evil"}))),
+        ],
+    )
+    assert resp.status_code == 400
+    assert _files(http, xnat_server, resource) == {}
+    assert list((xnat_server.data_dir / "tmp").iterdir()) == []
