@@ -20,9 +20,10 @@ import logging
 import os
 import posixpath
 import secrets
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import suppress
 from dataclasses import dataclass
 from functools import partial
@@ -268,20 +269,33 @@ def _verified(ref: FileRef, seen: tuple[int, str | None] | None) -> bool:
 def _run_parallel(
     jobs: Sequence[Callable[[], FileOutcome]], max_parallel: int
 ) -> list[FileOutcome]:
-    """Run ``jobs`` on up to ``max_parallel`` threads; on the first failure, cancel the rest."""
+    """Run ``jobs`` on up to ``max_parallel`` threads; after a failure start no new job, let the
+    running ones finish, and raise the first error."""
     if not jobs:
         return []
+    failed = threading.Event()
+
+    def guarded(job: Callable[[], FileOutcome]) -> FileOutcome | None:
+        if failed.is_set():
+            return None
+        try:
+            return job()
+        except BaseException:
+            failed.set()
+            raise
+
     with ThreadPoolExecutor(max_workers=max(1, min(max_parallel, len(jobs)))) as pool:
-        futures: list[Future[FileOutcome]] = [pool.submit(job) for job in jobs]
-        _, pending = wait(futures, return_when=FIRST_EXCEPTION)
-        for future in pending:
-            future.cancel()
+        futures = [pool.submit(guarded, job) for job in jobs]
         wait(futures)
+    results: list[FileOutcome] = []
     for future in futures:
-        error = None if future.cancelled() else future.exception()
+        error = future.exception()
         if error is not None:
             raise error
-    return [future.result() for future in futures]
+        outcome = future.result()
+        assert outcome is not None  # only skipped after a failure, which raised above
+        results.append(outcome)
+    return results
 
 
 def _from_source(

@@ -7,6 +7,7 @@ import errno
 import inspect
 import logging
 import os
+import signal
 import subprocess
 import threading
 from pathlib import Path
@@ -17,9 +18,11 @@ import pytest
 from tests.fixtures.cluster import Cluster
 from tests.x2c.hosts.helpers import (
     connections_from,
+    poll,
     remote_tmp,
     ssh_cfg,
     ssh_host,
+    sshd_pids_for_client_port,
 )
 from x2c.errors import (
     ConfigError,
@@ -199,6 +202,28 @@ def test_one_connection_for_files_and_many_parallel_commands(
     assert ssh_host.generation == 0
     sizes = ssh_host.runner.run(["sh", "-c", 'cat "$1"/f* | wc -c', "sh", remote_tmp])
     assert int(sizes.stdout) == 12 * 500_000
+
+
+def test_keepalive_detects_a_frozen_server_and_the_next_call_reconnects(cluster: Cluster) -> None:
+    """Freeze (SIGSTOP) this connection's sshd processes: keepalives go unanswered, the client
+    drops the connection, and the next command opens a new one. Other users' sessions and the
+    listener are untouched."""
+    cfg = ssh_cfg(cluster, keepalive_interval=0.2, keepalive_count_max=2)
+    with open_host(cfg) as host:
+        client = host.fs.client
+        pids = sshd_pids_for_client_port(cluster.port, client.get_extra_info("sockname")[1])
+        assert pids
+        try:
+            for pid in pids:
+                os.kill(pid, signal.SIGSTOP)
+            poll(client.is_closed, "keepalives to give up on the frozen server", timeout=10)
+        finally:
+            for pid in pids:
+                os.kill(pid, signal.SIGKILL)
+        done = host.runner.run(["echo", "back"])
+        assert done.stdout == "back\n"
+        assert host.generation == 1
+        assert connections_from(os.getpid(), cluster.port) == 1
 
 
 def test_file_methods(ssh_host: Host, remote_tmp: str) -> None:
