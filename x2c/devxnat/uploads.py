@@ -101,6 +101,8 @@ def commit(
     outcome = Outcome([], [])
     try:
         with store.lock:
+            if resource.get("deleted"):
+                raise LayoutError(f"resource {resource['label']} was deleted during the upload")
             base = store.resource_dir(resource)
             _check_layout(resource, [rel for rel, _ in files])
             for rel, rec in files:
@@ -129,7 +131,8 @@ def commit(
 
 
 class LayoutError(ValueError):
-    """Raised when an upload would put a file where a directory is, or the other way round."""
+    """Raised when an upload would put a file where a directory is, or the other way round, or
+    its resource was deleted while the bytes were arriving."""
 
 
 def _check_layout(resource: Json, new: list[str]) -> None:

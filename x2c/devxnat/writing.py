@@ -345,6 +345,9 @@ class Writer:
                 self._remove_tree(res)
 
     def _remove_tree(self, res: Json) -> None:
+        # An upload still streaming into this resource holds the same dict: the mark makes its
+        # commit fail instead of writing into a resource that no longer exists.
+        res["deleted"] = True
         shutil.rmtree(self.store.resource_dir(res), ignore_errors=True)
 
 
