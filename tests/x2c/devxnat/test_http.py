@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import signal
 import tarfile
 import time
 import zipfile
@@ -564,3 +565,12 @@ def test_multipart_with_a_hostile_second_archive_leaves_nothing(
     assert resp.status_code == 400
     assert _files(http, xnat_server, resource) == {}
     assert list((xnat_server.data_dir / "tmp").iterdir()) == []
+
+
+def test_ctrl_c_stops_the_server_cleanly(fresh_xnat_server: XnatServer) -> None:
+    process = fresh_xnat_server.process
+    assert process is not None
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=15) == 0
+    assert "Traceback" not in fresh_xnat_server.log_text()
+    fresh_xnat_server.process = None
