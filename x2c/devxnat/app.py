@@ -25,7 +25,7 @@ from starlette.routing import Route
 
 from x2c.devxnat import listings
 from x2c.devxnat.auth import BadCredentials, Sessions, authenticate, check_password
-from x2c.devxnat.paths import NotFound, UnknownRoute, resolve, strip_prefix
+from x2c.devxnat.paths import NotFound, UnknownRoute, resolve, strip_prefix, template_of
 from x2c.devxnat.reading import Reader
 from x2c.devxnat.responses import HTTPError, error_response
 from x2c.devxnat.schema import SCHEMA_NAMES, element_rows, field_rows, xnat_schema
@@ -80,7 +80,7 @@ class DevXnat:
         try:
             user = authenticate(request, self.store, self.sessions)
         except BadCredentials:
-            self.counter.add(f"{method} {self._template_guess(path)}")
+            self.counter.add(f"{method} {template_of(path)}")
             return error_response(401, "Unauthorized", "The request requires user authentication")
         try:
             return await self._route(request, user, path, method)
@@ -94,10 +94,6 @@ class DevXnat:
             log.exception("request failed: %s %s", method, path)
             return error_response(500, "Internal Server Error", f"{method} {path} failed")
 
-    def _template_guess(self, path: str) -> str:
-        rest = strip_prefix(path)
-        return "/data" + (rest or "") if rest is not None else path
-
     async def _route(self, request: Request, user: User | None, path: str, method: str) -> Response:
         params = dict(request.query_params)
         if path in ("/", "") and method in ("GET", "HEAD"):
@@ -107,7 +103,7 @@ class DevXnat:
             self.counter.add("PUT /data/services/auth")
             return await self._services_auth(request)
         if user is None:
-            self.counter.add(f"{method} {self._template_guess(path)}")
+            self.counter.add(f"{method} {template_of(path)}")
             return error_response(401, "Unauthorized", "The request requires user authentication")
         if path.startswith("/x2c/"):
             return await self._x2c(request, user, path, method)
@@ -122,7 +118,7 @@ class DevXnat:
         try:
             target = resolve(self.store, user, rest)
         except NotFound as exc:
-            self.counter.add(f"{method} {self._template_guess(path)}")
+            self.counter.add(f"{method} {template_of(path)}")
             if isinstance(exc, UnknownRoute):
                 log.info("unhandled route: %s %s", method, path)
             raise

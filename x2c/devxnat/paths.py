@@ -79,6 +79,42 @@ def strip_prefix(path: str) -> str | None:
     return None
 
 
+_PLACEHOLDERS = {
+    "projects": "{project}",
+    "subjects": "{subject}",
+    "experiments": "{experiment}",
+    "scans": "{scan}",
+    "resources": "{resource}",
+    "out": "{resource}",
+    "in": "{resource}",
+}
+
+
+def template_of(path: str) -> str:
+    """The route template of a path, without looking anything up (for requests that fail
+    before resolution): ``/data/projects/P/subjects`` gives ``/data/projects/{project}/subjects``;
+    paths outside ``/data``, ``/data/archive`` and ``/REST`` are returned as they are."""
+    rest = strip_prefix(path)
+    if rest is None:
+        return path
+    segs = [s for s in rest.strip("/").split("/") if s]
+    if not segs or segs[0] not in ("projects", "subjects", "experiments"):
+        return path
+    out = ["/data"]
+    i = 0
+    while i < len(segs):
+        coll = segs[i]
+        out.append(coll)
+        if coll == "files" and i > 0:
+            if i + 1 < len(segs):
+                out.append("{path}")
+            break
+        if i + 1 < len(segs):
+            out.append(_PLACEHOLDERS.get(coll, "{id}"))
+        i += 2
+    return "/".join(out)
+
+
 def _select_scans(experiment: Json, selector: str) -> list[Json]:
     scans: dict[str, Json] = experiment["scans"]
     if selector.upper() == "ALL":

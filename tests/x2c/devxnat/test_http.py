@@ -574,3 +574,16 @@ def test_ctrl_c_stops_the_server_cleanly(fresh_xnat_server: XnatServer) -> None:
     assert process.wait(timeout=15) == 0
     assert "Traceback" not in fresh_xnat_server.log_text()
     fresh_xnat_server.process = None
+
+
+def test_refused_requests_are_counted_under_the_same_template(xnat_server: XnatServer) -> None:
+    xnat_server.reset_counts()
+    path = f"{EXP1}/scans/1/resources/NIFTI/files/T1.nii"
+    assert requests.get(_url(xnat_server, path), timeout=10).status_code == 401
+    auth = (xnat_server.user, xnat_server.password)
+    assert requests.get(_url(xnat_server, path), auth=auth, timeout=10).status_code == 200
+    key = (
+        "GET /data/projects/{project}/subjects/{subject}/experiments/{experiment}"
+        "/scans/{scan}/resources/{resource}/files/{path}"
+    )
+    assert xnat_server.request_counts() == {key: 2}

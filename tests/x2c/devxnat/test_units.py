@@ -17,6 +17,7 @@ from x2c.devxnat.archives import (
     extract,
     stream_zip,
 )
+from x2c.devxnat.paths import template_of
 
 
 @pytest.mark.parametrize(
@@ -123,3 +124,25 @@ def test_stream_zip_round_trips(tmp_path: Path) -> None:
         assert zf.testzip() is None
         for name, path in files.items():
             assert zf.read(name) == path.read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("/data/projects", "/data/projects"),
+        ("/REST/projects/P/subjects", "/data/projects/{project}/subjects"),
+        (
+            "/data/archive/projects/P/subjects/S/experiments/E/scans/1/resources/R/files/a/b.nii",
+            "/data/projects/{project}/subjects/{subject}/experiments/{experiment}"
+            "/scans/{scan}/resources/{resource}/files/{path}",
+        ),
+        (
+            "/data/experiments/E/scans/ALL/files",
+            "/data/experiments/{experiment}/scans/{scan}/files",
+        ),
+        ("/data/JSESSION", "/data/JSESSION"),
+        ("/xapi/schemas/xnat", "/xapi/schemas/xnat"),
+    ],
+)
+def test_route_templates(path: str, expected: str) -> None:
+    assert template_of(path) == expected
