@@ -498,13 +498,22 @@ class SSHRunner:
         async def run() -> asyncssh.SSHCompletedProcess:
             async with slots():
                 process = await _open_process(fs.client, command, input)
+                finished = False
                 try:
                     done: asyncssh.SSHCompletedProcess = await process.wait(timeout=timeout)
+                    finished = True
                 finally:
                     # run() would return at EOF, before the channel is closed; sshd still counts
                     # the session against MaxSessions until then, so wait for the close here.
+                    # A command that timed out gets a KILL "signal" request and is not awaited
+                    # for long. OpenSSH 9.2 ignores that request, so the command runs on until
+                    # it ends: callers that need a hard limit wrap it in timeout(1).
+                    if not finished:
+                        with suppress(Exception):
+                            process.kill()
                     process.close()
-                    await process.wait_closed()
+                    with suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(process.wait_closed(), None if finished else 2)
                 return done
 
         self.calls += 1
