@@ -28,9 +28,10 @@ import re
 import shlex
 import string
 from collections.abc import Iterable, Sequence
+from urllib.parse import urlsplit
 
 from x2c import jobdir as jd
-from x2c.config import ContainerRuntime
+from x2c.config import ContainerRuntime, XnatConfig
 from x2c.containers import Bind, container_argv, image_ref
 from x2c.errors import PipelineError
 from x2c.pipelines import Pipeline
@@ -119,7 +120,7 @@ def job_argv(
 
 def check_script(script: str, forbidden: Iterable[str] = ()) -> None:
     """Refuse a job script that carries an http(s) address, credentials in a URL, or any of
-    the ``forbidden`` strings (the XNAT URL, user name, password...).
+    the ``forbidden`` strings of four characters or more (the XNAT URL, password...).
 
     The error names what was found, never the value.
     """
@@ -131,11 +132,23 @@ def check_script(script: str, forbidden: Iterable[str] = ()) -> None:
             "so no label, path or setting passed to a job may carry one"
         )
     for index, secret in enumerate(forbidden):
-        if secret and secret in script:
+        # shorter values would match ordinary script text; no real password is that short
+        if len(secret) >= 4 and secret in script:
             raise PipelineError(
                 f"the job script would contain forbidden value #{index + 1} (a secret or the "
                 "XNAT address); refusing to write it"
             )
+
+
+def xnat_forbidden(cfg: XnatConfig) -> list[str]:
+    """The strings of an XNAT configuration that must never reach a job script: the password,
+    the server URL and its host name. Pass the result as ``forbidden=`` to
+    :func:`render_job_script`."""
+    values = [cfg.password.get_secret_value(), cfg.url.rstrip("/")]
+    host = urlsplit(cfg.url).hostname
+    if host:
+        values.append(host)
+    return [v for v in values if v]
 
 
 def _q(value: str) -> str:

@@ -20,13 +20,14 @@ import nibabel as nib
 import numpy as np
 import pytest
 from fsspec.implementations.local import LocalFileSystem
+from pydantic import SecretStr
 
 from x2c import jobdir as jd
-from x2c.config import ContainerRuntime
+from x2c.config import ContainerRuntime, XnatConfig
 from x2c.containers import image_digest
 from x2c.errors import PipelineError
 from x2c.hosts.local import LocalRunner
-from x2c.jobscript import job_argv, render_job_script
+from x2c.jobscript import job_argv, render_job_script, xnat_forbidden
 from x2c.pipelines import Pipeline, builtin_pipeline, builtin_pipelines, parse_pipeline
 from x2c.provenance import build_provenance
 from x2c.sources import FileRef
@@ -115,6 +116,11 @@ def test_no_secret_or_xnat_address_reaches_a_script() -> None:
     assert "hunter2" not in str(info.value)
     script = render_job_script(demo, subject="S", forbidden=["hunter2", "alice"], **common)
     assert "hunter2" not in script
+    cfg = XnatConfig(url="https://xnat.example.org/xnat", user="alice", password=SecretStr("pw-9"))
+    assert xnat_forbidden(cfg) == ["pw-9", "https://xnat.example.org/xnat", "xnat.example.org"]
+    for label in ("x-pw-9", "on xnat.example.org"):
+        with pytest.raises(PipelineError, match="forbidden value"):
+            render_job_script(demo, subject=label, forbidden=xnat_forbidden(cfg), **common)
     with pytest.raises(PipelineError, match="directive"):
         render_job_script(demo, subject="S", directives=["#SBATCH -J x\nrm -rf /"], **common)
 
