@@ -26,7 +26,7 @@ from tests.x2c.hosts.helpers import (
     start_listener,
     stop_listener,
 )
-from x2c.errors import IntegrityError, TransferError
+from x2c.errors import IntegrityError, SSHConnectError, TransferError
 from x2c.hosts import Host, LocalHost, open_host
 from x2c.sources import FileRef
 from x2c.transfers import HostByteSource, describe, fetch, probe, safe_relpath, stage
@@ -300,3 +300,39 @@ def test_transfer_survives_an_sshd_restart(
         assert _on_host(host, remote_tmp, source) == {r.path: (r.size, r.md5) for r in refs}
         assert _all_files(host, remote_tmp) == ["big.bin", "small.bin"]  # part file removed
         assert connections_from(os.getpid(), cluster.port) == 1
+
+
+@pytest.mark.cluster
+def test_a_host_that_stays_down_fails_once_without_a_login_storm(
+    cluster: Cluster, tmp_path: Path, remote_tmp: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The connection drops mid-file and the host cannot be reached again (its ssh_config now
+    points at a closed port): stage fails after one capped round of attempts, and later calls
+    fail at once instead of logging in again."""
+    config = tmp_path / "ssh_config"
+    config.write_text(cluster.ssh_config.read_text())
+    source = MemorySource({"big.bin": os.urandom(4 * MB)})
+    caplog.set_level(logging.WARNING, logger="x2c.hosts.ssh")
+    with open_host(ssh_cfg(cluster, ssh_config=config, reconnect_attempts=2)) as host:
+
+        def drop_connection(ref: FileRef, offset: int) -> None:
+            if offset == MB:
+                config.write_text(config.read_text().replace(f"Port {cluster.port}", "Port 1"))
+                client = host.fs.client
+                port = client.get_extra_info("sockname")[1]
+                for pid in sshd_pids_for_client_port(cluster.port, port):
+                    os.kill(pid, signal.SIGKILL)
+                poll(client.is_closed, "the client to see its connection drop")
+
+        source.on_chunk = drop_connection
+        with pytest.raises(SSHConnectError, match="after 2 attempts"):
+            stage(source, source.refs(), host, remote_tmp, max_parallel=1, chunk_size=MB)
+        logins = [r for r in caplog.records if r.name == "x2c.hosts.ssh" and "attempt" in r.msg]
+        assert len(logins) == 2
+        assert "could not connect to testcluster (x2c-test)" in logins[0].getMessage()
+        with pytest.raises(SSHConnectError, match="after 2 attempts"):
+            host.runner.run(["true"])
+        assert (
+            len([r for r in caplog.records if r.name == "x2c.hosts.ssh" and "attempt" in r.msg])
+            == 2
+        )

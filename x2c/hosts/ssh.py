@@ -121,7 +121,7 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
     while current is not None and id(current) not in seen:
         seen.add(id(current))
         yield current
-        current = current.__cause__ or current.__context__
+        current = current.__cause__  # not __context__: that may be an unrelated earlier error
 
 
 def translate_ssh_error(
@@ -152,9 +152,9 @@ def translate_ssh_error(
         if os_error is None:
             return None
         if isinstance(os_error, _OS_LOST) or os_error.errno in _OS_LOST_ERRNOS:
+            doing = f"connect to {where}" if action == "connect" else f"{action} on {where}"
             return SSHConnectError(
-                f"could not {action} on {where}: {os_error}; check that the host is up and "
-                "reachable from here",
+                f"could not {doing}: {os_error}; check that the host is up and reachable from here",
                 host=host,
             )
         return TransferError(
@@ -236,8 +236,9 @@ class SSHHost(Host):
         self._generation = 0
         self._command_slots: asyncio.Semaphore | None = None
         self.runner = SSHRunner(self)
+        self._down: X2CError | None = None
+        self._closed = False
         self._fs: Any = self._connect_with_backoff()
-        self.connections_opened = 1
 
     # connection management
 
@@ -308,27 +309,35 @@ class SSHHost(Host):
         return self._generation
 
     def reconnect(self, seen_generation: int) -> None:
-        """Replace the connection used at ``seen_generation`` unless that was already done."""
+        """Replace the connection used at ``seen_generation`` unless that was already done.
+
+        After one full round of failed attempts the host stays down: every later call raises
+        the same error at once, so retries higher up never multiply the logins.
+        """
         with self._lock:
-            if seen_generation != self._generation:
+            if seen_generation != self._generation and self._down is None:
                 return
             self._replace_locked()
 
     def _replace_locked(self) -> None:
-        old = self._fs
-        self._fs = None
+        if self._down is not None:
+            raise self._down
+        old, self._fs = self._fs, None
         if old is not None:
             self._close_fs(old)
-        self._fs = self._connect_with_backoff()
+        try:
+            self._fs = self._connect_with_backoff()
+        except X2CError as exc:
+            self._down = exc
+            raise
         self._generation += 1
-        self.connections_opened += 1
 
     def current(self) -> tuple[Any, int]:
         """The live filesystem and its generation; reconnects first if the connection closed."""
         with self._lock:
-            if self._fs is None:
-                raise SSHConnectError(f"host {self.name} is closed", host=self.name)
-            if self._fs.client.is_closed():
+            if self._closed:
+                raise SSHConnectError(f"host {self.name} was closed; open it again", host=self.name)
+            if self._fs is None or self._fs.client.is_closed():
                 log.warning("connection to %s was lost; reconnecting", self.name)
                 self._replace_locked()
             return self._fs, self._generation
@@ -342,6 +351,7 @@ class SSHHost(Host):
         """Close the SSH connection."""
         with self._lock:
             fs, self._fs = self._fs, None
+            self._closed = True
         if fs is not None:
             self._close_fs(fs)
 
@@ -477,7 +487,6 @@ class SSHRunner:
 
     def __init__(self, host: SSHHost) -> None:
         self._host = host
-        self.calls = 0
 
     @property
     def name(self) -> str:
@@ -516,7 +525,6 @@ class SSHRunner:
                         await asyncio.wait_for(process.wait_closed(), None if finished else 2)
                 return done
 
-        self.calls += 1
         try:
             result = self._host.call(fs, run())
         except Exception as exc:
