@@ -1,0 +1,185 @@
+"""SLURM argv builders and parsers, on output recorded from the test cluster (tests/data/slurm)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from x2c.config import SchedulerConfig
+from x2c.errors import SchedulerOutputError
+from x2c.schedulers.base import JobId, JobSpec, JobState, walltime_hms
+from x2c.schedulers.slurm import (
+    SLURM_STATES,
+    is_invalid_job_id,
+    map_slurm_state,
+    parse_sacct,
+    parse_sbatch_id,
+    parse_squeue,
+    sbatch_argv,
+    squeue_argv,
+)
+
+DATA = Path(__file__).resolve().parents[2] / "data" / "slurm"
+
+# Every state word in squeue(1)/sacct(1) "JOB STATE CODES" and where x2c puts it.
+EVERY_STATE = [
+    ("BOOT_FAIL", JobState.BOOT_FAIL),
+    ("CANCELLED", JobState.CANCELLED),
+    ("CANCELLED by 0", JobState.CANCELLED),
+    ("CANCELLED by 1000", JobState.CANCELLED),
+    ("COMPLETED", JobState.COMPLETED),
+    ("COMPLETED+", JobState.COMPLETED),
+    ("CONFIGURING", JobState.PENDING),
+    ("COMPLETING", JobState.COMPLETING),
+    ("DEADLINE", JobState.DEADLINE),
+    ("FAILED", JobState.FAILED),
+    ("NODE_FAIL", JobState.NODE_FAIL),
+    ("OUT_OF_MEMORY", JobState.OUT_OF_MEMORY),
+    ("PENDING", JobState.PENDING),
+    ("PREEMPTED", JobState.PREEMPTED),
+    ("RUNNING", JobState.RUNNING),
+    ("RESV_DEL_HOLD", JobState.PENDING),
+    ("REQUEUE_FED", JobState.PENDING),
+    ("REQUEUE_HOLD", JobState.PENDING),
+    ("REQUEUED", JobState.REQUEUED),
+    ("RESIZING", JobState.RUNNING),
+    ("REVOKED", JobState.CANCELLED),
+    ("SIGNALING", JobState.COMPLETING),
+    ("SPECIAL_EXIT", JobState.FAILED),
+    ("STAGE_OUT", JobState.COMPLETING),
+    ("STOPPED", JobState.SUSPENDED),
+    ("SUSPENDED", JobState.SUSPENDED),
+    ("TIMEOUT", JobState.TIMEOUT),
+    ("BRAND_NEW_STATE", JobState.UNKNOWN),
+    ("", JobState.UNKNOWN),
+]
+
+
+@pytest.mark.parametrize(("native", "state"), EVERY_STATE)
+def test_every_slurm_state_is_mapped(native: str, state: JobState) -> None:
+    assert map_slurm_state(native) is state
+
+
+def test_the_table_covers_every_documented_word() -> None:
+    documented = {n.split(" ")[0].rstrip("+") for n, s in EVERY_STATE if s is not JobState.UNKNOWN}
+    assert documented == set(SLURM_STATES)
+
+
+@pytest.mark.parametrize("state", list(JobState))
+def test_only_completed_is_success_and_undecided_states_are_not_final(state: JobState) -> None:
+    assert state.is_success == (state is JobState.COMPLETED)
+    if state in (JobState.UNKNOWN, JobState.LEFT_QUEUE, JobState.PENDING, JobState.RUNNING):
+        assert not state.is_final
+
+
+@pytest.mark.parametrize(
+    ("text", "job_id"),
+    [((DATA / "sbatch_parsable.txt").read_text(), "5"), ("123;cluster\n", "123"), ("42", "42")],
+)
+def test_parse_sbatch_id(text: str, job_id: str) -> None:
+    assert parse_sbatch_id(text) == job_id
+
+
+@pytest.mark.parametrize("text", ["", "Submitted batch job\n", "sbatch: error: nope\n"])
+def test_parse_sbatch_id_rejects_garbage(text: str) -> None:
+    with pytest.raises(SchedulerOutputError):
+        parse_sbatch_id(text)
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        (
+            "squeue_states.txt",
+            {
+                "5": (JobState.COMPLETED, ""),
+                "6": (JobState.FAILED, "NonZeroExitCode"),
+                "7": (JobState.SUSPENDED, ""),
+                "8": (JobState.PENDING, "JobHeldUser"),
+                "9": (JobState.CANCELLED, "Resources"),
+            },
+        ),
+        (
+            "squeue_running.txt",
+            {
+                "12": (JobState.RUNNING, ""),
+                "13": (JobState.RUNNING, ""),
+                "14": (JobState.PENDING, "Resources"),
+                "15": (JobState.PENDING, "Priority"),
+            },
+        ),
+        ("squeue_timeout.txt", {"127": (JobState.TIMEOUT, "TimeLimit")}),
+    ],
+)
+def test_parse_recorded_squeue(name: str, expected: dict[str, tuple[JobState, str]]) -> None:
+    parsed = parse_squeue((DATA / name).read_text())
+    assert {k: (v.state, v.reason) for k, v in parsed.items()} == expected
+    assert all(v.native for v in parsed.values())
+
+
+def test_parse_squeue_rejects_a_foreign_format() -> None:
+    with pytest.raises(SchedulerOutputError):
+        parse_squeue("  JOBID PARTITION NAME USER ST TIME NODES NODELIST(REASON)\n")
+
+
+def test_invalid_job_id_is_recognised_from_the_recorded_stderr() -> None:
+    assert is_invalid_job_id((DATA / "squeue_invalid_id.stderr").read_text())
+    assert not is_invalid_job_id("squeue: error: Unable to contact slurm controller")
+
+
+@pytest.mark.parametrize(
+    ("line", "state", "code"),
+    [
+        ("101|COMPLETED|0:0|None", JobState.COMPLETED, 0),
+        ("102|FAILED|3:0|NonZeroExitCode", JobState.FAILED, 3),
+        ("103|CANCELLED by 0|0:15|None", JobState.CANCELLED, 0),
+        ("104|TIMEOUT|0:0|TimeLimit", JobState.TIMEOUT, 0),
+        ("105|OUT_OF_MEMORY|0:125|OutOfMemory", JobState.OUT_OF_MEMORY, 0),
+        ("106|PENDING|0:0|Priority", JobState.PENDING, 0),
+    ],
+)
+def test_parse_sacct(line: str, state: JobState, code: int) -> None:
+    status = parse_sacct(line + "\n")[JobId(line.split("|")[0])]
+    assert (status.state, status.exit_code) == (state, code)
+
+
+def test_sbatch_argv_carries_every_option_as_one_element() -> None:
+    spec = JobSpec(
+        name="fs6 hippo; rm -rf /",
+        script_path="/w/it's here/job.sh",
+        workdir="/w/it's here",
+        stdout_path="/w/it's here/job.log",
+        exit_marker="/w/it's here/exit",
+        tag="fs6-hippo/XNAT_E1/run-1",
+        cpus=4,
+        mem_mb=8000,
+        walltime_s=90061,
+    )
+    cfg = SchedulerConfig(kind="slurm", partition="debug", account="lab", extra_args=("--qos=low",))
+    assert sbatch_argv(spec, cfg) == [
+        "sbatch",
+        "--parsable",
+        "--job-name=fs6 hippo; rm -rf /",
+        "--output=/w/it's here/job.log",
+        "--chdir=/w/it's here",
+        "--cpus-per-task=4",
+        "--comment=fs6-hippo/XNAT_E1/run-1",
+        "--mem=8000M",
+        "--time=1-01:01:01",
+        "--partition=debug",
+        "--account=lab",
+        "--qos=low",
+        "/w/it's here/job.sh",
+    ]
+
+
+def test_squeue_argv_asks_once_for_all_ids() -> None:
+    argv = squeue_argv([JobId("1"), JobId("22"), JobId("333")])
+    assert argv[-2:] == ["-j", "1,22,333"]
+    assert "--states=all" in argv
+
+
+@pytest.mark.parametrize(("s", "hms"), [(0, "00:00:00"), (61, "00:01:01"), (86400, "1-00:00:00")])
+def test_walltime_hms(s: int, hms: str) -> None:
+    assert walltime_hms(s) == hms
