@@ -153,6 +153,10 @@ podman import -q \
 podman run --rm --runtime runc --network none "$IMAGE" \
   python3 -c 'import numpy, nibabel, x2c.demo_pipeline' \
   || { echo "podman-setup: the new image $IMAGE cannot import numpy/nibabel" >&2; exit 1; }
+# earlier builds of this image lost their tag: remove them (only images carrying our label)
+for old in $(podman images -q --filter dangling=true --filter label=x2c.demo.hash); do
+  podman rmi "$old" >/dev/null 2>&1 || true
+done
 end=$(date +%s.%N)
 size=$(podman image inspect --format '{{.Size}}' "$IMAGE")
 printf 'podman-setup: built %s in %.1f s, %s MB\n' "$IMAGE" "$(echo "$end - $start" | bc)" \
