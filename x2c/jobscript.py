@@ -7,7 +7,8 @@
    so the marker's presence means every other file of the job is final;
 2. changes into the job directory, sends its own stdout and stderr to ``job.log`` and records
    ``started_at``, ``node`` and ``job_id`` in ``run.env``;
-3. unpacks an earlier result to resume from, when the pipeline and the caller ask for it;
+3. checks the first staged input is there (exit 66 if not) and unpacks an earlier result to
+   resume from, when the pipeline and the caller ask for it;
 4. runs each command step through the container runtime (:func:`x2c.containers.container_argv`)
    with explicit binds: ``inputs/`` read-only at ``/x2c/inputs``, ``outputs/`` at
    ``/x2c/outputs``;
@@ -15,6 +16,10 @@
    else exits 65 with the reason in the log;
 6. packs the matched outputs into one archive (zip through ``python3``, or ``tar czf``), writes
    ``manifest.md5`` and records the archive's md5 and size in ``run.env``.
+
+Exit codes the script itself chooses: 65 declared outputs missing or empty, 66 a staged input or
+the resume archive missing, 69 no python3 on the node for a zip archive, 143 terminated (the
+scheduler's cancel or time limit); any other non-zero code is the failing step's own.
 
 Every value that reaches the shell is quoted with :func:`shlex.quote`; labels are data, never
 code. The script never holds a password, a token or an XNAT address: :func:`check_script`
@@ -39,7 +44,7 @@ from x2c.pipelines import Pipeline
 CONTAINER_INPUTS = "/x2c/inputs"
 CONTAINER_OUTPUTS = "/x2c/outputs"
 EXIT_OUTPUTS_MISSING = 65
-EXIT_RESUME_MISSING = 66
+EXIT_INPUT_MISSING = 66
 EXIT_TOOL_MISSING = 69
 
 _URL = re.compile(r"https?://", re.IGNORECASE)
@@ -165,7 +170,7 @@ def _unpack_lines(archive: str, into: str) -> list[str]:
     lower = archive.lower()
     target = posixpath.join(jd.OUTPUTS, into) if into else jd.OUTPUTS
     lines = [
-        f"test -s {_q(archive)} || x2c_die {EXIT_RESUME_MISSING} "
+        f"test -s {_q(archive)} || x2c_die {EXIT_INPUT_MISSING} "
         + _q(f"the earlier result {archive} to resume from is missing or empty"),
         f"mkdir -p -- {_q(target)}",
     ]
@@ -280,6 +285,12 @@ def render_job_script(
         + _q(f"pipeline {pipeline.name} {pipeline.version} for experiment {experiment}"),
         f"mkdir -p -- {jd.OUTPUTS}",
     ]
+    if inputs:
+        first = posixpath.join(jd.INPUTS, jd.safe_relpath(inputs[0]))
+        lines.append(
+            f"test -s {_q(first)} || x2c_die {EXIT_INPUT_MISSING} "
+            + _q(f"the staged input {first} is missing or empty; stage the inputs again")
+        )
     if resume is not None and pipeline.resume is not None:
         lines += _unpack_lines(posixpath.join(jd.INPUTS, resume), pipeline.resume.into)
     # Steps run from outputs/ (bare) or /x2c/outputs (containers); the checks glob from there.

@@ -3,11 +3,17 @@ test_jobscript.py."""
 
 from __future__ import annotations
 
+import subprocess
+from pathlib import Path
+
 import pytest
 
 from x2c.containers import Bind, container_argv, image_digest, image_ref
 from x2c.errors import PipelineError
 from x2c.hosts.base import Completed
+from x2c.hosts.local import LocalRunner
+
+ROOT = Path(__file__).resolve().parents[2]
 
 BINDS = [Bind("/w/j/inputs", "/x2c/inputs"), Bind("/w/j/outputs", "/x2c/outputs", False)]
 ENV = {"FS_LICENSE": "/lic/license.txt"}
@@ -107,3 +113,18 @@ def test_image_digest_prefers_the_digest_then_the_id_and_never_invents_one() -> 
     assert image_digest(FakeRunner([(0, ""), (0, "")]), "podman", "x:1") is None
     assert image_digest(FakeRunner([]), "apptainer", "docker://x:1") is None
     assert image_digest(FakeRunner([]), "none", f"x@{digest}") == digest
+
+
+@pytest.mark.podman
+def test_podman_setup_is_idempotent(podman_image: str) -> None:
+    """A second run finds the config and the image current and changes nothing."""
+    conf = Path("/etc/containers/containers.conf.d/x2c.conf")
+    before = (conf.stat().st_mtime_ns, image_digest(LocalRunner(), "podman", podman_image))
+    done = subprocess.run(
+        ["bash", str(ROOT / "scripts/podman-setup.sh")], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == ""  # nothing written, nothing built
+    assert (conf.stat().st_mtime_ns, image_digest(LocalRunner(), "podman", podman_image)) == before
+    assert 'cgroup_manager = "cgroupfs"' in conf.read_text()
+    assert "default_ulimits = []" in conf.read_text()

@@ -370,3 +370,15 @@ def test_scancel_leaves_marker_143(tmp_path_factory: pytest.TempPathFactory, clu
     assert LocalRunner().run(["scancel", job_id], timeout=60).returncode == 0
     _wait_for(d.exit_code, f"the exit marker of cancelled SLURM job {job_id}")
     assert jd.read_exit_code(LocalFileSystem(), d) == 143  # TERM went through the EXIT trap
+
+
+def test_a_missing_staged_input_fails_before_the_steps(tmp_path: Path) -> None:
+    d = _stage(tmp_path, "custom")
+    Path(d.input(T1)).unlink()
+    pipeline = _custom(["touch", "ran"], ["ran"])
+    script = render_job_script(
+        pipeline, job_dir=d.root, subject="S", experiment="E1", inputs=[T1],
+    )  # fmt: skip
+    assert _run(d, script) == 66
+    assert f"the staged input inputs/{T1} is missing or empty" in _log(d)
+    assert not Path(d.outputs, "ran").exists()

@@ -23,6 +23,7 @@ exec >>job.log 2>&1
 printf 'started_at=%s\nnode=%s\njob_id=%s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$(hostname)" "${SLURM_JOB_ID:-${JOB_ID:-${PBS_JOBID:-${LSB_JOBID:-}}}}" >run.env
 printf 'x2c: %s\n' 'pipeline demo 1.0.0 for experiment XNAT_E00001'
 mkdir -p -- outputs
+test -s inputs/scans/2-T1w/NIFTI/T1w.nii.gz || x2c_die 66 'the staged input inputs/scans/2-T1w/NIFTI/T1w.nii.gz is missing or empty; stage the inputs again'
 cd -- outputs
 printf 'x2c: step 1: %s\n' 'singularity exec --cleanenv --containall --bind /scratch/x2c/demo/XNAT_E00001/inputs:/x2c/inputs:ro --bind /scratch/x2c/demo/XNAT_E00001/outputs:/x2c/outputs --pwd /x2c/outputs docker://localhost/x2c-demo:latest python3 -m x2c.demo_pipeline /x2c/inputs/scans/2-T1w/NIFTI/T1w.nii.gz /x2c/outputs --label=sub-01'
 singularity exec --cleanenv --containall --bind /scratch/x2c/demo/XNAT_E00001/inputs:/x2c/inputs:ro --bind /scratch/x2c/demo/XNAT_E00001/outputs:/x2c/outputs --pwd /x2c/outputs docker://localhost/x2c-demo:latest python3 -m x2c.demo_pipeline /x2c/inputs/scans/2-T1w/NIFTI/T1w.nii.gz /x2c/outputs --label=sub-01 || x2c_die $? 'step 1 (python3) failed'

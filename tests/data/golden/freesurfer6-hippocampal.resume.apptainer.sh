@@ -23,6 +23,7 @@ exec >>job.log 2>&1
 printf 'started_at=%s\nnode=%s\njob_id=%s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$(hostname)" "${SLURM_JOB_ID:-${JOB_ID:-${PBS_JOBID:-${LSB_JOBID:-}}}}" >run.env
 printf 'x2c: %s\n' 'pipeline freesurfer6-hippocampal 6.0.1-x2c.1 for experiment XNAT_E00001'
 mkdir -p -- outputs
+test -s inputs/scans/2-T1w/NIFTI/T1w.nii.gz || x2c_die 66 'the staged input inputs/scans/2-T1w/NIFTI/T1w.nii.gz is missing or empty; stage the inputs again'
 test -s inputs/resources/FREESURFER6/files/sub-01.zip || x2c_die 66 'the earlier result inputs/resources/FREESURFER6/files/sub-01.zip to resume from is missing or empty'
 mkdir -p -- outputs
 python3 -m zipfile -e inputs/resources/FREESURFER6/files/sub-01.zip outputs || x2c_die $? 'could not unpack inputs/resources/FREESURFER6/files/sub-01.zip'

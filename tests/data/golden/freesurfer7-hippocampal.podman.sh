@@ -23,6 +23,7 @@ exec >>job.log 2>&1
 printf 'started_at=%s\nnode=%s\njob_id=%s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$(hostname)" "${SLURM_JOB_ID:-${JOB_ID:-${PBS_JOBID:-${LSB_JOBID:-}}}}" >run.env
 printf 'x2c: %s\n' 'pipeline freesurfer7-hippocampal 7.4.1-x2c.1 for experiment XNAT_E00001'
 mkdir -p -- outputs
+test -s inputs/scans/2-T1w/NIFTI/T1w.nii.gz || x2c_die 66 'the staged input inputs/scans/2-T1w/NIFTI/T1w.nii.gz is missing or empty; stage the inputs again'
 cd -- outputs
 printf 'x2c: step 1: %s\n' 'podman run --rm --runtime runc --network none -v /scratch/x2c/freesurfer7-hippocampal/XNAT_E00001/inputs:/x2c/inputs:ro -v /scratch/x2c/freesurfer7-hippocampal/XNAT_E00001/outputs:/x2c/outputs -v /opt/freesurfer/license.txt:/opt/freesurfer-license/license.txt:ro -w /x2c/outputs --env FS_LICENSE=/opt/freesurfer-license/license.txt docker.io/freesurfer/freesurfer:7.4.1 recon-all -sd /x2c/outputs -s sub-01 -i /x2c/inputs/scans/2-T1w/NIFTI/T1w.nii.gz -all -openmp 4'
 podman run --rm --runtime runc --network none -v /scratch/x2c/freesurfer7-hippocampal/XNAT_E00001/inputs:/x2c/inputs:ro -v /scratch/x2c/freesurfer7-hippocampal/XNAT_E00001/outputs:/x2c/outputs -v /opt/freesurfer/license.txt:/opt/freesurfer-license/license.txt:ro -w /x2c/outputs --env FS_LICENSE=/opt/freesurfer-license/license.txt docker.io/freesurfer/freesurfer:7.4.1 recon-all -sd /x2c/outputs -s sub-01 -i /x2c/inputs/scans/2-T1w/NIFTI/T1w.nii.gz -all -openmp 4 || x2c_die $? 'step 1 (recon-all) failed'
