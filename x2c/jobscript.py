@@ -255,7 +255,7 @@ def render_job_script(
         f"# Writes job.log, {jd.RUN_INFO}, outputs/, {jd.MANIFEST}, the archive, then "
         f"{jd.EXIT_CODE} last.",
         "set -euo pipefail",
-        "umask 022",
+        "umask 027",  # imaging data: no access for other users of the cluster
         f"x2c_dir={_q(job_dir)}",
         "x2c_finish() {",
         "  local rc=$?",

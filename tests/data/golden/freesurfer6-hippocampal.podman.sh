@@ -2,7 +2,7 @@
 # x2c job: pipeline freesurfer6-hippocampal 6.0.1-x2c.1, runtime podman. Do not edit.
 # Writes job.log, run.env, outputs/, manifest.md5, the archive, then exit_code last.
 set -euo pipefail
-umask 022
+umask 027
 x2c_dir=/scratch/x2c/freesurfer6-hippocampal/XNAT_E00001
 x2c_finish() {
   local rc=$?

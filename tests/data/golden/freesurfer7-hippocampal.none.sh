@@ -2,7 +2,7 @@
 # x2c job: pipeline freesurfer7-hippocampal 7.4.1-x2c.1, runtime none. Do not edit.
 # Writes job.log, run.env, outputs/, manifest.md5, the archive, then exit_code last.
 set -euo pipefail
-umask 022
+umask 027
 x2c_dir=/scratch/x2c/freesurfer7-hippocampal/XNAT_E00001
 x2c_finish() {
   local rc=$?
