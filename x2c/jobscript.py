@@ -7,7 +7,7 @@
    so the marker's presence means every other file of the job is final;
 2. changes into the job directory, sends its own stdout and stderr to ``job.log`` and records
    ``started_at``, ``node`` and ``job_id`` in ``run.env``;
-3. checks the first staged input is there (exit 66 if not) and unpacks an earlier result to
+3. checks the ``{input}`` file is there (exit 66 if not) and unpacks an earlier result to
    resume from, when the pipeline and the caller ask for it;
 4. runs each command step through the container runtime (:func:`x2c.containers.container_argv`)
    with explicit binds: ``inputs/`` read-only at ``/x2c/inputs``, ``outputs/`` at
@@ -28,6 +28,7 @@ enforces that and :func:`render_job_script` calls it.
 
 from __future__ import annotations
 
+import fnmatch
 import posixpath
 import re
 import shlex
@@ -39,7 +40,7 @@ from x2c import jobdir as jd
 from x2c.config import ContainerRuntime, XnatConfig
 from x2c.containers import Bind, container_argv, image_ref
 from x2c.errors import PipelineError
-from x2c.pipelines import Pipeline
+from x2c.pipelines import Pipeline, template_fields
 
 CONTAINER_INPUTS = "/x2c/inputs"
 CONTAINER_OUTPUTS = "/x2c/outputs"
@@ -63,6 +64,15 @@ with zipfile.ZipFile(sys.argv[1], "w", zipfile.ZIP_DEFLATED, allowZip64=True) as
 def effective_runtime(pipeline: Pipeline, host_runtime: ContainerRuntime) -> ContainerRuntime:
     """The runtime a job uses: the pipeline's override, else the host's."""
     return pipeline.runtime or host_runtime
+
+
+def primary_input(pipeline: Pipeline, inputs: Sequence[str]) -> str | None:
+    """The staged file that ``{input}`` names: the first of ``inputs`` whose file name matches
+    the pipeline's ``input_match``, or None."""
+    for path in inputs:
+        if fnmatch.fnmatchcase(posixpath.basename(path).lower(), pipeline.input_match.lower()):
+            return jd.safe_relpath(path)
+    return None
 
 
 def _substitute(template: str, values: dict[str, str]) -> str:
@@ -93,6 +103,7 @@ def job_argv(
     """
     runtime = effective_runtime(pipeline, runtime)
     staged = [jd.safe_relpath(p) for p in inputs]
+    first = primary_input(pipeline, staged)
     if resume is not None:
         resume = jd.safe_relpath(resume)
     if runtime == "none":
@@ -107,17 +118,18 @@ def job_argv(
         "outputs": out_dir,
         "cpus": str(pipeline.cpus),
         "mem_mb": str(pipeline.mem_mb),
-        "input": posixpath.join(in_dir, staged[0]) if staged else "",
+        "input": posixpath.join(in_dir, first) if first else "",
         "resume": posixpath.join(in_dir, resume) if resume else "",
     }
     steps = []
     for step in pipeline.command:
         if (step.when == "fresh" and resume) or (step.when == "resume" and not resume):
             continue
-        if not staged and any("{input}" in element for element in step.argv):
+        if first is None and any("input" in template_fields(e) for e in step.argv):
             raise PipelineError(
-                f"pipeline {pipeline.name} needs an input file ({{input}}) but none was staged "
-                f"for experiment {experiment!r}; check the input selection"
+                f"pipeline {pipeline.name} needs an input file matching "
+                f"{pipeline.input_match!r} ({{input}}) but none of the {len(staged)} staged "
+                f"files for experiment {experiment!r} matches; check the input selection"
             )
         steps.append([_substitute(element, values) for element in step.argv])
     return steps
@@ -211,8 +223,9 @@ def render_job_script(
     """The bash script that runs ``pipeline`` for one experiment in ``job_dir``.
 
     ``inputs`` are the staged files, relative to ``inputs/``, in the order the selection chose
-    (the first is ``{input}``); ``resume`` is the earlier-results archive, relative to
-    ``inputs/``, or None. ``runtime`` is the host's default; the pipeline may override it.
+    (``{input}`` is the first matching the pipeline's ``input_match``); ``resume`` is the
+    earlier-results archive, relative to ``inputs/``, or None. ``runtime`` is the host's
+    default; the pipeline may override it.
     ``binds`` are extra site binds, ``path_prepend`` directories put in front of ``PATH`` (e.g.
     a virtualenv's ``bin`` for runtime ``none``), ``directives`` scheduler header lines (each
     must start with ``#``). ``forbidden`` lists strings that must never appear (XNAT URL,
@@ -285,8 +298,9 @@ def render_job_script(
         + _q(f"pipeline {pipeline.name} {pipeline.version} for experiment {experiment}"),
         f"mkdir -p -- {jd.OUTPUTS}",
     ]
-    if inputs:
-        first = posixpath.join(jd.INPUTS, jd.safe_relpath(inputs[0]))
+    first = primary_input(pipeline, inputs)
+    if first is not None:
+        first = posixpath.join(jd.INPUTS, first)
         lines.append(
             f"test -s {_q(first)} || x2c_die {EXIT_INPUT_MISSING} "
             + _q(f"the staged input {first} is missing or empty; stage the inputs again")

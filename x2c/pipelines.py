@@ -12,7 +12,7 @@ Command templates use placeholders substituted per argv element, never into a sh
     the staged inputs and the output directory as the command sees them (container paths
     inside a container);
 ``{input}``
-    the first staged input file;
+    the first staged input file whose name matches ``input_match``;
 ``{resume}``
     the earlier-results archive (only in steps with ``when: resume``);
 ``{cpus}``, ``{mem_mb}``
@@ -122,6 +122,12 @@ class Pipeline(_Frozen):
     version: str = Field(min_length=1)
     description: str = ""
     inputs: InputSelection
+    input_match: str = Field(
+        default="*",
+        min_length=1,
+        description="Shell-style pattern on file names choosing {input} among the staged files "
+        "(e.g. '*.nii*' so a JSON sidecar is never taken for the image)",
+    )
     image: str = Field(min_length=1)
     digest: str | None = Field(default=None, pattern=r"^sha256:[0-9a-f]{64}$")
     runtime: ContainerRuntime | None = Field(

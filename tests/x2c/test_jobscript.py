@@ -95,8 +95,13 @@ def test_job_argv_maps_paths_per_runtime() -> None:
         ["recon-all", "-sd", "/x2c/outputs", "-s", "S", "-i", f"/x2c/inputs/{T1}", "-all",
          "-hippocampal-subfields-T1", "-openmp", "4"]
     ]  # fmt: skip
-    with pytest.raises(PipelineError, match="none was staged"):
+    with pytest.raises(PipelineError, match=r"matching '\*\.nii\*' .* none of the 0 staged"):
         job_argv(demo, runtime="none", **{**common, "inputs": []})
+    # a sidecar listed first is not taken for the image
+    sidecar = {**common, "inputs": ["scans/2-T1w/NIFTI/T1w.json", T1]}
+    assert job_argv(demo, runtime="podman", **sidecar)[0][3] == f"/x2c/inputs/{T1}"
+    with pytest.raises(PipelineError, match="none of the 1 staged"):
+        job_argv(demo, runtime="podman", **{**common, "inputs": ["scans/2/DICOM/1.dcm"]})
     with pytest.raises(PipelineError, match="not a relative path"):
         job_argv(demo, runtime="none", **{**common, "inputs": ["../../etc/passwd"]})
 
