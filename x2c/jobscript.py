@@ -176,31 +176,50 @@ def _qargv(argv: Sequence[str]) -> str:
     return " ".join(_q(a) for a in argv)
 
 
-def _unpack_lines(archive: str, into: str) -> list[str]:
-    """Shell lines that unpack the resume archive (path relative to the job dir) safely:
-    python's zipfile drops absolute and ``..`` member paths, GNU tar refuses them."""
-    lower = archive.lower()
+_ARCHIVES = (".zip", ".tar.gz", ".tgz", ".tar")
+
+
+def find_resume(pipeline: Pipeline, inputs: Sequence[str]) -> str | None:
+    """Where the earlier result to resume from was staged, relative to ``inputs/``, or None.
+
+    The pipeline's resume resource is staged under ``resources/<label>/``: a single archive
+    there is unpacked; several files are the result itself, and that directory is copied.
+    """
+    if pipeline.resume is None:
+        return None
+    prefix = f"resources/{pipeline.resume.resource}/"
+    found = [p for p in inputs if p.startswith(prefix)]
+    if not found:
+        return None
+    if len(found) == 1 and found[0].lower().endswith(_ARCHIVES):
+        return found[0]
+    return prefix.rstrip("/")
+
+
+def _unpack_lines(source: str, into: str) -> list[str]:
+    """Shell lines that bring the earlier result (path relative to the job dir) into outputs/:
+    an archive is unpacked safely (python's zipfile drops absolute and ``..`` member paths,
+    GNU tar refuses them), a directory is copied."""
+    lower = source.lower()
     target = posixpath.join(jd.OUTPUTS, into) if into else jd.OUTPUTS
-    lines = [
-        f"test -s {_q(archive)} || x2c_die {EXIT_INPUT_MISSING} "
-        + _q(f"the earlier result {archive} to resume from is missing or empty"),
-        f"mkdir -p -- {_q(target)}",
-    ]
+    missing = _q(f"the earlier result {source} to resume from is missing or empty")
+    failed = _q(f"could not unpack {source}")
     if lower.endswith(".zip"):
-        lines.append(
-            f"python3 -m zipfile -e {_q(archive)} {_q(target)} || x2c_die $? "
-            + _q(f"could not unpack {archive}")
-        )
-    elif lower.endswith((".tar.gz", ".tgz", ".tar")):
-        lines.append(
-            f"tar -xf {_q(archive)} -C {_q(target)} --no-same-owner || x2c_die $? "
-            + _q(f"could not unpack {archive}")
-        )
+        check = f"test -s {_q(source)}"
+        action = f"python3 -m zipfile -e {_q(source)} {_q(target)} || x2c_die $? {failed}"
+    elif lower.endswith(_ARCHIVES):
+        check = f"test -s {_q(source)}"
+        action = f"tar -xf {_q(source)} -C {_q(target)} --no-same-owner || x2c_die $? {failed}"
     else:
-        raise PipelineError(
-            f"cannot resume from {archive!r}: only .zip, .tar, .tar.gz and .tgz archives unpack"
+        check = f"test -d {_q(source)}"
+        action = f"cp -R -- {_q(source + '/.')} {_q(target + '/')} || x2c_die $? " + _q(
+            f"could not copy {source}"
         )
-    return lines
+    return [
+        f"{check} || x2c_die {EXIT_INPUT_MISSING} {missing}",
+        f"mkdir -p -- {_q(target)}",
+        action,
+    ]
 
 
 def render_job_script(
@@ -224,7 +243,8 @@ def render_job_script(
 
     ``inputs`` are the staged files, relative to ``inputs/``, in the order the selection chose
     (``{input}`` is the first matching the pipeline's ``input_match``); ``resume`` is the
-    earlier-results archive, relative to ``inputs/``, or None. ``runtime`` is the host's
+    earlier result, relative to ``inputs/`` (an archive or a directory, see
+    :func:`find_resume`), or None. ``runtime`` is the host's
     default; the pipeline may override it.
     ``binds`` are extra site binds, ``path_prepend`` directories put in front of ``PATH`` (e.g.
     a virtualenv's ``bin`` for runtime ``none``), ``directives`` scheduler header lines (each

@@ -27,7 +27,7 @@ from x2c.config import ContainerRuntime, XnatConfig
 from x2c.containers import image_digest
 from x2c.errors import PipelineError
 from x2c.hosts.local import LocalRunner
-from x2c.jobscript import job_argv, render_job_script, xnat_forbidden
+from x2c.jobscript import find_resume, job_argv, render_job_script, xnat_forbidden
 from x2c.pipelines import Pipeline, builtin_pipeline, builtin_pipelines, parse_pipeline
 from x2c.provenance import build_provenance
 from x2c.sources import FileRef
@@ -267,6 +267,34 @@ def test_tar_archive_and_directory_outputs(tmp_path: Path) -> None:
     # a directory match brings its files; a file matched twice is packed once
     assert listing == ["-dash.txt", "sub/mri/lh.v.txt", "sub/mri/rh.v.txt"]
     assert len(Path(d.manifest).read_text().splitlines()) == 3
+
+
+def test_find_resume() -> None:
+    fs6 = builtin_pipeline("freesurfer6-hippocampal")
+    archive = "resources/FREESURFER6/sub-01.zip"
+    assert find_resume(fs6, [T1, archive]) == archive
+    tree = ["resources/FREESURFER6/sub-01/mri/aseg.mgz", "resources/FREESURFER6/sub-01/x.txt"]
+    assert find_resume(fs6, [T1, *tree]) == "resources/FREESURFER6"
+    assert find_resume(fs6, [T1]) is None
+    assert find_resume(builtin_pipeline("demo"), [T1, archive]) is None
+
+
+def test_resume_from_a_directory_copies_it(tmp_path: Path) -> None:
+    d = _stage(tmp_path, "custom")
+    Path(d.input("resources/EARLIER/sub/mri")).mkdir(parents=True)
+    Path(d.input("resources/EARLIER/sub/mri/aseg.txt")).write_text("earlier")
+    data = _custom(["true"], ["sub/mri/*.txt"]).model_dump()
+    data["resume"] = {"resource": "EARLIER", "into": "subjects"}
+    data["outputs"] = ["subjects/sub/mri/*.txt"]
+    pipeline = parse_pipeline(data)
+    resume = find_resume(pipeline, [T1, "resources/EARLIER/sub/mri/aseg.txt"])
+    assert resume == "resources/EARLIER"
+    script = render_job_script(
+        pipeline, job_dir=d.root, subject="S", experiment="E1", inputs=[T1], resume=resume
+    )
+    assert _run(d, script) == 0, _log(d)
+    with zipfile.ZipFile(d.archive("RESULT.zip")) as zf:
+        assert zf.namelist() == ["subjects/sub/mri/aseg.txt"]
 
 
 def test_resume_archive_is_unpacked_before_the_steps(tmp_path: Path) -> None:
