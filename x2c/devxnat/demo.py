@@ -46,9 +46,8 @@ def _dicom_like(index: int, slice_no: int) -> bytes:
 def _add_file(store: Store, res: Json, rel: str, data: bytes, fmt: str) -> None:
     path = store.temp_path()
     path.write_bytes(data)
-    commit(
-        store, res, None, [(rel, Received(path, len(data), md5_of(path)))], True, {"format": fmt}
-    )
+    received = Received(path, len(data), md5_of(path))
+    commit(store, res, None, [(rel, received)], True, {"format": fmt}, save=False)
 
 
 def create_demo(store: Store, subjects: int) -> None:

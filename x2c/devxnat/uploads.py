@@ -92,11 +92,13 @@ def commit(
     files: list[tuple[str, Received]],
     overwrite: bool,
     meta: dict[str, str],
+    save: bool = True,
 ) -> Outcome:
     """Move received files into ``resource`` under their relative paths; update the index.
 
     Without ``overwrite`` an existing file is left alone and reported as a duplicate. ``touched``
     (the experiment, if any) gets a new ``last_modified``. Temporary files not moved are removed.
+    ``save=False`` leaves writing the index to the caller (for bulk loads such as the demo).
     """
     outcome = Outcome([], [])
     try:
@@ -122,7 +124,8 @@ def commit(
                 outcome.written.append(rel)
             if outcome.written and touched is not None:
                 touched["last_modified"] = now_stamp()
-            store.save()
+            if save:
+                store.save()
     finally:
         for _, rec in files:
             with contextlib.suppress(FileNotFoundError):
