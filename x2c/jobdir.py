@@ -7,7 +7,10 @@ collects the archive from it and keeps the job registry entry in it)::
     <workdir>/<pipeline>/<experiment>/
       inputs/...      staged inputs, at the relative paths the XNAT selection chose
       job.sh          the rendered job script
-      job.log         stdout and stderr of the job script
+      job.log         stdout and stderr of the job script (it redirects itself)
+      scheduler.log   where the scheduler's own output option should point (sbatch --output):
+                      the scheduler's messages, e.g. "CANCELLED", and anything before the
+                      script's redirect; kept apart so it never overwrites job.log
       run.env         key=value lines the script writes: started_at, node, job_id, ended_at,
                       exit_code, archive_md5, archive_size
       exit_code       the script's exit status as decimal text, written last, atomically, by
@@ -43,6 +46,7 @@ INPUTS = "inputs"
 OUTPUTS = "outputs"
 JOB_SCRIPT = "job.sh"
 JOB_LOG = "job.log"
+SCHEDULER_LOG = "scheduler.log"
 EXIT_CODE = "exit_code"
 RUN_INFO = "run.env"
 MANIFEST = "manifest.md5"
@@ -112,6 +116,11 @@ class JobDir:
     def log(self) -> str:
         """stdout and stderr of the job script."""
         return posixpath.join(self.root, JOB_LOG)
+
+    @property
+    def scheduler_log(self) -> str:
+        """Where the scheduler's own stdout/stderr option should point."""
+        return posixpath.join(self.root, SCHEDULER_LOG)
 
     @property
     def exit_code(self) -> str:

@@ -43,6 +43,7 @@ def test_layout_paths() -> None:
         "/w/demo/E1/exit_code", "/w/demo/E1/job.json", "/w/demo/E1/run.env",
         "/w/demo/E1/manifest.md5",
     )  # fmt: skip
+    assert d.scheduler_log == "/w/demo/E1/scheduler.log"
     assert d.archive("FS6_HIPPO.zip") == "/w/demo/E1/FS6_HIPPO.zip"
     assert d.input("scans/2-T1w/NIFTI/x.nii.gz") == "/w/demo/E1/inputs/scans/2-T1w/NIFTI/x.nii.gz"
     for bad in ("../x", "/etc/passwd", "a/../../b", "", "."):

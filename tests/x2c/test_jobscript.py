@@ -364,7 +364,7 @@ def test_demo_job_under_slurm(tmp_path_factory: pytest.TempPathFactory, cluster:
     )  # fmt: skip
     Path(d.script).write_text(script)
     done = LocalRunner().run(
-        ["sbatch", "--parsable", "--job-name=x2c-test-jobscript", "--output=/dev/null",
+        ["sbatch", "--parsable", "--job-name=x2c-test-jobscript", f"--output={d.scheduler_log}",
          f"--chdir={d.root}", "--time=5", d.script],
         timeout=60,
     )  # fmt: skip
@@ -393,7 +393,7 @@ def test_scancel_leaves_marker_143(tmp_path_factory: pytest.TempPathFactory, clu
     )  # fmt: skip
     Path(d.script).write_text(script)
     done = LocalRunner().run(
-        ["sbatch", "--parsable", "--job-name=x2c-test-cancel", "--output=/dev/null",
+        ["sbatch", "--parsable", "--job-name=x2c-test-cancel", f"--output={d.scheduler_log}",
          f"--chdir={d.root}", "--time=5", d.script],
         timeout=60,
     )  # fmt: skip
