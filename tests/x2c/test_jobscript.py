@@ -326,14 +326,17 @@ def test_resume_archive_is_unpacked_before_the_steps(tmp_path: Path) -> None:
 @pytest.mark.podman
 def test_demo_job_in_podman(tmp_path: Path, podman_image: str) -> None:
     d = _stage(tmp_path)
+    canary = tmp_path / "pwned"
+    subject = f"sub 01 $(touch {canary}) `touch {canary}` 'q\"\n../x"
     demo = builtin_pipeline("demo")
     assert demo.image == podman_image
     script = render_job_script(
-        demo, job_dir=d.root, subject="sub 01", experiment="E1", inputs=[T1], runtime="podman"
+        demo, job_dir=d.root, subject=subject, experiment="E1", inputs=[T1], runtime="podman"
     )
     assert "podman run --rm --runtime runc --network none" in script
     assert _run(d, script) == 0, _log(d)
-    _check_demo_result(d, "sub 01")
+    _check_demo_result(d, subject)  # byte-identical through podman
+    assert not canary.exists()
     # provenance of the real run: the engine's digest and what the script recorded
     digest = image_digest(LocalRunner(), "podman", podman_image)
     assert digest is not None and digest.startswith("sha256:")
@@ -341,7 +344,7 @@ def test_demo_job_in_podman(tmp_path: Path, podman_image: str) -> None:
         demo,
         runtime="podman",
         image_digest=digest,
-        argv=job_argv(demo, job_dir=d.root, subject="sub 01", experiment="E1", inputs=[T1],
+        argv=job_argv(demo, job_dir=d.root, subject=subject, experiment="E1", inputs=[T1],
                       runtime="podman"),
         inputs=[FileRef(T1, Path(d.input(T1)).stat().st_size, None)],
         scheduler="local",
