@@ -59,6 +59,9 @@ class SchedulerConfig(_Frozen):
         default=900.0, gt=0, description="Fail a job stuck in a state x2c does not know"
     )
     log_tail_lines: int = Field(default=40, ge=0, description="Log lines kept with an outcome")
+    parallel_env: str = Field(
+        default="smp", description="SGE parallel environment for jobs with more than one CPU"
+    )
     local_state_dir: str | None = Field(
         default=None, description="Local scheduler's job directory; default <workdir>/.x2c-local"
     )

@@ -13,9 +13,10 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import NewType
+from xml.etree import ElementTree
 
 from x2c.config import SchedulerConfig
-from x2c.errors import RemoteCommandError
+from x2c.errors import RemoteCommandError, SchedulerOutputError
 from x2c.hosts.base import Completed, Runner
 
 JobId = NewType("JobId", str)
@@ -179,3 +180,29 @@ def walltime_hms(seconds: int) -> str:
     minutes, secs = divmod(rest, 60)
     hms = f"{hours:02d}:{minutes:02d}:{secs:02d}"
     return f"{days}-{hms}" if days else hms
+
+
+def walltime_hours(seconds: int) -> str:
+    """``seconds`` as ``HH:MM:SS`` with hours past 24 (PBS and LSF style limits)."""
+    hours, rest = divmod(max(0, seconds), 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours:02d}:{minutes:02d}:{secs:02d}"
+
+
+def job_name(text: str, limit: int = 200) -> str:
+    """A job name every scheduler accepts: letters, digits, ``._-`` only, starting with a letter
+    (SGE rejects ``/:@\\*?``, PBS wants a leading letter), at most ``limit`` characters."""
+    cleaned = "".join(c if c.isascii() and (c.isalnum() or c in "._-") else "_" for c in text)
+    if not cleaned[:1].isalpha():
+        cleaned = "j" + cleaned
+    return cleaned[:limit]
+
+
+def parse_xml(text: str, what: str) -> ElementTree.Element:
+    """Parse a scheduler's XML output, refusing any DTD (the only way to entity bombs)."""
+    if "<!DOCTYPE" in text or "<!ENTITY" in text:
+        raise SchedulerOutputError(f"{what} output carries a DTD; refusing to parse", output=text)
+    try:
+        return ElementTree.fromstring(text)  # noqa: S314 - no DTD, checked above
+    except ElementTree.ParseError as exc:
+        raise SchedulerOutputError(f"{what} printed malformed XML: {exc}", output=text) from exc

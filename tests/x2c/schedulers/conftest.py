@@ -59,3 +59,23 @@ def job_script(directory: Path, name: str, body: str, **spec: int) -> JobSpec:
         tag=f"test-pipeline/{name}/run-{d.parent.name}",
         **spec,
     )
+
+
+DATA = Path(__file__).resolve().parents[2] / "data"
+
+
+class ScriptedRunner:
+    """A fake at the Runner seam: answers each program with a recorded (rc, stdout, stderr)."""
+
+    name = "scripted"
+
+    def __init__(self, answers: dict[str, tuple[int, str, str]]) -> None:
+        self.answers = answers
+        self.calls: list[list[str]] = []
+
+    def run(
+        self, argv: list[str], *, input: bytes | None = None, timeout: float | None = None
+    ) -> Completed:
+        self.calls.append(list(argv))
+        rc, out, err = self.answers[argv[0]]
+        return Completed(tuple(argv), rc, out, err)
