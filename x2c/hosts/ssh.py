@@ -25,6 +25,7 @@ sshfs turns checking off unless ``known_hosts`` is passed. Names resolve through
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import errno
 import logging
 import random
@@ -58,6 +59,16 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+# asyncssh's AES-GCM (AES-NI through `cryptography`) moved SFTP data ~40% faster here than its
+# default chacha20-poly1305 (290 vs 200 MB/s on loopback); all are offered, the server picks.
+PREFERRED_CIPHERS = (
+    "aes128-gcm@openssh.com",
+    "aes256-gcm@openssh.com",
+    "chacha20-poly1305@openssh.com",
+    "aes128-ctr",
+    "aes192-ctr",
+    "aes256-ctr",
+)
 _COMMAND_CHANNELS = 2
 # sshd frees a command's session a little after the client sees the channel close, so a new
 # channel opened at once can be refused ("no more sessions") when all MaxSessions are in use:
@@ -273,6 +284,7 @@ class SSHHost(Host):
                 login_timeout=cfg.connect_timeout,
                 keepalive_interval=cfg.keepalive_interval,
                 keepalive_count_max=cfg.keepalive_count_max,
+                encryption_algs=list(PREFERRED_CIPHERS),
                 max_sessions=cfg.max_sessions - _SESSION_MARGIN,  # sshfs keeps 2 off its pool
             )
         except Exception as exc:
@@ -419,27 +431,47 @@ class SSHHost(Host):
     def _io(self, action: str, fn: Callable[[Any], T]) -> T:
         return self._guard(action, fn, self.current()[0])
 
-    def _guard(self, action: str, fn: Callable[..., T], *args: Any) -> T:
+    def _guard(self, action: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         try:
-            return fn(*args)
+            return fn(*args, **kwargs)
         except Exception as exc:
             raise self.translate(exc, action) from exc
 
     # file methods (SFTP on the shared connection)
 
     def write_file(self, path: str, chunks: Iterable[bytes]) -> int:
-        """Write ``chunks`` to ``path`` through SFTP, pipelining each chunk's block writes."""
-        handle = self._io(
-            f"create {path!r}", lambda fs: fs.open(path, "wb", max_requests=SFTP_MAX_REQUESTS)
+        """Write ``chunks`` to ``path`` through SFTP.
+
+        Each chunk goes out as pipelined block writes (``SFTP_MAX_REQUESTS`` in flight), and
+        while one chunk is on the wire the next is read (and hashed by the caller) on this
+        thread, so the source, the hashing and the encryption overlap on separate cores.
+        """
+        fs, _ = self.current()
+        action = f"write {path!r}"
+        handle = self._guard(
+            f"create {path!r}", fs.open, path, "wb", max_requests=SFTP_MAX_REQUESTS
         )
+        # sshfs's SSHFile only offers blocking writes; its asyncssh file (``_file``) lets one
+        # write run on the event loop while the next chunk is produced here.
+        remote = handle._file
+        pending: concurrent.futures.Future[int] | None = None
         written = 0
         ok = False
         try:
             for chunk in chunks:
-                self._guard(f"write {path!r}", handle.write, chunk)
+                if pending is not None:
+                    self._guard(action, pending.result)
+                pending = asyncio.run_coroutine_threadsafe(remote.write(chunk, written), fs.loop)
                 written += len(chunk)
+            if pending is not None:
+                self._guard(action, pending.result)
+                pending = None
             ok = True
         finally:
+            if pending is not None:
+                pending.cancel()
+                with suppress(Exception):
+                    concurrent.futures.wait([pending], timeout=5)
             if ok:
                 self._guard(f"close {path!r}", handle.close)
             else:
