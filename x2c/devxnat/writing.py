@@ -284,7 +284,7 @@ class Writer:
     # -- deleting --------------------------------------------------------------------------
 
     def delete(self, t: Target, user: User) -> Response:
-        """Answer a DELETE of a file, resource, scan, experiment or subject."""
+        """Answer a DELETE of a file, resource, scan, experiment, subject or (admin) project."""
         if not t.found:
             raise HTTPError(404, "Not Found", f"{t.kind} {t.key}")
         with self.store.lock:
@@ -309,46 +309,64 @@ class Writer:
                 self.store.save()
                 self._remove_tree(t.resource)
                 return PlainTextResponse("")
-            if t.kind == "scan" and t.scan is not None:
-                assert t.experiment is not None
-                self._require_write(user, t.experiment["project"])
-                scan = t.experiment["scans"].pop(t.scan["ID"])
-                self._touch(t)
-                self.store.save()
-                for res in scan["resources"].values():
-                    self._remove_tree(res)
-                return PlainTextResponse("")
-            if t.kind == "experiment":
-                assert t.experiment is not None
-                self._require_write(user, t.experiment["project"])
-                self._drop_experiment(t.experiment)
-                self.store.save()
-                return PlainTextResponse("")
-            if t.kind == "subject":
-                assert t.subject is not None
-                self._require_write(user, t.subject["project"])
-                sid = t.subject["ID"]
-                for e in list(self.store.experiments_of(t.subject["project"], sid)):
-                    self._drop_experiment(e)
-                for res in self.store.index["subjects"].pop(sid)["resources"].values():
-                    self._remove_tree(res)
-                self.store.save()
-                return PlainTextResponse("")
-        raise HTTPError(405, "Method Not Allowed", f"DELETE {t.template}")
-
-    def _drop_experiment(self, e: Json) -> None:
-        self.store.index["experiments"].pop(e["ID"], None)
-        for res in e["resources"].values():
+            doomed = self._detach(t, user)
+            if doomed is None:
+                raise HTTPError(405, "Method Not Allowed", f"DELETE {t.template}")
+            self._touch(t)
+            self.store.save()
+            for res in doomed:
+                res["deleted"] = True
+        # Files go only after the index no longer mentions them: a crash in between leaves
+        # unreferenced directories, never references to missing files.
+        for res in doomed:
             self._remove_tree(res)
-        for sc in e["scans"].values():
-            for res in sc["resources"].values():
-                self._remove_tree(res)
+        return PlainTextResponse("")
+
+    def _detach(self, t: Target, user: User) -> list[Json] | None:
+        """Take a scan, experiment, subject or project out of the index; its resources."""
+        index = self.store.index
+        if t.kind == "scan" and t.scan is not None:
+            assert t.experiment is not None
+            self._require_write(user, t.experiment["project"])
+            return _resources_of(t.experiment["scans"].pop(t.scan["ID"]))
+        if t.kind == "experiment":
+            assert t.experiment is not None
+            self._require_write(user, t.experiment["project"])
+            return _resources_of(index["experiments"].pop(t.experiment["ID"]))
+        if t.kind == "subject":
+            assert t.subject is not None
+            self._require_write(user, t.subject["project"])
+            sid = t.subject["ID"]
+            doomed = _resources_of(index["subjects"].pop(sid))
+            for e in list(self.store.experiments_of(t.subject["project"], sid)):
+                doomed += _resources_of(index["experiments"].pop(e["ID"]))
+            return doomed
+        if t.kind == "project":
+            assert t.project is not None
+            if not user.admin:
+                raise HTTPError(403, "Forbidden", f"user {user.name} cannot delete projects")
+            pid = t.project["ID"]
+            doomed = _resources_of(index["projects"].pop(pid))
+            for e in list(self.store.experiments_of(pid)):
+                doomed += _resources_of(index["experiments"].pop(e["ID"]))
+            for subj in list(self.store.subjects_of(pid)):
+                doomed += _resources_of(index["subjects"].pop(subj["ID"]))
+            return doomed
+        return None
 
     def _remove_tree(self, res: Json) -> None:
         # An upload still streaming into this resource holds the same dict: the mark makes its
         # commit fail instead of writing into a resource that no longer exists.
         res["deleted"] = True
         shutil.rmtree(self.store.resource_dir(res), ignore_errors=True)
+
+
+def _resources_of(rec: Json) -> list[Json]:
+    """Every resource of a record, its scans' included."""
+    found = list(rec.get("resources", {}).values())
+    for scan in rec.get("scans", {}).values():
+        found.extend(scan["resources"].values())
+    return found
 
 
 def _must(owner: tuple[str, Json] | None) -> tuple[str, Json]:

@@ -587,3 +587,33 @@ def test_refused_requests_are_counted_under_the_same_template(xnat_server: XnatS
         "/scans/{scan}/resources/{resource}/files/{path}"
     )
     assert xnat_server.request_counts() == {key: 2}
+
+
+def test_head_of_a_file_gives_its_size(http: requests.Session, xnat_server: XnatServer) -> None:
+    resp = http.head(_url(xnat_server, f"{EXP1}/scans/1/resources/NIFTI/files/T1.nii"))
+    assert resp.status_code == 200
+    assert resp.headers["content-length"] == "65888"
+    assert resp.content == b""
+
+
+def test_delete_scan_experiment_subject_project(
+    http: requests.Session, xnat_server: XnatServer
+) -> None:
+    resource = _new_resource(http, xnat_server)  # /data/projects/P/subjects/SUB1/experiments/...
+    project = resource.split("/")[3]
+    exp = resource.rsplit("/resources/", 1)[0]
+    assert http.put(_url(xnat_server, f"{exp}/scans/1"), params={"type": "T1"}).ok
+    assert http.put(_url(xnat_server, f"{exp}/scans/1/resources/R")).ok
+    assert http.put(_url(xnat_server, f"{exp}/scans/1/resources/R/files/x"), data=b"x").ok
+    assert http.put(_url(xnat_server, f"{resource}/files/y"), data=b"y").ok
+    dirs = {p for p in (xnat_server.data_dir / "files").iterdir()}
+    assert http.delete(_url(xnat_server, f"{exp}/scans/1")).status_code == 200
+    assert http.get(_url(xnat_server, f"{exp}/scans/1")).status_code == 404
+    assert http.delete(_url(xnat_server, exp)).status_code == 200
+    assert http.get(_url(xnat_server, exp)).status_code == 404
+    subject = exp.rsplit("/experiments/", 1)[0]
+    assert http.delete(_url(xnat_server, subject)).status_code == 200
+    assert http.get(_url(xnat_server, subject)).status_code == 404
+    assert http.delete(_url(xnat_server, f"/data/projects/{project}")).status_code == 200
+    assert http.get(_url(xnat_server, f"/data/projects/{project}")).status_code == 404
+    assert len(dirs - set((xnat_server.data_dir / "files").iterdir())) == 2
