@@ -59,9 +59,10 @@ class Reader:
                 rows = [self._subject_row(s) for s in subjects if user.can_read(s["project"])]
                 return self.listing(listings.SUBJECTS, rows, params)
             if t.kind == "experiments":
-                if t.project is not None:
-                    sid = t.subject["ID"] if t.subject is not None else None
-                    exps = self.store.experiments_of(t.project["ID"], sid)
+                if t.subject is not None:
+                    exps = self.store.experiments_of(t.subject["project"], t.subject["ID"])
+                elif t.project is not None:
+                    exps = self.store.experiments_of(t.project["ID"])
                 else:
                     exps = iter(self.store.index["experiments"].values())
                 rows = [self._experiment_row(e) for e in exps if user.can_read(e["project"])]

@@ -617,3 +617,10 @@ def test_delete_scan_experiment_subject_project(
     assert http.delete(_url(xnat_server, f"/data/projects/{project}")).status_code == 200
     assert http.get(_url(xnat_server, f"/data/projects/{project}")).status_code == 404
     assert len(dirs - set((xnat_server.data_dir / "files").iterdir())) == 2
+
+
+def test_global_subject_paths(http: requests.Session, xnat_server: XnatServer) -> None:
+    rows = _result(http.get(_url(xnat_server, "/data/subjects/X2C_S00002/experiments")))
+    assert [r["ID"] for r in rows] == ["X2C_E00002"]
+    doc = http.get(_url(xnat_server, "/data/subjects/X2C_S00002"), params={"format": "json"})
+    assert doc.json()["items"][0]["data_fields"]["label"] == "DEMO_S002"
