@@ -335,7 +335,7 @@ def render_job_script(
             image,
             argv,
             binds=all_binds,
-            env=pipeline.env,
+            env=pipeline.environment,
             workdir=CONTAINER_OUTPUTS,
             oci_runtime=oci_runtime,
         )

@@ -142,7 +142,9 @@ class Pipeline(_Frozen):
     archive: str = Field(pattern=_LABEL)
     archive_format: Literal["zip", "tar.gz"] = "zip"
     resource: str = Field(pattern=_LABEL, description="Result resource label on XNAT")
-    env: dict[str, str] = Field(default_factory=dict)
+    env: tuple[tuple[str, str], ...] = Field(
+        default=(), description="Non-secret environment; written as a mapping in files"
+    )
     binds: tuple[PipelineBind, ...] = ()
 
     @field_validator("command", mode="before")
@@ -167,10 +169,18 @@ class Pipeline(_Frozen):
                 )
         return value
 
+    @field_validator("env", mode="before")
+    @classmethod
+    def _mapping_to_pairs(cls, value: Any) -> Any:
+        # a tuple of pairs keeps the frozen model hashable; files write a mapping
+        if isinstance(value, Mapping):
+            return tuple(sorted((str(k), str(v)) for k, v in value.items()))
+        return value
+
     @field_validator("env")
     @classmethod
-    def _no_secrets(cls, value: dict[str, str]) -> dict[str, str]:
-        for key in value:
+    def _no_secrets(cls, value: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+        for key, _ in value:
             if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
                 raise ValueError(f"{key!r} is not a valid environment variable name")
             if _SECRET_NAME.search(key):
@@ -185,6 +195,11 @@ class Pipeline(_Frozen):
         if any(s.when != "always" for s in self.command) and self.resume is None:
             raise ValueError("steps with when: fresh/resume need a resume: section")
         return self
+
+    @property
+    def environment(self) -> dict[str, str]:
+        """``env`` as a mapping."""
+        return dict(self.env)
 
     @property
     def archive_name(self) -> str:

@@ -89,7 +89,7 @@ def build_provenance(
             "digest": image_digest or pipeline.digest,
         },
         "command": [[_scrub(a) for a in step] for step in argv],
-        "env": redact_env(pipeline.env if env is None else env),
+        "env": redact_env(pipeline.environment if env is None else env),
         "source": {
             "xnat": public_url(source_url) if source_url else None,
             "project": project,

@@ -34,6 +34,8 @@ def test_shipped_pipelines_load() -> None:
     assert fs7.resource == "FS7_HIPPO"
     assert fs7.command[-1].argv[0] == "segmentHA_T1.sh"
     assert "*/mri/[lr]h.hippoSfVolumes-T1.v21.txt" in fs7.outputs
+    assert fs6.environment == {"FS_LICENSE": "/opt/freesurfer-license/license.txt"}
+    assert len({*pipelines.values()}) == 3  # frozen and hashable
     demo = builtin_pipeline("demo")
     assert demo.resource == "DEMO_STATS" and demo.outputs == ("mask.nii.gz", "stats.json")
     assert demo.walltime_seconds == 600
