@@ -1,6 +1,7 @@
 """Throughput of x2c.transfers.stage against `cat file | ssh host 'cat > f'`, on the test cluster.
 
-    python bench/bench_transfer.py [--mb 200] [--chunk-mb 4] [--max-requests 16] [--repeat 3]
+    python bench/bench_transfer.py [--mb 200] [--chunk-mb 4] [--max-requests 16]
+        [--writes-in-flight 2] [--repeat 3]
 
 Writes a random file of --mb MB locally, stages it through SFTP to the test cluster's sshd on
 loopback (verified by size and md5) and copies it with the OpenSSH client as the baseline, both
@@ -52,9 +53,11 @@ def main() -> None:
     parser.add_argument("--mb", type=int, default=200)
     parser.add_argument("--chunk-mb", type=float, default=transfers.CHUNK_SIZE / (1 << 20))
     parser.add_argument("--max-requests", type=int, default=ssh.SFTP_MAX_REQUESTS)
+    parser.add_argument("--writes-in-flight", type=int, default=ssh.WRITES_IN_FLIGHT)
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     ssh.SFTP_MAX_REQUESTS = args.max_requests
+    ssh.WRITES_IN_FLIGHT = args.writes_in_flight
     chunk = int(args.chunk_mb * (1 << 20))
     ssh_config = STATE / "ssh/ssh_config"
     cfg = HostConfig(
@@ -107,6 +110,7 @@ def main() -> None:
     x2c_med, ssh_med = statistics.median(x2c_times), statistics.median(ssh_times)
     print(
         f"file: {mb:.0f} MB, chunk {chunk >> 10} KiB, SFTP max_requests {args.max_requests}, "
+        f"{args.writes_in_flight} chunk write(s) in flight, "
         f"{args.repeat} interleaved runs (best / median)"
     )
     print(f"x2c stage (SFTP, md5 verified): {mb / x2c_best:6.1f} / {mb / x2c_med:6.1f} MB/s")

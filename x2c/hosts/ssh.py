@@ -25,6 +25,7 @@ sshfs turns checking off unless ``known_hosts`` is passed. Names resolve through
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import errno
 import logging
@@ -78,6 +79,9 @@ _OPEN_RETRIES = 3
 # SFTP requests in flight per open file; each is at most the server's max write/read length
 # (OpenSSH: 255 KiB writes, 255 KiB reads), so 16 keeps ~4 MiB in flight per file.
 SFTP_MAX_REQUESTS = 16
+# Chunk writes in flight per file (each at its own offset), so the SFTP pipeline does not drain
+# between chunks; with 4 MiB chunks that is up to ~8 MiB buffered per file.
+WRITES_IN_FLIGHT = 2
 
 
 # -- the one mapping from asyncssh / OS exceptions to x2c errors --------------------------------
@@ -454,24 +458,25 @@ class SSHHost(Host):
         # sshfs's SSHFile only offers blocking writes; its asyncssh file (``_file``) lets one
         # write run on the event loop while the next chunk is produced here.
         remote = handle._file
-        pending: concurrent.futures.Future[int] | None = None
+        pending: collections.deque[concurrent.futures.Future[int]] = collections.deque()
         written = 0
         ok = False
         try:
             for chunk in chunks:
-                if pending is not None:
-                    self._guard(action, pending.result)
-                pending = asyncio.run_coroutine_threadsafe(remote.write(chunk, written), fs.loop)
+                while len(pending) >= WRITES_IN_FLIGHT:
+                    self._guard(action, pending.popleft().result)
+                pending.append(
+                    asyncio.run_coroutine_threadsafe(remote.write(chunk, written), fs.loop)
+                )
                 written += len(chunk)
-            if pending is not None:
-                self._guard(action, pending.result)
-                pending = None
+            while pending:
+                self._guard(action, pending.popleft().result)
             ok = True
         finally:
-            if pending is not None:
-                pending.cancel()
-                with suppress(Exception):
-                    concurrent.futures.wait([pending], timeout=5)
+            for future in pending:
+                future.cancel()
+            with suppress(Exception):
+                concurrent.futures.wait(pending, timeout=5)
             if ok:
                 self._guard(f"close {path!r}", handle.close)
             else:
