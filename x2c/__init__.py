@@ -41,7 +41,9 @@ from x2c.jobdir import (
 )
 from x2c.jobscript import job_argv, render_job_script
 from x2c.pipelines import Pipeline, builtin_pipeline, builtin_pipelines, load_pipeline
+from x2c.poller import HostPoller, JobOutcome, PollerRegistry
 from x2c.provenance import build_provenance
+from x2c.schedulers import JobId, JobSpec, JobState, JobStatus, Scheduler, make_scheduler
 from x2c.selection import InputSelection
 from x2c.transfers import FileOutcome, HostByteSource, StageReport, describe, fetch, stage
 from x2c.xnat import (
@@ -79,16 +81,23 @@ __all__ = [
     "HostByteSource",
     "HostConfig",
     "HostKeyError",
+    "HostPoller",
     "InputSelection",
     "IntegrityError",
     "JobDir",
     "JobFailedError",
+    "JobId",
+    "JobOutcome",
     "JobRecord",
+    "JobSpec",
+    "JobState",
+    "JobStatus",
     "LocalHost",
     "LocalRunner",
     "NothingToProcessError",
     "Pipeline",
     "PipelineError",
+    "PollerRegistry",
     "RemoteCommandError",
     "RemoteError",
     "ResourceState",
@@ -98,6 +107,7 @@ __all__ = [
     "SSHAuthError",
     "SSHConnectError",
     "Scan",
+    "Scheduler",
     "SchedulerConfig",
     "SchedulerError",
     "SchedulerOutputError",
@@ -133,6 +143,7 @@ __all__ = [
     "list_experiments",
     "load_pipeline",
     "load_xnat_config",
+    "make_scheduler",
     "open_host",
     "read_exit_code",
     "read_record",

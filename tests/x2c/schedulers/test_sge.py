@@ -115,3 +115,17 @@ def test_refusal_and_poll_failure() -> None:
     assert exc.value.stderr == err
     with pytest.raises(RemoteCommandError, match="no qmaster"):
         sched.poll([JobId("1")])
+
+
+@pytest.mark.parametrize(
+    ("kind", "cls"),
+    [("slurm", "SlurmScheduler"), ("sge", "SgeScheduler"), ("pbs", "PbsScheduler"),
+     ("lsf", "LsfScheduler"), ("local", "LocalScheduler")],
+)  # fmt: skip
+def test_make_scheduler_picks_by_kind(kind: str, cls: str) -> None:
+    from x2c.schedulers import make_scheduler
+
+    sched = make_scheduler(ScriptedRunner({}), SchedulerConfig(kind=kind), workdir="/w/")  # type: ignore[arg-type]
+    assert type(sched).__name__ == cls
+    if kind == "local":
+        assert sched.state_dir == "/w/.x2c-local"  # type: ignore[attr-defined]
