@@ -1,5 +1,5 @@
-"""SLURM: ``sbatch --parsable`` to submit, one ``squeue`` for all live jobs, ``sacct`` when the
-site keeps accounting, the exit marker (read by the poller) once a job has left the queue."""
+"""SLURM: ``sbatch --parsable`` to submit, one ``squeue`` for all live jobs, ``sacct`` for the ones
+squeue no longer lists when the site keeps accounting, else the exit marker (read by the poller)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import logging
 from collections.abc import Sequence
 
 from x2c.config import SchedulerConfig
-from x2c.errors import SchedulerOutputError, SubmissionError
+from x2c.errors import RemoteCommandError, SchedulerOutputError, SubmissionError
 from x2c.hosts.base import Runner
 from x2c.schedulers.base import (
     FoundJob,
@@ -159,8 +159,11 @@ class SlurmScheduler(Scheduler):
     def accounting(self) -> bool:
         """Whether ``sacct`` works here (asked once, then remembered)."""
         if self._accounting is None:
-            done = self.runner.run(["sacct", "-n", "-X", "-P", "--format=JobID", "-j", "1"])
-            self._accounting = done.returncode == 0 and "disabled" not in done.stderr
+            try:
+                done = self.runner.run(["sacct", "-n", "-X", "-P", "--format=JobID", "-j", "1"])
+                self._accounting = done.returncode == 0 and "disabled" not in done.stderr
+            except RemoteCommandError:  # sacct not installed on this host
+                self._accounting = False
             log.info("SLURM accounting on %s: %s", self.host, self._accounting)
         return self._accounting
 
@@ -181,18 +184,19 @@ class SlurmScheduler(Scheduler):
     def poll(self, ids: Sequence[JobId]) -> dict[JobId, JobStatus]:
         if not ids:
             return {}
-        if self.accounting:
-            argv = ["sacct", "-P", "-X", "--noheader", "--format=JobID,State,ExitCode,Reason"]
-            done = self._run([*argv, "-j", ",".join(ids)], "sacct")
-            return absent(ids, parse_sacct(done.stdout))
         argv = squeue_argv(ids)
         done = self.runner.run(argv)
-        if done.returncode != 0 and is_invalid_job_id(done.stderr):
-            return absent(ids, {})
-        if done.returncode != 0:
+        if done.returncode != 0 and not is_invalid_job_id(done.stderr):
             done = self._run(argv, "squeue")  # raises with the details
         wanted = set(ids)
         seen = {k: v for k, v in parse_squeue(done.stdout).items() if k in wanted}
+        gone = [j for j in ids if j not in seen]
+        # squeue first: accounting can lag behind a fresh submission. sacct then tells how the
+        # purged ones ended (with exit codes): at most two status calls whatever len(ids).
+        if gone and self.accounting:
+            argv = ["sacct", "-P", "-X", "--noheader", "--format=JobID,State,ExitCode,Reason"]
+            done = self._run([*argv, "-j", ",".join(gone)], "sacct")
+            seen.update({k: v for k, v in parse_sacct(done.stdout).items() if k in wanted})
         return absent(ids, seen)
 
     def cancel(self, ids: Sequence[JobId]) -> None:
@@ -202,7 +206,8 @@ class SlurmScheduler(Scheduler):
                 self._run(["scancel", *ids], "scancel")
 
     def find(self, tag: str) -> list[FoundJob]:
-        done = self._run(["squeue", "-h", "--states=all", f"--format={SQUEUE_FORMAT}"], "squeue")
+        argv = ["squeue", "-h", "--me", "--states=all", f"--format={SQUEUE_FORMAT}"]
+        done = self._run(argv, "squeue")
         found = []
         for job_id, native, name, comment, reason in _split_squeue(done.stdout):
             if tag in (comment, name):

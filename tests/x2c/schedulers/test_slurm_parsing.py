@@ -6,11 +6,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.x2c.schedulers.conftest import ScriptedRunner
 from x2c.config import SchedulerConfig
 from x2c.errors import SchedulerOutputError
 from x2c.schedulers.base import JobId, JobSpec, JobState, walltime_hms
 from x2c.schedulers.slurm import (
     SLURM_STATES,
+    SlurmScheduler,
     is_invalid_job_id,
     map_slurm_state,
     parse_sacct,
@@ -183,3 +185,30 @@ def test_squeue_argv_asks_once_for_all_ids() -> None:
 @pytest.mark.parametrize(("s", "hms"), [(0, "00:00:00"), (61, "00:01:01"), (86400, "1-00:00:00")])
 def test_walltime_hms(s: int, hms: str) -> None:
     assert walltime_hms(s) == hms
+
+
+def test_accounting_sites_ask_sacct_only_about_jobs_squeue_no_longer_lists() -> None:
+    runner = ScriptedRunner(
+        {
+            "squeue": (0, "11|RUNNING|a|t|None\n", ""),
+            "sacct": (0, "12|FAILED|3:0|NonZeroExitCode\n", ""),
+        }
+    )
+    sched = SlurmScheduler(runner, SchedulerConfig(kind="slurm"), accounting=True)
+    polled = sched.poll([JobId("11"), JobId("12"), JobId("13")])
+    assert [(s.state, s.exit_code) for s in polled.values()] == [
+        (JobState.RUNNING, None),
+        (JobState.FAILED, 3),
+        (JobState.LEFT_QUEUE, None),
+    ]
+    assert [c[0] for c in runner.calls] == ["squeue", "sacct"]
+    assert runner.calls[1][-1] == "12,13"
+
+
+def test_accounting_is_detected_once() -> None:
+    off = ScriptedRunner({"sacct": (1, "", "Slurm accounting storage is disabled\n")})
+    sched = SlurmScheduler(off, SchedulerConfig(kind="slurm"))
+    assert sched.accounting is False and sched.accounting is False
+    assert len(off.calls) == 1
+    on = SlurmScheduler(ScriptedRunner({"sacct": (0, "", "")}), SchedulerConfig(kind="slurm"))
+    assert on.accounting is True
