@@ -17,7 +17,7 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from x2c.config import SchedulerConfig
 from x2c.errors import JobFailedError, RemoteError, SchedulerError, SchedulerOutputError
@@ -89,7 +89,6 @@ class _Watch:
     last: JobStatus | None = None
     outcome: JobOutcome | None = None
     error: SchedulerError | None = None
-    waiters: int = field(default=0)
 
 
 class HostPoller:
@@ -169,6 +168,15 @@ class HostPoller:
                 raise watch.error
             assert watch.outcome is not None
             return watch.outcome
+
+    def forget(self, job_id: JobId) -> None:
+        """Drop ``job_id`` once its outcome has been handled, so a long-lived poller stays small;
+        a job still waited on is no longer polled and its waiters get a SchedulerError."""
+        with self._cond:
+            watch = self._watches.pop(job_id, None)
+            if watch is not None and watch.outcome is None and watch.error is None:
+                watch.error = SchedulerError(f"job {job_id} was dropped from the poller")
+            self._cond.notify_all()
 
     def close(self) -> None:
         """Stop the background thread; waiters still blocked get a SchedulerError."""

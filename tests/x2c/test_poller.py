@@ -298,3 +298,13 @@ def test_close_releases_waiters_and_registry_shares_one_poller_per_host(tmp_path
         poller.wait(job, timeout=5)
     assert registry.get(sched) is not poller
     registry.close()
+
+
+def test_forget_drops_a_job_from_the_next_poll(rig: tuple) -> None:
+    sched, poller, _, tmp = rig
+    a, b = poller.submit(_spec(tmp, "a")), poller.submit(_spec(tmp, "b"))
+    poller.forget(a)
+    poller.poll_once()
+    assert sched.calls == [[b]]
+    with pytest.raises(SchedulerError, match="not registered"):
+        poller.wait(a, timeout=0)
