@@ -254,6 +254,7 @@ class SSHHost(Host):
         self._down: X2CError | None = None
         self._closed = False
         self._fs: Any = self._connect_with_backoff()
+        _quiet_orphaned_sftp_errors(self._fs.loop)
 
     # connection management
 
@@ -473,10 +474,9 @@ class SSHHost(Host):
                 self._guard(action, pending.popleft().result)
             ok = True
         finally:
-            for future in pending:
-                future.cancel()
-            with suppress(Exception):
-                concurrent.futures.wait(pending, timeout=5)
+            # let writes still in flight end (they fail fast on a dead connection): cancelling
+            # them would orphan asyncssh's per-request tasks and their errors
+            concurrent.futures.wait(pending, timeout=30)
             if ok:
                 self._guard(f"close {path!r}", handle.close)
             else:
@@ -578,6 +578,28 @@ class SSHRunner:
             stdout=_text(result.stdout),
             stderr=_text(result.stderr),
         )
+
+
+def _quiet_orphaned_sftp_errors(loop: asyncio.AbstractEventLoop) -> None:
+    """Log at debug level, instead of as errors on stderr, the per-request tasks asyncssh leaves
+    behind when a pipelined SFTP read or write dies with its connection ("Task exception was
+    never retrieved"): the transfer already got the error and retries. Anything else goes to
+    the loop's previous handler."""
+    previous = loop.get_exception_handler()
+    if getattr(previous, "x2c_quiet", False):
+        return
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        exc = context.get("exception")
+        if isinstance(exc, _LOST) and "never retrieved" in str(context.get("message", "")):
+            log.debug("orphaned SFTP request after a lost connection: %r", exc)
+        elif previous is not None:
+            previous(loop, context)
+        else:
+            loop.default_exception_handler(context)
+
+    handler.x2c_quiet = True  # type: ignore[attr-defined]
+    loop.call_soon_threadsafe(loop.set_exception_handler, handler)
 
 
 async def _open_process(
