@@ -93,7 +93,7 @@ class HostConfig(_Frozen):
     )
     max_sessions: int = Field(
         default=10,
-        ge=3,
+        ge=4,
         description="Channels open at once on the one SSH connection (sshd's MaxSessions)",
     )
     reconnect_attempts: int = Field(

@@ -1,12 +1,12 @@
 """A compute host over SSH: one asyncssh connection shared by SFTP (fsspec's sshfs) and commands.
 
 Design. ``sshfs.SSHFileSystem`` opens its own asyncssh connection when it is built and exposes it
-as ``fs.client``; :class:`SSHRunner` runs commands on that same connection (``client.run``) on
-fsspec's event loop (``fs.loop``), so a host costs one TCP connection and one login. Channels are
-bounded to ``cfg.max_sessions`` (OpenSSH's default ``MaxSessions`` is 10): commands get
-:data:`_COMMAND_CHANNELS` (2), one slot stays spare (:data:`_SESSION_MARGIN`) and sshfs's SFTP
-pool gets the rest (7). x2c never calls
-sshfs's own shell helpers (``checksum``, ``cp_file``), which would take channels beyond these.
+as ``fs.client``; :class:`SSHRunner` opens its command channels on that same connection
+(``client.create_process``) on fsspec's event loop (``fs.loop``), so a host costs one TCP
+connection and one login. Channels are bounded by ``cfg.max_sessions`` (OpenSSH's default
+``MaxSessions`` is 10): commands get :data:`_COMMAND_CHANNELS` (2), one slot stays spare
+(:data:`_SESSION_MARGIN`) and sshfs's SFTP pool gets the rest (7). x2c never calls sshfs's own
+shell helpers (``checksum``, ``cp_file``), which would open channels beyond these.
 
 sshfs never reconnects, so a lost connection is replaced by a new ``SSHFileSystem``
 (``skip_instance_cache=True``: fsspec would otherwise hand back the dead cached instance), with
