@@ -161,24 +161,26 @@ def probe(host: Host, files: Sequence[tuple[int | None, str]]) -> dict[int, tupl
 
 
 def _mkdirs(host: Host, dirs: Sequence[str]) -> None:
+    """``mkdir -p`` every directory in ``dirs``, as few commands as the argument limit allows."""
     todo = sorted(set(dirs))
-    while todo:
-        batch: list[str] = []
-        size = 0
-        while todo and (not batch or size + len(todo[0]) * 4 < _PROBE_ARG_BYTES):
-            size += len(todo[0]) * 4 + 4
-            batch.append(todo.pop(0))
-        argv = ["mkdir", "-p", "--", *batch]
+    start = 0
+    while start < len(todo):
+        end, budget = start, _PROBE_ARG_BYTES
+        while end < len(todo) and (end == start or len(todo[end].encode()) * 4 + 4 < budget):
+            budget -= len(todo[end].encode()) * 4 + 4
+            end += 1
+        argv = ["mkdir", "-p", "--", *todo[start:end]]
         done = host.runner.run(argv)
         if done.returncode != 0:
             raise RemoteCommandError(
-                f"could not create {len(batch)} directorie(s) on {host.name}: "
+                f"could not create {end - start} directories on {host.name}: "
                 f"{done.stderr.strip()[:500]}; check permissions and free space",
                 host=host.name,
                 argv=argv[:4],
                 returncode=done.returncode,
                 stderr=done.stderr,
             )
+        start = end
 
 
 def _copy(
@@ -331,6 +333,13 @@ def stage(
     """
     started = time.monotonic()
     targets = [(ref, posixpath.join(dest_dir, safe_relpath(ref.path))) for ref in refs]
+    finals = [final for _ref, final in targets]
+    if len(set(finals)) != len(finals):
+        twice = sorted({f for f in finals if finals.count(f) > 1})
+        raise TransferError(
+            f"two files would land on the same path in {dest_dir}: {twice[:5]}; check the "
+            "source's file names"
+        )
     seen = probe(host, [(ref.size, final) for ref, final in targets])
     outcomes: dict[int, FileOutcome] = {}
     todo: list[int] = []

@@ -188,6 +188,29 @@ def test_escaping_paths_are_refused_before_any_io(
     assert runner.calls == []
 
 
+def test_many_files_with_long_names_are_checked_in_few_commands(
+    target: tuple[Host, CountingRunner, str],
+) -> None:
+    """400 paths of ~230 bytes exceed one command line (Linux caps one argument at 128 KiB);
+    the check is split into a few commands and every file is still found."""
+    host, runner, dest = target
+    source = MemorySource({f"d{i % 4}/{i:04d}-{'x' * 200}": b"%d" % i for i in range(400)})
+    refs = source.refs()
+    assert stage(source, refs, host, dest, max_parallel=8).copied == 400
+    runner.calls.clear()
+    report = stage(source, refs, host, dest, max_parallel=8)
+    assert report.skipped == 400
+    assert 2 <= len(runner.calls) <= 5
+
+
+def test_two_names_for_one_path_are_refused(target: tuple[Host, CountingRunner, str]) -> None:
+    host, runner, dest = target
+    refs = [FileRef("a/b", 1, None), FileRef("a/./b", 1, None)]
+    with pytest.raises(TransferError, match="same path"):
+        stage(MemorySource({}), refs, host, dest, max_parallel=1)
+    assert runner.calls == []
+
+
 def test_staging_dir_goes_through_this_machine(
     target: tuple[Host, CountingRunner, str], tmp_path: Path
 ) -> None:
