@@ -94,11 +94,15 @@ def test_timeout_is_a_remote_command_error(ssh_host: Host) -> None:
     assert ssh_host.runner.run(["true"]).returncode == 0
 
 
-def test_unknown_host_key_is_refused(cluster: Cluster, tmp_path: Path) -> None:
+def test_unknown_host_key_is_refused_without_retry(
+    cluster: Cluster, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     empty = tmp_path / "known_hosts"
     empty.write_text("")
+    caplog.set_level(logging.WARNING, logger="x2c.hosts.ssh")
     with pytest.raises(HostKeyError) as info:
         open_host(ssh_cfg(cluster, known_hosts=empty))
+    assert not [r for r in caplog.records if "attempt" in r.getMessage()]
     message = str(info.value)
     assert "host key of x2c-test (127.0.0.1:2222) is not in" in message
     assert str(empty) in message and "ssh-keyscan -p 2222 127.0.0.1" in message
