@@ -82,6 +82,11 @@ class HostConfig(_Frozen):
     workdir: str = Field(description="Absolute work directory on the host")
     scheduler: SchedulerConfig = SchedulerConfig()
     container_runtime: ContainerRuntime = "none"
+    path_prepend: tuple[str, ...] = Field(
+        default=(),
+        description="Directories the job script puts in front of PATH on the node (e.g. a "
+        "virtualenv's bin for runtime none, so python3 has the pipeline's modules)",
+    )
     max_in_flight: int = Field(default=50, ge=1, description="Experiments in flight on this host")
     max_transfers: int = Field(default=4, ge=1, description="Parallel file transfers")
     connect_timeout: float = Field(default=30.0, gt=0, description="Seconds to open SSH")

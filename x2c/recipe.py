@@ -1,0 +1,898 @@
+"""The recipe: one experiment through select, stage, build, submit, wait, collect, upload, clean.
+
+Each step is a small Prefect-free function that calls ONE layer module, so ``tasks/`` wraps each
+in one task. :func:`decide` reconciles an experiment toward the desired state (DESIGN.md, "State
+and idempotence") and says which step comes next::
+
+    d = decide(rt, t)                       # SKIP_DONE | ATTACH | COLLECT | SUBMIT
+    if d.action is Action.SUBMIT:
+        sel = select(rt, t); stage(rt, t, sel); spec = build(rt, t, sel); job = submit(rt, t, spec)
+    elif d.action in (Action.ATTACH, Action.COLLECT):
+        job = d.job_id
+    if d.action is not Action.SKIP_DONE:
+        outcome = wait(rt, t, job)           # returns at once for a job already recorded done
+        receipt = upload(rt, t, collect(rt, t), outcome)
+        clean(rt, t)
+
+What survives a crash of the orchestrator is the job registry entry (``job.json`` in the job
+directory on Y, :mod:`x2c.jobdir`), the job itself (detached), the files on Y and the resource on
+XNAT. Where a crash happens, and what the rerun's :func:`decide` does:
+
+=====================================  =======================================================
+crash                                  the rerun
+=====================================  =======================================================
+during select/stage/build              SUBMIT; stage skips the files already verified on Y
+after ``submitting`` was recorded,     the registry says ``submitting``: ``find(tag)`` finds the
+before or after sbatch answered        job (ATTACH/COLLECT) or proves none exists (SUBMIT)
+while waiting                          poll confirms it queued/running: ATTACH, never resubmit
+after the job ended                    its exit marker decides: COLLECT, or JobFailedError
+mid-upload                             the resource has no provenance (INCOMPLETE): COLLECT,
+                                       and upload replaces the partial resource
+after upload, before clean             SKIP_DONE, and the leftover job directory is removed
+=====================================  =======================================================
+
+A failed job is reported failed again by every rerun (:class:`JobFailedError`, the registry
+keeps its state, exit code, reason and log tail) and is resubmitted only when the pipeline
+version or the selected inputs changed, or when the caller passes ``retry_failed=True``: a
+failing input does not silently burn cluster hours every night, and fixing the input on XNAT or
+releasing a new pipeline version is enough to try again.
+
+Secrets: a :class:`Target` holds names only; the XNAT password reaches the HTTP client and
+nothing else (job scripts are rendered with ``forbidden=xnat_forbidden(cfg)``, provenance and
+:func:`plan` carry the server URL without credentials).
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+import logging
+import posixpath
+import secrets
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from x2c import jobdir as jd
+from x2c import transfers, xnat
+from x2c.config import HostConfig, XnatConfig
+from x2c.containers import image_digest
+from x2c.errors import (
+    IntegrityError,
+    JobFailedError,
+    PipelineError,
+    SchedulerError,
+    XnatNotFoundError,
+)
+from x2c.hosts import Host, open_host
+from x2c.jobscript import (
+    effective_runtime,
+    find_resume,
+    job_argv,
+    render_job_script,
+    xnat_forbidden,
+)
+from x2c.ledger import Ledger
+from x2c.pipelines import Pipeline
+from x2c.poller import HostPoller, JobOutcome
+from x2c.provenance import build_provenance, public_url
+from x2c.schedulers import JobId, JobSpec, JobState, Scheduler, make_scheduler
+from x2c.schedulers.base import job_name
+from x2c.settings import Settings
+from x2c.sources import FileRef
+
+log = logging.getLogger(__name__)
+
+INPUTS_MANIFEST = "inputs.json"
+"""In the job directory: the staged inputs (path, size, md5), for provenance and for telling
+whether a failed job's inputs changed."""
+
+SUBMITTING = "submitting"
+UPLOADED = "uploaded"
+"""Registry states of x2c's own besides the scheduler's (``JobState`` values)."""
+
+_LOG_TAIL_CHARS = 4000
+
+
+@dataclass(frozen=True)
+class Target:
+    """One experiment to process with one pipeline on one host: names only, never a secret.
+
+    ``experiment`` is the XNAT accession ID (``XNAT_E00001``), ``label`` its label;
+    ``last_modified`` is what the listing said (for the nightly ledger; may be empty).
+    """
+
+    project: str
+    experiment: str
+    label: str
+    subject: str
+    pipeline: str
+    host: str
+    last_modified: str = ""
+
+
+class Action(enum.Enum):
+    """What :func:`decide` found to be the next step for a target."""
+
+    SKIP_DONE = "skip_done"
+    """The verified result of this pipeline version is on XNAT."""
+    ATTACH = "attach"
+    """A job is queued or running: wait for it, never submit again."""
+    COLLECT = "collect"
+    """The job finished and its archive is on Y: collect and upload."""
+    SUBMIT = "submit"
+    """Nothing usable exists: select, stage, build and submit."""
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The outcome of :func:`decide`: the ``action``, why (a user's sentence), and the job it
+    concerns (ATTACH and COLLECT)."""
+
+    action: Action
+    reason: str
+    job_id: JobId | None = None
+
+
+class Runtime:
+    """What the recipe steps share in one process for one settings file: the XNAT session, one
+    connection per host, one scheduler and one poller per host, the pipelines and the ledger.
+
+    Everything is opened lazily on first use and cached; safe to use from many threads. Get the
+    process-wide one with :func:`runtime`; :meth:`close` releases it all.
+    """
+
+    def __init__(self, settings: Settings, xnat_config: XnatConfig) -> None:
+        self.settings = settings
+        self.xnat_config = xnat_config
+        self.ledger = Ledger(settings.state_dir)
+        self._lock = threading.RLock()
+        self._xnat: xnat.XnatSession | None = None
+        self._hosts: dict[str, Host] = {}
+        self._schedulers: dict[str, Scheduler] = {}
+        self._pollers: dict[str, HostPoller] = {}
+        self._pipelines: dict[str, Pipeline] = {}
+        self._digests: dict[tuple[str, str], str | None] = {}
+        self._target_locks: dict[tuple[str, str, str], threading.Lock] = {}
+        self._closed = False
+
+    @property
+    def xnat(self) -> xnat.XnatSession:
+        """The logged-in XNAT session (connects on first use: 1 request)."""
+        with self._lock:
+            if self._xnat is None:
+                self._xnat = xnat.connect(self.xnat_config)
+            return self._xnat
+
+    def host_config(self, name: str) -> HostConfig:
+        """The configuration of host ``name``."""
+        return self.settings.host(name)
+
+    def host(self, name: str) -> Host:
+        """The open host ``name`` (one connection, reused)."""
+        with self._lock:
+            if name not in self._hosts:
+                self._hosts[name] = open_host(self.host_config(name))
+            return self._hosts[name]
+
+    def scheduler(self, name: str) -> Scheduler:
+        """The scheduler of host ``name``."""
+        with self._lock:
+            if name not in self._schedulers:
+                cfg = self.host_config(name)
+                self._schedulers[name] = make_scheduler(
+                    self.host(name).runner, cfg.scheduler, workdir=cfg.workdir
+                )
+            return self._schedulers[name]
+
+    def poller(self, name: str) -> HostPoller:
+        """The one poller of host ``name``: every job waited on there is polled together."""
+        with self._lock:
+            if name not in self._pollers:
+                sched = self.scheduler(name)
+                self._pollers[name] = HostPoller(sched, sched.config)
+            return self._pollers[name]
+
+    def pipeline(self, name: str) -> Pipeline:
+        """The pipeline ``name`` as the settings define it."""
+        with self._lock:
+            if name not in self._pipelines:
+                self._pipelines[name] = self.settings.pipeline(name)
+            return self._pipelines[name]
+
+    def image_digest(self, host: str, pipeline: Pipeline) -> str | None:
+        """The digest of ``pipeline``'s image on ``host`` (asked once per process)."""
+        runtime = effective_runtime(pipeline, self.host_config(host).container_runtime)
+        key = (host, pipeline.name)
+        with self._lock:
+            if key not in self._digests:
+                self._digests[key] = image_digest(self.host(host).runner, runtime, pipeline.image)
+            return self._digests[key]
+
+    def target_lock(self, t: Target) -> threading.Lock:
+        """A lock per (host, pipeline, experiment): two threads of one process never submit
+        the same experiment at once."""
+        with self._lock:
+            return self._target_locks.setdefault(
+                (t.host, t.pipeline, t.experiment), threading.Lock()
+            )
+
+    def close(self) -> None:
+        """Stop the pollers and close the hosts and the XNAT session."""
+        with self._lock:
+            self._closed = True
+            pollers, self._pollers = list(self._pollers.values()), {}
+            hosts, self._hosts = list(self._hosts.values()), {}
+            self._schedulers = {}
+            session, self._xnat = self._xnat, None
+        for poller in pollers:
+            poller.close()
+        for host in hosts:
+            host.close()
+        if session is not None:
+            session.close()
+
+
+_RUNTIMES: dict[str, Runtime] = {}
+_RUNTIMES_LOCK = threading.Lock()
+
+
+def _runtime_key(settings: Settings, xnat_config: XnatConfig) -> str:
+    password = xnat_config.password.get_secret_value().encode()
+    secret = hashlib.sha256(password).hexdigest()
+    return "\n".join([settings.model_dump_json(), xnat_config.model_dump_json(), secret])
+
+
+def runtime(settings: Settings, xnat_config: XnatConfig) -> Runtime:
+    """The process-wide :class:`Runtime` for these settings and XNAT configuration (made on
+    first use, shared by every flow and task of the process)."""
+    key = _runtime_key(settings, xnat_config)
+    with _RUNTIMES_LOCK:
+        rt = _RUNTIMES.get(key)
+        if rt is None or rt._closed:
+            rt = _RUNTIMES[key] = Runtime(settings, xnat_config)
+        return rt
+
+
+def close_runtimes() -> None:
+    """Close every process-wide runtime (end of a process, or of a test)."""
+    with _RUNTIMES_LOCK:
+        found = list(_RUNTIMES.values())
+        _RUNTIMES.clear()
+    for rt in found:
+        rt.close()
+
+
+# --- helpers ------------------------------------------------------------------------------
+
+
+def _jobdir(rt: Runtime, t: Target) -> jd.JobDir:
+    return jd.job_dir(rt.host_config(t.host).workdir, t.pipeline, t.experiment)
+
+
+def _name(t: Target) -> str:
+    return f"{t.pipeline} for {t.project}/{t.label}"
+
+
+def _read_json(host: Host, path: str) -> Any:
+    try:
+        with host.fs.open(path, "rb") as fh:
+            return json.loads(fh.read())
+    except FileNotFoundError:
+        return None
+
+
+def _exists(host: Host, path: str) -> bool:
+    return bool(host.fs.exists(path))
+
+
+def _inputs_digest(files: Sequence[FileRef]) -> str:
+    text = "\n".join(f"{f.path}\t{f.size}\t{f.md5}" for f in sorted(files, key=lambda f: f.path))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _staged_inputs(host: Host, jobdir: jd.JobDir) -> list[FileRef]:
+    data = _read_json(host, posixpath.join(jobdir.root, INPUTS_MANIFEST))
+    if not isinstance(data, list):
+        return []
+    return [FileRef(str(d["path"]), int(d["size"]), d.get("md5")) for d in data]
+
+
+def _update(host: Host, jobdir: jd.JobDir, record: jd.JobRecord, **fields: Any) -> jd.JobRecord:
+    new = record.model_copy(update=fields)
+    jd.write_record(host.fs, jobdir, new)
+    return new
+
+
+def _failure(t: Target, record: jd.JobRecord, note: str = "") -> JobFailedError:
+    extra = dict(record.model_extra or {})
+    code = extra.get("exit_code")
+    reason = str(extra.get("reason", ""))
+    return JobFailedError(
+        f"{_name(t)}: job {record.job_id} on {record.host} ended {record.state} "
+        f"(exit {code}): {reason}{note}",
+        job_id=record.job_id,
+        state=record.state,
+        exit_code=code if isinstance(code, int) else None,
+        reason=reason,
+        log_tail=str(extra.get("log_tail", "")),
+    )
+
+
+# --- listing ------------------------------------------------------------------------------
+
+
+def _target(e: xnat.Experiment, pipeline: str, host: str) -> Target:
+    return Target(e.project, e.id, e.label, e.subject, pipeline, host, e.last_modified)
+
+
+def targets(
+    rt: Runtime,
+    project: str,
+    pipeline: str,
+    host: str,
+    experiments: Sequence[str] | None = None,
+) -> list[Target]:
+    """The targets of ``project`` for ``pipeline`` on ``host``: every experiment, or those
+    named in ``experiments`` (accession IDs or labels). One listing request. Raises
+    :class:`XnatNotFoundError` naming the experiments the project does not have."""
+    rt.pipeline(pipeline)
+    rt.host_config(host)
+    found = xnat.list_experiments(rt.xnat, project)
+    if experiments is None:
+        return [_target(e, pipeline, host) for e in found]
+    by_name = {e.id: e for e in found} | {e.label: e for e in found}
+    missing = [name for name in experiments if name not in by_name]
+    if missing:
+        raise XnatNotFoundError(
+            f"project {project!r} has no experiment {', '.join(map(repr, missing))} "
+            "(by accession ID or label); check the names, or the user's access"
+        )
+    chosen = dict.fromkeys(by_name[name].id for name in experiments)
+    return [_target(e, pipeline, host) for e in found if e.id in chosen]
+
+
+def pending(rt: Runtime, project: str, pipeline: str, host: str) -> list[Target]:
+    """The targets of ``project`` not yet done, for the nightly run. One listing, plus a
+    ``resource_status`` (2 requests) only for experiments the local ledger does not already
+    know as verified done (or as having nothing to process) at their current
+    ``last_modified`` and this pipeline version."""
+    pipe = rt.pipeline(pipeline)
+    todo = []
+    for t in targets(rt, project, pipeline, host):
+        if rt.ledger.known(t.project, t.pipeline, t.experiment, t.last_modified, pipe.version):
+            continue
+        status = xnat.resource_status(rt.xnat, t.experiment, pipe.resource, pipe.version)
+        if status.done:
+            rt.ledger.record_done(
+                t.project, t.pipeline, t.experiment, t.last_modified, pipe.version
+            )
+            continue
+        todo.append(t)
+    log.info("project %s, pipeline %s: %d experiments to process", project, pipeline, len(todo))
+    return todo
+
+
+# --- reconcile ----------------------------------------------------------------------------
+
+
+def decide(rt: Runtime, t: Target, *, retry_failed: bool = False) -> Decision:
+    """Where ``t`` stands and what to do next; never submits, never waits.
+
+    The verified result on XNAT -> SKIP_DONE (removing a leftover job directory of an upload
+    that finished); a job queued or running (the registry on Y, confirmed by one poll) ->
+    ATTACH; a finished job with its archive -> COLLECT; otherwise SUBMIT. A registry entry
+    ``submitting`` (a crash between sbatch and the registry write) is resolved with the
+    scheduler's ``find(tag)``, so no duplicate job is ever made. A failed job raises
+    :class:`JobFailedError` again, unless its pipeline version or inputs changed or
+    ``retry_failed`` is set (then SUBMIT).
+    """
+    decision = _assess(rt, t, retry_failed=retry_failed, mutate=True)
+    log.info("%s: %s (%s)", _name(t), decision.action.value, decision.reason)
+    return decision
+
+
+def _assess(rt: Runtime, t: Target, *, retry_failed: bool, mutate: bool) -> Decision:
+    pipe = rt.pipeline(t.pipeline)
+    status = xnat.resource_status(rt.xnat, t.experiment, pipe.resource, pipe.version)
+    host = rt.host(t.host)
+    jobdir = _jobdir(rt, t)
+    record = jd.read_record(host.fs, jobdir)
+    if status.done:
+        if mutate:
+            rt.ledger.record_done(
+                t.project, t.pipeline, t.experiment, t.last_modified, pipe.version
+            )
+        note = ""
+        if record is not None and record.state == UPLOADED and not rt.settings.keep_workdir:
+            if mutate:
+                _remove(host, jobdir)
+            note = "; removed the job directory left by the finished upload"
+        return Decision(Action.SKIP_DONE, status.reason + note)
+    if record is None:
+        return Decision(Action.SUBMIT, f"{status.reason}; no job recorded on {t.host}")
+    if record.state == SUBMITTING:
+        record = _resolve_submitting(rt, t, jobdir, record, mutate)
+        if record is None:
+            return Decision(Action.SUBMIT, "an interrupted submission left no job; submitting")
+    if record.version != pipe.version and not _live(record.state):
+        return Decision(
+            Action.SUBMIT, f"the job on {t.host} ran version {record.version}, not {pipe.version}"
+        )
+    if _live(record.state):
+        record = _refresh(rt, t, jobdir, record, mutate)
+        if _live(record.state):
+            return Decision(
+                Action.ATTACH,
+                f"job {record.job_id} is {record.state.lower()}",
+                JobId(record.job_id),
+            )
+    if record.state in (JobState.COMPLETED.value, UPLOADED):
+        if _exists(host, jobdir.archive(pipe.archive_name)):
+            return Decision(
+                Action.COLLECT,
+                f"job {record.job_id} finished and its archive is on {t.host}; {status.reason}",
+                JobId(record.job_id),
+            )
+        return Decision(Action.SUBMIT, f"job {record.job_id} finished but its archive is gone")
+    # the job failed: report it again unless something changed or the caller asks
+    if retry_failed:
+        return Decision(Action.SUBMIT, f"retrying job {record.job_id} ({record.state}) as asked")
+    recorded = (record.model_extra or {}).get("inputs_digest")
+    selection = xnat.select_inputs(rt.xnat, t.experiment, pipe.inputs)
+    if recorded != _inputs_digest(selection.files):
+        return Decision(Action.SUBMIT, f"the inputs changed since job {record.job_id} failed")
+    raise _failure(
+        t, record, "; inputs and pipeline version unchanged, pass retry_failed=True to run it again"
+    )
+
+
+def _live(state: str) -> bool:
+    if state in (SUBMITTING, UPLOADED):
+        return False
+    try:
+        return not JobState(state).is_final
+    except ValueError:
+        return False
+
+
+def _resolve_submitting(
+    rt: Runtime, t: Target, jobdir: jd.JobDir, record: jd.JobRecord, mutate: bool
+) -> jd.JobRecord | None:
+    """A crash left ``submitting``: the job exists (find by tag), ran (exit marker), or not."""
+    tag = str((record.model_extra or {}).get("tag", ""))
+    found = rt.scheduler(t.host).find(tag) if tag else []
+    if found:
+        job = sorted(found, key=lambda f: f.job_id)[-1]
+        if len(found) > 1:
+            log.warning(
+                "%s: %d jobs carry tag %s; attaching to %s", _name(t), len(found), tag, job.job_id
+            )
+        state = job.status.state
+        new = record.model_copy(
+            update={"job_id": job.job_id, "state": state.value if state.is_final else "PENDING"}
+        )
+        if state.is_final or state is JobState.LEFT_QUEUE:
+            new = _from_marker(rt, t, jobdir, new)
+    else:
+        code = jd.read_exit_code(rt.host(t.host).fs, jobdir)
+        if code is None:
+            return None
+        run = jd.read_run_info(rt.host(t.host).fs, jobdir)
+        job_id = (run.job_id if run else None) or record.job_id or "unknown"
+        new = _from_marker(rt, t, jobdir, record.model_copy(update={"job_id": job_id}))
+    if mutate:
+        jd.write_record(rt.host(t.host).fs, jobdir, new)
+    return new
+
+
+def _from_marker(rt: Runtime, t: Target, jobdir: jd.JobDir, record: jd.JobRecord) -> jd.JobRecord:
+    """The record of a job that left the queue, as its exit marker tells (no marker: LOST is
+    for the poller to decide after its grace period, so the job stays live)."""
+    code = jd.read_exit_code(rt.host(t.host).fs, jobdir)
+    if code is None:
+        return record.model_copy(update={"state": "PENDING"})
+    state = JobState.COMPLETED if code == 0 else JobState.FAILED
+    return record.model_copy(
+        update={"state": state.value, "exit_code": code, "reason": f"exit marker says {code}"}
+    )
+
+
+def _refresh(
+    rt: Runtime, t: Target, jobdir: jd.JobDir, record: jd.JobRecord, mutate: bool
+) -> jd.JobRecord:
+    """Ask the scheduler once about a job the registry says is live."""
+    status = rt.scheduler(t.host).poll([JobId(record.job_id)])[JobId(record.job_id)]
+    if status.state is JobState.LEFT_QUEUE or status.state.is_final:
+        new = _from_marker(rt, t, jobdir, record)
+        if not status.state.is_success and status.state.is_final and new.state == "PENDING":
+            new = new.model_copy(update={"state": status.state.value, "reason": status.reason})
+    else:
+        new = record.model_copy(update={"state": status.state.value})
+    if mutate and new != record:
+        jd.write_record(rt.host(t.host).fs, jobdir, new)
+    return new
+
+
+# --- the steps ----------------------------------------------------------------------------
+
+
+def select(rt: Runtime, t: Target) -> xnat.SelectedInputs:
+    """The inputs of ``t`` the pipeline declares (2+ requests). Raises
+    :class:`~x2c.errors.NothingToProcessError` with the reason when nothing matches; the
+    ledger remembers it, so the nightly run skips the experiment until it changes."""
+    pipe = rt.pipeline(t.pipeline)
+    try:
+        selection = xnat.select_inputs(rt.xnat, t.experiment, pipe.inputs)
+    except Exception as exc:
+        from x2c.errors import NothingToProcessError
+
+        if isinstance(exc, NothingToProcessError) and t.last_modified:
+            rt.ledger.record_nothing(
+                t.project, t.pipeline, t.experiment, t.last_modified, pipe.version, exc.reason
+            )
+        raise
+    log.info("%s: %d input files, %d bytes", _name(t), len(selection.files), selection.total_size)
+    return selection
+
+
+def stage(rt: Runtime, t: Target, selection: xnat.SelectedInputs) -> transfers.StageReport:
+    """Stream the selected files from XNAT to the job's ``inputs/`` on Y, verified; files
+    already there and right are skipped (so a rerun after a crash costs almost nothing)."""
+    cfg = rt.host_config(t.host)
+    report = transfers.stage(
+        xnat.XnatByteSource(rt.xnat),
+        selection.files,
+        rt.host(t.host),
+        _jobdir(rt, t).inputs,
+        max_parallel=max(1, min(cfg.max_transfers, rt.settings.limits.xnat_transfers)),
+    )
+    log.info(
+        "%s: staged %d files (%d bytes), %d already there",
+        _name(t),
+        report.copied,
+        report.bytes_copied,
+        report.skipped,
+    )
+    return report
+
+
+def _script(rt: Runtime, t: Target, pipe: Pipeline, inputs: Sequence[str]) -> str:
+    cfg = rt.host_config(t.host)
+    from x2c import __version__
+
+    return render_job_script(
+        pipe,
+        job_dir=_jobdir(rt, t).root,
+        subject=t.subject,
+        experiment=t.label,
+        inputs=inputs,
+        runtime=cfg.container_runtime,
+        project=t.project,
+        resume=find_resume(pipe, inputs),
+        path_prepend=cfg.path_prepend,
+        forbidden=xnat_forbidden(rt.xnat_config),
+        x2c_version=__version__,
+    )
+
+
+def _spec(rt: Runtime, t: Target, pipe: Pipeline, tag: str) -> JobSpec:
+    jobdir = _jobdir(rt, t)
+    return JobSpec(
+        name=job_name(f"x2c-{pipe.name}-{t.label}", 64),
+        script_path=jobdir.script,
+        workdir=jobdir.root,
+        stdout_path=jobdir.scheduler_log,
+        exit_marker=jobdir.exit_code,
+        tag=tag,
+        cpus=pipe.cpus,
+        mem_mb=pipe.mem_mb,
+        walltime_s=pipe.walltime_seconds,
+    )
+
+
+def build(rt: Runtime, t: Target, selection: xnat.SelectedInputs) -> JobSpec:
+    """Render the job script into the job directory on Y (with the inputs manifest beside it),
+    remove a stale exit marker and archive, and return the JobSpec to submit. The spec's tag
+    is new for every build, so ``find(tag)`` can only ever find this build's job."""
+    pipe = rt.pipeline(t.pipeline)
+    host = rt.host(t.host)
+    jobdir = _jobdir(rt, t)
+    inputs = [f.path for f in selection.files]
+    script = _script(rt, t, pipe, inputs)
+    manifest = [{"path": f.path, "size": f.size, "md5": f.md5} for f in selection.files]
+    host.fs.makedirs(jobdir.root, exist_ok=True)
+    jd.write_text(host.fs, posixpath.join(jobdir.root, INPUTS_MANIFEST), json.dumps(manifest))
+    jd.write_text(host.fs, jobdir.script, script)
+    for stale in (jobdir.exit_code, jobdir.archive(pipe.archive_name)):
+        host.remove(stale)
+    nonce = secrets.token_hex(4)
+    tag = f"x2c.{jd.safe_component(pipe.name)}.{jd.safe_component(t.experiment)}.{nonce}"
+    log.info("%s: wrote %s", _name(t), jobdir.script)
+    return _spec(rt, t, pipe, tag)
+
+
+def submit(rt: Runtime, t: Target, spec: JobSpec) -> JobId:
+    """Submit ``spec`` exactly once: record ``submitting`` with its tag, look for a job already
+    carrying that tag, submit only if there is none, then record the job id. A job the
+    registry already knows as queued or running is returned instead of a new one."""
+    pipe = rt.pipeline(t.pipeline)
+    host = rt.host(t.host)
+    jobdir = _jobdir(rt, t)
+    sched = rt.scheduler(t.host)
+    with rt.target_lock(t):
+        old = jd.read_record(host.fs, jobdir)
+        if old is not None and old.job_id and _live(old.state):
+            log.info(
+                "%s: job %s is already %s; not submitting again",
+                _name(t),
+                old.job_id,
+                old.state.lower(),
+            )
+            return JobId(old.job_id)
+        digest = _inputs_digest(_staged_inputs(host, jobdir))
+        record = jd.JobRecord.model_validate(
+            {
+                "job_id": "",
+                "scheduler": sched.kind,
+                "host": t.host,
+                "pipeline": pipe.name,
+                "version": pipe.version,
+                "experiment": t.experiment,
+                "submitted_at": datetime.now(UTC),
+                "state": SUBMITTING,
+                "project": t.project,
+                "subject": t.subject,
+                "archive": pipe.archive_name,
+                "tag": spec.tag,
+                "label": t.label,
+                "inputs_digest": digest,
+            }
+        )
+        jd.write_record(host.fs, jobdir, record)
+        found = sched.find(spec.tag)
+        if found:
+            job_id = found[0].job_id
+            log.warning(
+                "%s: job %s already carries tag %s; not submitting again",
+                _name(t),
+                job_id,
+                spec.tag,
+            )
+        else:
+            job_id = sched.submit(spec)
+        _update(host, jobdir, record, job_id=job_id, state=JobState.PENDING.value)
+    log.info("%s: submitted job %s on %s", _name(t), job_id, t.host)
+    return job_id
+
+
+def wait(rt: Runtime, t: Target, job_id: JobId, timeout: float | None = None) -> JobOutcome:
+    """Wait for ``job_id`` through the host's shared poller and record how it ended in the
+    registry. Returns at once for a job the registry already records as completed. Raises
+    :class:`JobFailedError` (state, exit code, reason, log tail) when it did not succeed,
+    TimeoutError after ``timeout`` seconds (the job keeps running)."""
+    host = rt.host(t.host)
+    jobdir = _jobdir(rt, t)
+    record = jd.read_record(host.fs, jobdir)
+    if record is not None and record.job_id == job_id and not _live(record.state):
+        if record.state in (JobState.COMPLETED.value, UPLOADED):
+            extra = record.model_extra or {}
+            return JobOutcome(
+                job_id,
+                JobState.COMPLETED,
+                extra.get("exit_code", 0),
+                str(extra.get("reason", "recorded as completed")),
+                str(extra.get("log_tail", "")),
+            )
+        if record.state != SUBMITTING:
+            raise _failure(t, record)
+    poller = rt.poller(t.host)
+    poller.register(job_id, exit_marker=jobdir.exit_code, log=jobdir.log)
+    try:
+        outcome = poller.wait(job_id, timeout)
+    except SchedulerError:
+        raise
+    poller.forget(job_id)
+    if record is not None and record.job_id == job_id:
+        record = _update(
+            host,
+            jobdir,
+            record,
+            state=outcome.state.value,
+            exit_code=outcome.exit_code,
+            reason=outcome.reason,
+            log_tail=outcome.log_tail[-_LOG_TAIL_CHARS:],
+        )
+    log.info("%s: job %s ended %s", _name(t), job_id, outcome.state.value)
+    if not outcome.ok:
+        if record is None or record.job_id != job_id:
+            outcome.raise_for_state()
+        assert record is not None
+        raise _failure(t, record)
+    return outcome
+
+
+def collect(rt: Runtime, t: Target) -> FileRef:
+    """The job's archive on Y, described there (size and md5, one command) and checked against
+    what the job recorded in ``run.env``; its ``path`` is relative to the job directory."""
+    pipe = rt.pipeline(t.pipeline)
+    host = rt.host(t.host)
+    jobdir = _jobdir(rt, t)
+    ref = transfers.describe(host, jobdir.archive(pipe.archive_name), root=jobdir.root)
+    run = jd.read_run_info(host.fs, jobdir)
+    if (
+        run is not None
+        and run.archive_md5
+        and (run.archive_md5, run.archive_size)
+        != (
+            ref.md5,
+            ref.size,
+        )
+    ):
+        raise IntegrityError(
+            f"{_name(t)}: archive {ref.path} on {t.host} is {ref.size} bytes md5 {ref.md5}, but "
+            f"the job recorded {run.archive_size} bytes md5 {run.archive_md5}; rerun the job "
+            "(pass retry_failed=True) or inspect the job directory",
+            name=ref.path,
+            expected=str(run.archive_md5),
+            actual=str(ref.md5),
+        )
+    log.info("%s: archive %s, %d bytes, md5 %s", _name(t), ref.path, ref.size, ref.md5)
+    return ref
+
+
+def _provenance(rt: Runtime, t: Target, record: jd.JobRecord | None) -> dict[str, Any]:
+    from x2c import __version__
+
+    pipe = rt.pipeline(t.pipeline)
+    cfg = rt.host_config(t.host)
+    host = rt.host(t.host)
+    jobdir = _jobdir(rt, t)
+    inputs = _staged_inputs(host, jobdir)
+    runtime_ = effective_runtime(pipe, cfg.container_runtime)
+    argv = job_argv(
+        pipe,
+        job_dir=jobdir.root,
+        subject=t.subject,
+        experiment=t.label,
+        inputs=[f.path for f in inputs],
+        runtime=runtime_,
+        project=t.project,
+        resume=find_resume(pipe, [f.path for f in inputs]),
+    )
+    return build_provenance(
+        pipe,
+        runtime=runtime_,
+        image_digest=rt.image_digest(t.host, pipe),
+        argv=argv,
+        inputs=inputs,
+        scheduler=cfg.scheduler.kind,
+        job_id=record.job_id if record else None,
+        host=t.host,
+        run=jd.read_run_info(host.fs, jobdir),
+        x2c_version=__version__,
+        source_url=rt.xnat_config.url,
+        project=t.project,
+        subject=t.subject,
+        experiment=t.label,
+    )
+
+
+def upload(
+    rt: Runtime, t: Target, archive: FileRef, outcome: JobOutcome | None = None
+) -> xnat.UploadReceipt:
+    """Stream the archive from Y to XNAT as the pipeline's result resource (replacing a partial
+    one), with its provenance written last, verified by listing it back; then record
+    ``uploaded`` in the registry and the experiment in the ledger. ``outcome`` may be None
+    (COLLECT after a restart): the registry and ``run.env`` supply the facts."""
+    pipe = rt.pipeline(t.pipeline)
+    host = rt.host(t.host)
+    jobdir = _jobdir(rt, t)
+    record = jd.read_record(host.fs, jobdir)
+    if record is not None and record.version != pipe.version:
+        raise PipelineError(
+            f"{_name(t)}: the job on {t.host} ran pipeline version {record.version}, the "
+            f"current one is {pipe.version}; run again to resubmit"
+        )
+    if outcome is not None and not outcome.ok:
+        outcome.raise_for_state()
+    provenance = _provenance(rt, t, record)
+    receipt = xnat.upload_files(
+        rt.xnat,
+        t.experiment,
+        pipe.resource,
+        [(archive, transfers.HostByteSource(host, jobdir.root))],
+        provenance=provenance,
+        version=pipe.version,
+        on_exists="replace",
+    )
+    if record is not None:
+        _update(host, jobdir, record, state=UPLOADED)
+    modified = xnat.get_experiment(rt.xnat, t.experiment).last_modified
+    rt.ledger.record_done(t.project, t.pipeline, t.experiment, modified, pipe.version)
+    log.info("%s: uploaded to %s", _name(t), receipt.uri)
+    return receipt
+
+
+def _remove(host: Host, jobdir: jd.JobDir) -> None:
+    done = host.runner.run(["rm", "-rf", "--", jobdir.root])
+    if done.returncode != 0:
+        log.warning("could not remove %s on %s: %s", jobdir.root, host.name, done.stderr.strip())
+
+
+def clean(rt: Runtime, t: Target) -> None:
+    """Remove the job directory on Y after a verified upload, unless the settings say
+    ``keep_workdir``; refuses while the registry says a job is still queued or running."""
+    host = rt.host(t.host)
+    jobdir = _jobdir(rt, t)
+    if rt.settings.keep_workdir:
+        log.info("%s: keeping %s on %s (keep_workdir)", _name(t), jobdir.root, t.host)
+        return
+    record = jd.read_record(host.fs, jobdir)
+    if record is not None and _live(record.state):
+        raise PipelineError(
+            f"{_name(t)}: job {record.job_id} is still {record.state.lower()}; not removing "
+            f"{jobdir.root}"
+        )
+    _remove(host, jobdir)
+    log.info("%s: removed %s on %s", _name(t), jobdir.root, t.host)
+
+
+# --- dry run ------------------------------------------------------------------------------
+
+
+def _submit_line(rt: Runtime, t: Target, spec: JobSpec) -> str:
+    import shlex
+
+    cfg = rt.host_config(t.host)
+    if cfg.scheduler.kind == "slurm":
+        from x2c.schedulers.slurm import sbatch_argv
+
+        return "submit: " + shlex.join(sbatch_argv(spec, cfg.scheduler))
+    return (
+        f"submit: {cfg.scheduler.kind} job {spec.name} running bash {shlex.quote(spec.script_path)}"
+    )
+
+
+def plan(rt: Runtime, t: Target) -> list[str]:
+    """The dry run of ``t``: every request, transfer and command it WOULD make, and the job
+    script it would submit, as lines of text. Changes nothing (read-only XNAT requests and
+    file reads on Y only); never shows a password."""
+    pipe = rt.pipeline(t.pipeline)
+    cfg = rt.host_config(t.host)
+    jobdir = _jobdir(rt, t)
+    server = public_url(rt.xnat_config.url)
+    where = f"{t.host}:{jobdir.root}" if cfg.ssh is None else f"{cfg.ssh}:{jobdir.root}"
+    lines = [f"# {_name(t)} ({t.experiment}) on {t.host}, pipeline version {pipe.version}"]
+    try:
+        decision = _assess(rt, t, retry_failed=False, mutate=False)
+    except JobFailedError as exc:
+        return [*lines, f"report failed: {exc}"]
+    lines.append(f"decide: {decision.action.value}: {decision.reason}")
+    if decision.action is Action.SKIP_DONE:
+        return lines
+    spec = None
+    if decision.action is Action.SUBMIT:
+        selection = xnat.select_inputs(rt.xnat, t.experiment, pipe.inputs)
+        for f in selection.files:
+            lines.append(
+                f"transfer: {server}{f.uri} -> {where}/{jd.INPUTS}/{f.path} "
+                f"({f.size} bytes, md5 {f.md5})"
+            )
+        script = _script(rt, t, pipe, [f.path for f in selection.files])
+        spec = _spec(rt, t, pipe, f"x2c.{pipe.name}.{t.experiment}.<new>")
+        lines.append(f"write: {where}/{jd.JOB_SCRIPT}:")
+        lines += [f"  | {line}" for line in script.splitlines()]
+        lines.append(_submit_line(rt, t, spec))
+    if decision.action in (Action.SUBMIT, Action.ATTACH):
+        lines.append(f"wait: poll {cfg.scheduler.kind} on {t.host} until the job ends")
+    lines += [
+        f"collect: describe {where}/{pipe.archive_name} (size, md5) and check it against run.env",
+        f"upload: {where}/{pipe.archive_name} -> {server}/data/experiments/{t.experiment}"
+        f"/resources/{pipe.resource} (replacing a partial one), then provenance.json, verified",
+        f"clean: {'keep' if rt.settings.keep_workdir else 'remove'} {where}",
+    ]
+    return lines
