@@ -36,17 +36,18 @@ __all__ = ["remote_tmp"]  # fixture used here
 MB = 1 << 20
 
 
-@pytest.fixture(params=["local", "ssh"])
+@pytest.fixture(params=["local", pytest.param("ssh", marks=pytest.mark.cluster)])
 def target(
-    request: pytest.FixtureRequest, tmp_path: Path, cluster: Cluster, remote_tmp: str
+    request: pytest.FixtureRequest, tmp_path: Path
 ) -> Iterator[tuple[Host, CountingRunner, str]]:
-    """(host, its counting runner, destination directory) on the local host or over SSH."""
+    """(host, its counting runner, destination directory) on the local host or over SSH; only
+    the SSH case needs the test cluster."""
     if request.param == "local":
         host: Host = LocalHost()
         dest = str(tmp_path / "de st 'q' $(x)" / "run")
     else:
-        host = open_host(ssh_cfg(cluster))
-        dest = f"{remote_tmp}/run"
+        host = open_host(ssh_cfg(request.getfixturevalue("cluster")))
+        dest = f"{request.getfixturevalue('remote_tmp')}/run"
     runner = CountingRunner(host.runner)
     host.runner = runner
     with host:

@@ -7,6 +7,7 @@ import hashlib
 import os
 import re
 import secrets
+import shlex
 import signal
 import socket
 import subprocess
@@ -53,21 +54,10 @@ def ssh_host(cluster: Cluster) -> Iterator[Host]:
 @pytest.fixture
 def remote_tmp(cluster: Cluster) -> Iterator[str]:
     """A fresh directory path on the cluster (with a space and a quote), removed afterwards."""
-    path = f"/tmp/x2c-hosts-test-{secrets.token_hex(4)}/it's a dir"
-    yield path
-    subprocess.run(
-        [
-            "ssh",
-            "-F",
-            str(cluster.ssh_config),
-            cluster.alias,
-            "rm",
-            "-rf",
-            "--",
-            "'" + path.rsplit("/", 1)[0] + "'",
-        ],
-        check=False,
-    )
+    top = f"/tmp/x2c-hosts-test-{secrets.token_hex(4)}"
+    yield f"{top}/it's a dir"
+    command = shlex.join(["rm", "-rf", "--", top])
+    subprocess.run(["ssh", "-F", str(cluster.ssh_config), cluster.alias, command], check=False)
 
 
 class CountingRunner:
