@@ -497,7 +497,8 @@ class SSHHost(Host):
                 handle.close()
 
     def rename(self, src: str, dst: str) -> None:
-        """SFTP posix-rename (atomic, replaces ``dst``)."""
+        """SFTP posix-rename@openssh.com: atomic, replaces ``dst``. (A server without that
+        extension gets sshfs's copy-and-delete fallback, which is not atomic.)"""
         self._io(f"rename {src!r} to {dst!r}", lambda fs: fs.mv(src, dst))
 
     def remove(self, path: str) -> None:
