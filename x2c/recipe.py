@@ -402,10 +402,8 @@ def _assess(rt: Runtime, t: Target, *, retry_failed: bool, mutate: bool) -> Deci
     jobdir = _jobdir(rt, t)
     record = jd.read_record(host.fs, jobdir)
     if status.done:
-        if mutate:
-            rt.ledger.record_done(
-                t.project, t.pipeline, t.experiment, t.last_modified, pipe.version
-            )
+        # no ledger entry here: t.last_modified may predate the upload; pending() and
+        # upload() record fresh ones
         note = ""
         if record is not None and record.state == UPLOADED and not rt.settings.keep_workdir:
             if mutate:

@@ -1,0 +1,483 @@
+"""The recipe driven step by step without Prefect, against the real devxnat server, the local
+host and the local scheduler, with the demo pipeline run bare (runtime none) by this venv's
+python. Crashes are simulated by calling the steps partway and deciding again."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import sys
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import SecretStr
+
+from x2c import jobdir as jd
+from x2c import recipe
+from x2c.config import HostConfig, SchedulerConfig, XnatConfig
+from x2c.devxnat.demo import nifti_bytes
+from x2c.errors import JobFailedError, NothingToProcessError
+from x2c.recipe import Action, Runtime, Target
+from x2c.settings import Settings, XnatSource
+from x2c.xnat import XnatSession, connect, path_of, resource_status
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "settings"
+VENV_BIN = str(Path(sys.executable).parent)
+QUICK = {"poll_min_s": 0.2, "poll_max_s": 1.0, "exit_marker_grace_s": 3.0}
+
+
+def xnat_cfg(server: Any) -> XnatConfig:
+    return XnatConfig(
+        url=server.url,
+        user=server.user,
+        password=SecretStr(server.password),
+        timeout=10,
+        retries=2,
+        backoff_s=0.01,
+        backoff_max_s=0.05,
+    )
+
+
+def make_settings(server: Any, tmp: Path, host: HostConfig, **fields: Any) -> Settings:
+    return Settings(
+        xnat=XnatSource(url=server.url, user=server.user),
+        hosts={host.name: host},
+        pipelines=("demo", str(DATA / "failing.yaml")),
+        state_dir=tmp / "state",
+        **fields,
+    )
+
+
+def local_host(tmp: Path) -> HostConfig:
+    return HostConfig(
+        name="local",
+        workdir=str(tmp / "work dir"),
+        scheduler=SchedulerConfig(kind="local", max_local_jobs=2, **QUICK),
+        path_prepend=(VENV_BIN,),
+    )
+
+
+def _put(
+    s: XnatSession, *segments: str, params: dict[str, str] | None = None, body: bytes | None = None
+) -> str:
+    response = s.request(
+        "PUT",
+        path_of(*segments),
+        what="set up test data",
+        params=params,
+        body=(lambda: body) if body is not None else None,
+        accept=(200, 201),
+    )
+    return response.text.strip()
+
+
+def add_session(
+    server: Any,
+    project: str,
+    subject: str,
+    label: str,
+    *,
+    scan_type: str = "T1",
+    index: int = 1,
+) -> str:
+    """Create subject/experiment ``label`` with scan 1 of ``scan_type`` holding a NIFTI
+    resource with one small real NIfTI; returns the experiment ID."""
+    with connect(xnat_cfg(server)) as s:
+        _put(s, "data", "projects", project, "subjects", subject)
+        eid = _put(
+            s,
+            "data",
+            "projects",
+            project,
+            "subjects",
+            subject,
+            "experiments",
+            label,
+            params={"xsiType": "xnat:mrSessionData"},
+        )
+        _put(
+            s,
+            "data",
+            "experiments",
+            eid,
+            "scans",
+            "1",
+            params={"xsiType": "xnat:mrScanData", "type": scan_type, "quality": "usable"},
+        )
+        _put(s, "data", "experiments", eid, "scans", "1", "resources", "NIFTI")
+        _put(
+            s,
+            "data",
+            "experiments",
+            eid,
+            "scans",
+            "1",
+            "resources",
+            "NIFTI",
+            "files",
+            "T1.nii",
+            params={"inbody": "true"},
+            body=nifti_bytes(index),
+        )
+        return eid
+
+
+class Counter:
+    """The devxnat server's own request count since :meth:`reset` (admin routes excluded)."""
+
+    def __init__(self, server: Any) -> None:
+        self.server = server
+
+    def reset(self) -> None:
+        self.server.reset_counts()
+
+    def total(self) -> int:
+        counts = self.server.request_counts()
+        return sum(v for k, v in counts.items() if not k.split(" ", 1)[1].startswith("/x2c"))
+
+
+def local_jobs(rt: Runtime, t: Target) -> list[str]:
+    """Every job the local scheduler ever queued for ``t``'s experiment (its state dir)."""
+    state = Path(rt.host_config(t.host).workdir) / ".x2c-local"
+    if not state.is_dir():
+        return []
+    return sorted(
+        d.name
+        for d in state.iterdir()
+        if (d / "tag").is_file() and f".{t.experiment}." in (d / "tag").read_text()
+    )
+
+
+def cycle(rt: Runtime, t: Target, **decide: Any) -> Any:
+    """What the flow does: reconcile, then the steps the decision calls for."""
+    d = recipe.decide(rt, t, **decide)
+    if d.action is Action.SKIP_DONE:
+        return d
+    if d.action is Action.SUBMIT:
+        selection = recipe.select(rt, t)
+        recipe.stage(rt, t, selection)
+        spec = recipe.build(rt, t, selection)
+        job = recipe.submit(rt, t, spec)
+    else:
+        assert d.job_id is not None
+        job = d.job_id
+    outcome = recipe.wait(rt, t, job, timeout=120)
+    receipt = recipe.upload(rt, t, recipe.collect(rt, t), outcome)
+    recipe.clean(rt, t)
+    return receipt
+
+
+@pytest.fixture
+def rt(xnat_server: Any, tmp_path: Path) -> Iterator[Runtime]:
+    runtime = Runtime(
+        make_settings(xnat_server, tmp_path, local_host(tmp_path)), xnat_cfg(xnat_server)
+    )
+    yield runtime
+    runtime.close()
+
+
+@pytest.fixture
+def project(xnat_server: Any) -> str:
+    return str(xnat_server.new_project("RCP"))
+
+
+def target_for(rt: Runtime, project: str, eid: str, pipeline: str = "demo") -> Target:
+    [t] = recipe.targets(rt, project, pipeline, "local", [eid])
+    return t
+
+
+def test_full_cycle_uploads_a_verified_result_and_a_rerun_does_nothing(
+    rt: Runtime, project: str, xnat_server: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    eid = add_session(xnat_server, project, "S1", "S1_MR1")
+    counter = Counter(xnat_server)
+    assert rt.xnat is not None  # connect outside the count
+    t = target_for(rt, project, eid)
+    assert (t.experiment, t.label, t.subject, t.project) == (eid, "S1_MR1", "S1", project)
+
+    counter.reset()
+    receipt = cycle(rt, t)
+    full_cycle_requests = counter.total()
+
+    status = resource_status(rt.xnat, eid, "DEMO_STATS", "1.0.0")
+    assert status.done, status.reason
+    assert [f.path for f in receipt.files] == ["DEMO_STATS.zip"]
+    prov = status.provenance
+    assert prov is not None
+    assert prov["pipeline"]["name"] == "demo" and prov["pipeline"]["version"] == "1.0.0"
+    assert prov["job"]["scheduler"] == "local" and prov["job"]["exit_code"] == 0
+    assert prov["job"]["job_id"] == local_jobs(rt, t)[0]
+    assert prov["inputs"][0]["md5"] and prov["inputs"][0]["path"].endswith("T1.nii")
+    assert prov["source"] == {
+        "xnat": xnat_server.url,
+        "project": project,
+        "subject": "S1",
+        "experiment": "S1_MR1",
+    }
+    # the archive holds the demo's real outputs
+    blob = b"".join(
+        rt.xnat.request(
+            "GET",
+            path_of(
+                "data", "experiments", eid, "resources", "DEMO_STATS", "files", "DEMO_STATS.zip"
+            ),
+            what="fetch",
+        ).iter_content(1 << 16)
+    )
+    with zipfile.ZipFile(io.BytesIO(blob)) as zf:
+        assert sorted(zf.namelist()) == ["mask.nii.gz", "stats.json"]
+        assert json.loads(zf.read("stats.json"))["mask_voxels"] > 0
+    assert not Path(recipe._jobdir(rt, t).root).exists(), "clean removes the job directory"
+
+    counter.reset()
+    again = recipe.decide(rt, t)
+    no_op_requests = counter.total()
+    assert again.action is Action.SKIP_DONE
+    assert len(local_jobs(rt, t)) == 1, "the rerun submitted nothing"
+
+    counter.reset()
+    assert recipe.pending(rt, project, "demo", "local") == []
+    nightly_requests = counter.total()
+    # full cycle: resource_status 1 + select 2 + stream 1 + upload 1+4+1 + experiment 1
+    # (targets' listing is outside the count); no-op decide: resource_status 2; nightly: 1
+    assert full_cycle_requests <= 12, full_cycle_requests
+    assert no_op_requests == 2
+    assert nightly_requests == 1
+    print(
+        f"\nrequests: full cycle {full_cycle_requests}, no-op decide {no_op_requests}, "
+        f"nightly no-op {nightly_requests}"
+    )
+
+    password = xnat_server.password
+    assert password not in repr(t)
+    assert password not in caplog.text
+    assert password not in json.dumps(prov)
+
+
+def test_pending_checks_only_changed_experiments(
+    rt: Runtime, project: str, xnat_server: Any
+) -> None:
+    done_id = add_session(xnat_server, project, "P1", "P1_MR1")
+    todo_id = add_session(xnat_server, project, "P2", "P2_MR1", index=2)
+    empty_id = add_session(xnat_server, project, "P3", "P3_MR1", scan_type="DWI")
+    cycle(rt, target_for(rt, project, done_id))
+    counter = Counter(xnat_server)
+
+    counter.reset()
+    first = recipe.pending(rt, project, "demo", "local")
+    assert [t.experiment for t in first] == sorted([todo_id, empty_id])
+    assert counter.total() == 1 + 2 * 1  # listing + resource_status of the two unknown ones
+
+    with pytest.raises(NothingToProcessError, match="no scan of type T1"):
+        recipe.select(rt, target_for(rt, project, empty_id))
+    counter.reset()
+    assert [t.experiment for t in recipe.pending(rt, project, "demo", "local")] == [todo_id]
+    assert counter.total() == 1 + 1
+
+
+def test_nothing_to_process_names_the_reason(rt: Runtime, project: str, xnat_server: Any) -> None:
+    eid = add_session(xnat_server, project, "N1", "N1_MR1", scan_type="DWI")
+    t = target_for(rt, project, eid)
+    assert recipe.decide(rt, t).action is Action.SUBMIT
+    with pytest.raises(NothingToProcessError) as info:
+        recipe.select(rt, t)
+    assert "no scan of type T1*, *MPRAGE*" in info.value.reason
+    assert "DWI" in info.value.reason
+    assert local_jobs(rt, t) == []
+
+
+@pytest.mark.parametrize(
+    "crash",
+    [
+        "after_stage",
+        "after_build",
+        "after_submitting",
+        "while_waiting",
+        "after_job",
+        "mid_upload",
+        "after_upload",
+    ],
+)
+def test_a_rerun_after_a_crash_finishes_with_one_job_and_one_upload(
+    rt: Runtime, project: str, xnat_server: Any, crash: str
+) -> None:
+    eid = add_session(xnat_server, project, "C1", f"C1_{crash}")
+    t = target_for(rt, project, eid)
+    host = rt.host("local")
+    jobdir = recipe._jobdir(rt, t)
+
+    selection = recipe.select(rt, t)
+    recipe.stage(rt, t, selection)
+    expected: Action = Action.SUBMIT
+    job = None
+    if crash != "after_stage":
+        spec = recipe.build(rt, t, selection)
+    if crash == "after_submitting":
+        # the crash hit between sbatch and the registry write: the record says "submitting"
+        record = jd.JobRecord.model_validate(
+            {
+                "job_id": "",
+                "scheduler": "local",
+                "host": "local",
+                "pipeline": "demo",
+                "version": "1.0.0",
+                "experiment": eid,
+                "submitted_at": "2026-01-01T00:00:00Z",
+                "state": "submitting",
+                "tag": spec.tag,
+            }
+        )
+        jd.write_record(host.fs, jobdir, record)
+        job = rt.scheduler("local").submit(spec)
+        expected = Action.ATTACH
+    elif crash in ("while_waiting", "after_job", "mid_upload", "after_upload"):
+        job = recipe.submit(rt, t, spec)
+        expected = Action.ATTACH
+    if crash in ("after_job", "mid_upload", "after_upload"):
+        poller = rt.poller("local")
+        poller.register(job, exit_marker=jobdir.exit_code, log=jobdir.log)
+        assert poller.wait(job, timeout=120).ok  # the job ends; the registry never hears it
+        poller.forget(job)
+        expected = Action.COLLECT
+    if crash == "mid_upload":
+        with connect(xnat_cfg(xnat_server)) as s:
+            _put(s, "data", "experiments", eid, "resources", "DEMO_STATS")
+            _put(
+                s,
+                "data",
+                "experiments",
+                eid,
+                "resources",
+                "DEMO_STATS",
+                "files",
+                "part.zip",
+                params={"inbody": "true"},
+                body=b"partial",
+            )
+    if crash == "after_upload":
+        outcome = recipe.wait(rt, t, job, timeout=120)
+        recipe.upload(rt, t, recipe.collect(rt, t), outcome)
+        expected = Action.SKIP_DONE
+
+    decision = recipe.decide(rt, t)
+    if crash == "while_waiting" and decision.action is Action.COLLECT:
+        expected = Action.COLLECT  # the demo job is quick: it may have ended already
+    assert decision.action is expected, decision
+    if expected in (Action.ATTACH, Action.COLLECT):
+        assert decision.job_id == job
+    cycle(rt, t)
+
+    assert resource_status(rt.xnat, eid, "DEMO_STATS", "1.0.0").done
+    assert len(local_jobs(rt, t)) == 1
+    listed = rt.xnat.result_set(
+        path_of("data", "experiments", eid, "resources", "DEMO_STATS", "files"), what="list"
+    )
+    assert sorted(row["Name"] for row in listed) == ["DEMO_STATS.zip", "provenance.json"]
+    assert not Path(jobdir.root).exists()
+    assert recipe.decide(rt, t).action is Action.SKIP_DONE
+
+
+def test_a_failed_job_is_reported_again_not_resubmitted(
+    rt: Runtime, project: str, xnat_server: Any
+) -> None:
+    eid = add_session(xnat_server, project, "F1", "F1_MR1")
+    t = target_for(rt, project, eid, pipeline="failing")
+    with pytest.raises(JobFailedError) as info:
+        cycle(rt, t)
+    err = info.value
+    assert (err.state, err.exit_code) == ("FAILED", 3)
+    assert "boom on F1" in err.log_tail
+    assert err.job_id and err.job_id in str(err)
+    record = jd.read_record(rt.host("local").fs, recipe._jobdir(rt, t))
+    assert record is not None and record.state == "FAILED"
+
+    with pytest.raises(JobFailedError, match="retry_failed=True") as again:
+        recipe.decide(rt, t)
+    assert again.value.job_id == err.job_id and "boom on F1" in again.value.log_tail
+    assert len(local_jobs(rt, t)) == 1
+
+    retry = recipe.decide(rt, t, retry_failed=True)
+    assert retry.action is Action.SUBMIT
+    with pytest.raises(JobFailedError):
+        cycle(rt, t, retry_failed=True)
+    assert len(local_jobs(rt, t)) == 2
+
+
+def test_hostile_labels_are_data(
+    rt: Runtime, project: str, xnat_server: Any, tmp_path: Path
+) -> None:
+    subject, label = "-rf", "--help..Ωmega-$x"[:-3]
+    eid = add_session(
+        xnat_server,
+        project,
+        subject,
+        label,
+        scan_type="T1 $(touch PWNED); `touch PWNED2` ' \" ../..",
+    )
+    t = target_for(rt, project, eid)
+    assert (t.subject, t.label) == (subject, label)
+    cycle(rt, t)
+    status = resource_status(rt.xnat, eid, "DEMO_STATS", "1.0.0")
+    assert status.done and status.provenance is not None
+    assert status.provenance["source"]["subject"] == subject
+    workdir = Path(rt.host_config("local").workdir)
+    assert not list(workdir.rglob("PWNED*")) and not list(tmp_path.rglob("PWNED*"))
+    assert not Path("PWNED").exists()
+
+
+def test_plan_shows_every_step_and_changes_nothing(
+    rt: Runtime, project: str, xnat_server: Any
+) -> None:
+    eid = add_session(xnat_server, project, "D1", "D1_MR1")
+    t = target_for(rt, project, eid)
+    counts_before = xnat_server.request_counts()
+    lines = recipe.plan(rt, t)
+    text = "\n".join(lines)
+    assert "decide: submit" in text
+    assert f"{xnat_server.url}/data/experiments/{eid}/scans/1/resources/NIFTI/files/T1.nii" in text
+    assert "| #!/usr/bin/env bash" in text and "x2c.demo_pipeline" in text
+    assert "submit: local job" in text and "upload:" in text and "clean: remove" in text
+    assert xnat_server.password not in text
+    after = xnat_server.request_counts()
+    writes = {
+        k: after.get(k, 0) - counts_before.get(k, 0)
+        for k in after
+        if not k.startswith("GET") and not k.split(" ", 1)[1].startswith("/x2c")
+    }
+    assert not any(writes.values()), writes
+    assert not Path(recipe._jobdir(rt, t).root).exists()
+    assert local_jobs(rt, t) == []
+
+
+def test_the_job_script_never_holds_the_password(
+    rt: Runtime, project: str, xnat_server: Any
+) -> None:
+    eid = add_session(xnat_server, project, "K1", "K1_MR1")
+    t = target_for(rt, project, eid)
+    selection = recipe.select(rt, t)
+    spec = recipe.build(rt, t, selection)
+    script = Path(spec.script_path).read_text()
+    assert xnat_server.password not in script and xnat_server.url not in script
+    assert f"export PATH={VENV_BIN}" in script
+    # a password that appears in a label is refused rather than written
+    hostile = Target(project, eid, xnat_server.password, "S", "demo", "local")
+    with pytest.raises(Exception, match="forbidden value"):
+        recipe.build(rt, hostile, selection)
+
+
+def test_runtime_is_shared_per_settings(xnat_server: Any, tmp_path: Path) -> None:
+    settings = make_settings(xnat_server, tmp_path, local_host(tmp_path))
+    try:
+        first = recipe.runtime(settings, xnat_cfg(xnat_server))
+        assert recipe.runtime(settings, xnat_cfg(xnat_server)) is first
+        assert first.host("local") is first.host("local")
+        assert first.poller("local") is first.poller("local")
+        other = make_settings(xnat_server, tmp_path, local_host(tmp_path), keep_workdir=True)
+        assert recipe.runtime(other, xnat_cfg(xnat_server)) is not first
+    finally:
+        recipe.close_runtimes()
