@@ -77,7 +77,9 @@ class HostConfig(_Frozen):
         default=None, description="ssh_config file to resolve the alias; default ~/.ssh/config"
     )
     known_hosts: Path | None = Field(
-        default=None, description="known_hosts to check host keys; default ~/.ssh/known_hosts"
+        default=None,
+        description="known_hosts to check host keys; default the ssh_config's "
+        "UserKnownHostsFile, else ~/.ssh/known_hosts (checking is never off)",
     )
     workdir: str = Field(description="Absolute work directory on the host")
     scheduler: SchedulerConfig = SchedulerConfig()

@@ -14,8 +14,9 @@ capped exponential backoff and jitter, at most ``cfg.reconnect_attempts`` logins
 never re-sent after its connection dropped mid-way (it may have run): the caller gets
 :class:`~x2c.errors.SSHConnectError` and decides; the next call reconnects first.
 
-Host keys are always checked against ``cfg.known_hosts`` (default ``~/.ssh/known_hosts``):
-sshfs turns checking off unless ``known_hosts`` is passed. Names resolve through
+Host keys are always checked, against ``cfg.known_hosts``, else the ssh_config's
+``UserKnownHostsFile``, else ``~/.ssh/known_hosts``: sshfs turns checking off unless
+``known_hosts`` is passed, so it always is. Names resolve through
 ``cfg.ssh_config`` (default ``~/.ssh/config``): ``HostName``, ``User``, ``Port``,
 ``IdentityFile`` and ``ProxyJump`` are honoured by asyncssh.
 
@@ -246,7 +247,7 @@ class SSHHost(Host):
         self._cfg = cfg
         self._target = cfg.ssh
         self._ssh_config = self._resolve_ssh_config(cfg)
-        self._known_hosts = cfg.known_hosts or Path.home() / ".ssh" / "known_hosts"
+        self._known_hosts = cfg.known_hosts or self._resolve_known_hosts()
         self._lock = threading.Lock()
         self._generation = 0
         self._command_slots: asyncio.Semaphore | None = None
@@ -269,6 +270,30 @@ class SSHHost(Host):
             return cfg.ssh_config
         default = Path.home() / ".ssh" / "config"
         return default if default.is_file() else None
+
+    def _resolve_known_hosts(self) -> Path:
+        """The ssh_config's ``UserKnownHostsFile`` for this host (its first file), else
+        ``~/.ssh/known_hosts``. ``UserKnownHostsFile none`` would turn checking off: ignored."""
+        try:
+            opts = asyncssh.SSHClientConnectionOptions(
+                config=[str(self._ssh_config)] if self._ssh_config else None,
+                host=self._target,
+                client_keys=None,
+            )
+        except (OSError, ValueError, asyncssh.Error) as exc:
+            raise ConfigError(
+                f"cannot read the ssh_config {self._ssh_config} for {self.name}: {exc}"
+            ) from exc
+        files = opts.known_hosts
+        if files is None:
+            log.warning(
+                "%s: ssh_config says UserKnownHostsFile none; x2c checks host keys "
+                "against ~/.ssh/known_hosts anyway",
+                self.name,
+            )
+        elif isinstance(files, list) and files:
+            return Path(str(files[0])).expanduser()
+        return Path.home() / ".ssh" / "known_hosts"
 
     def _open_fs(self) -> Any:
         if not self._known_hosts.is_file():

@@ -68,6 +68,31 @@ def test_connects_through_the_ssh_config_alias(ssh_host: Host) -> None:
     assert conn.split()[2:] == ["127.0.0.1", "2222"]  # HostName and Port from ssh_config
 
 
+def test_defaults_are_the_users_ssh_config_and_known_hosts(
+    cluster: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    config = cluster.ssh_config.read_text()
+    assert "UserKnownHostsFile" in config
+    # without UserKnownHostsFile in ~/.ssh/config: ~/.ssh/known_hosts
+    (home / ".ssh" / "config").write_text(
+        "".join(line for line in config.splitlines(True) if "UserKnownHostsFile" not in line)
+    )
+    (home / ".ssh" / "known_hosts").write_text(cluster.known_hosts.read_text())
+    monkeypatch.setenv("HOME", str(home))
+    cfg = ssh_cfg(cluster, ssh_config=None, known_hosts=None)
+    with open_host(cfg) as host:
+        assert host.runner.run(["true"]).returncode == 0
+    (home / ".ssh" / "known_hosts").write_text("")
+    with pytest.raises(HostKeyError, match=str(home / ".ssh" / "known_hosts")):
+        open_host(cfg)
+    # with it: that file (the cluster's), and the empty ~/.ssh/known_hosts does not matter
+    (home / ".ssh" / "config").write_text(config)
+    with open_host(cfg) as host:
+        assert host.runner.run(["true"]).returncode == 0
+
+
 @pytest.mark.parametrize("arg", HOSTILE_ARGS)
 def test_hostile_argv_comes_back_byte_identical(ssh_host: Host, arg: str) -> None:
     done = ssh_host.runner.run(["printf", "%s", arg])
