@@ -1,0 +1,113 @@
+"""The recipe over the real SSH host of the test cluster with its real SLURM: the job runs on
+this same machine, so the venv's python works through ``path_prepend``."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fixtures.cluster import Cluster
+from tests.x2c.test_recipe import (
+    QUICK,
+    VENV_BIN,
+    Counter,
+    add_session,
+    cycle,
+    make_settings,
+    xnat_cfg,
+)
+from x2c import jobdir as jd
+from x2c import recipe
+from x2c.config import HostConfig, SchedulerConfig
+from x2c.recipe import Action, Runtime, Target
+from x2c.xnat import resource_status
+
+pytestmark = pytest.mark.cluster
+
+
+@pytest.fixture
+def rt(xnat_server: Any, cluster: Cluster, tmp_path: Path) -> Iterator[Runtime]:
+    host = HostConfig(
+        name="cluster",
+        ssh=cluster.alias,
+        ssh_config=cluster.ssh_config,
+        known_hosts=cluster.known_hosts,
+        workdir=str(tmp_path / "scratch"),
+        scheduler=SchedulerConfig(kind="slurm", extra_args=("--oversubscribe",), **QUICK),
+        path_prepend=(VENV_BIN,),
+    )
+    runtime = Runtime(make_settings(xnat_server, tmp_path, host), xnat_cfg(xnat_server))
+    yield runtime
+    runtime.close()
+
+
+def slurm_jobs(t: Target) -> list[str]:
+    """Jobs SLURM still lists (any state) whose comment names ``t``'s experiment."""
+    done = subprocess.run(
+        ["squeue", "-h", "--me", "--states=all", "--format=%i|%k"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    rows = [line.split("|", 1) for line in done.stdout.splitlines() if "|" in line]
+    return [job for job, comment in rows if f".{t.experiment}." in comment]
+
+
+def test_full_cycle_over_ssh_and_slurm(rt: Runtime, xnat_server: Any) -> None:
+    project = xnat_server.new_project("RCS")
+    eid = add_session(xnat_server, project, "H1", "H1_MR1")
+    [t] = recipe.targets(rt, project, "demo", "cluster")
+    receipt = cycle(rt, t)
+    status = resource_status(rt.xnat, eid, "DEMO_STATS", "1.0.0")
+    assert status.done and status.provenance is not None
+    assert status.provenance["job"]["scheduler"] == "slurm"
+    assert status.provenance["job"]["node"]
+    assert [f.path for f in receipt.files] == ["DEMO_STATS.zip"]
+    assert len(slurm_jobs(t)) <= 1  # MinJobAge=5 may have purged it already
+
+    counter = Counter(xnat_server)
+    counter.reset()
+    assert recipe.decide(rt, t).action is Action.SKIP_DONE
+    assert counter.total() == 2
+
+
+def test_crash_between_sbatch_and_the_registry_write_attaches(
+    rt: Runtime, xnat_server: Any
+) -> None:
+    project = xnat_server.new_project("RCS")
+    add_session(xnat_server, project, "H2", "H2_MR1", index=2)
+    [t] = recipe.targets(rt, project, "demo", "cluster")
+    host = rt.host("cluster")
+    jobdir = recipe._jobdir(rt, t)
+    selection = recipe.select(rt, t)
+    recipe.stage(rt, t, selection)
+    spec = recipe.build(rt, t, selection)
+    record = jd.JobRecord.model_validate(
+        {
+            "job_id": "",
+            "scheduler": "slurm",
+            "host": "cluster",
+            "pipeline": "demo",
+            "version": "1.0.0",
+            "experiment": t.experiment,
+            "submitted_at": "2026-01-01T00:00:00Z",
+            "state": "submitting",
+            "tag": spec.tag,
+        }
+    )
+    jd.write_record(host.fs, jobdir, record)
+    job = rt.scheduler("cluster").submit(spec)  # sbatch ran; the registry never heard of it
+
+    decision = recipe.decide(rt, t)
+    assert decision.action in (Action.ATTACH, Action.COLLECT), decision
+    assert decision.job_id == job
+    assert slurm_jobs(t) in ([job], [])  # purged after MinJobAge once it ended
+    cycle(rt, t)
+    status = resource_status(rt.xnat, t.experiment, "DEMO_STATS", "1.0.0")
+    assert status.done and status.provenance is not None
+    assert status.provenance["job"]["job_id"] == job, "the result came from the one job"
+    assert set(slurm_jobs(t)) <= {job}, "no second job was submitted"
