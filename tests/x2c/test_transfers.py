@@ -360,3 +360,39 @@ def test_a_host_that_stays_down_fails_once_without_a_login_storm(
             len([r for r in caplog.records if r.name == "x2c.hosts.ssh" and "attempt" in r.msg])
             == 2
         )
+
+
+@pytest.mark.cluster
+def test_fetch_survives_a_dropped_connection(
+    cluster: Cluster, remote_tmp: str, tmp_path: Path
+) -> None:
+    """The connection is killed after the first chunk of a fetch (Y -> Z): fetch reconnects,
+    reads the file again from the start and verifies it against the md5 computed on Y."""
+    data = os.urandom(6 * MB)
+    with open_host(ssh_cfg(cluster)) as host:
+        stage(
+            MemorySource({"result.zip": data}),
+            MemorySource({"result.zip": data}).refs(),
+            host,
+            remote_tmp,
+            max_parallel=1,
+        )
+        read_file = host.read_file
+        killed = threading.Event()
+
+        def read_then_drop(path: str, chunk_size: int = MB) -> Iterator[bytes]:
+            for index, chunk in enumerate(read_file(path, chunk_size)):
+                if index == 1 and not killed.is_set():
+                    killed.set()
+                    client = host.fs.client
+                    port = client.get_extra_info("sockname")[1]
+                    for pid in sshd_pids_for_client_port(cluster.port, port):
+                        os.kill(pid, signal.SIGKILL)
+                    poll(client.is_closed, "the client to see its connection drop")
+                yield chunk
+
+        host.read_file = read_then_drop  # type: ignore[method-assign]
+        outcome = fetch(host, f"{remote_tmp}/result.zip", tmp_path / "result.zip", chunk_size=MB)
+    assert killed.is_set() and outcome.attempts == 2
+    assert (tmp_path / "result.zip").read_bytes() == data
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["result.zip"]
