@@ -335,8 +335,9 @@ class SSHHost(Host):
                 log.info("connected to %s (%s), attempt %d", self.name, self._target, attempt)
                 return fs
             if attempt < cfg.reconnect_attempts:
-                # full jitter on the upper half keeps many workers from logging in in lockstep
-                time.sleep(min(delay, cfg.reconnect_backoff_max_s) * random.uniform(0.5, 1.0))  # noqa: S311
+                # jitter over the upper half keeps many workers from logging in in lockstep
+                jitter = random.uniform(0.5, 1.0)  # noqa: S311 (not for security)
+                time.sleep(min(delay, cfg.reconnect_backoff_max_s) * jitter)
                 delay *= 2
         raise SSHConnectError(
             f"could not connect to {self.name} ({self._target}) after {cfg.reconnect_attempts} "
