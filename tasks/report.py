@@ -1,0 +1,136 @@
+"""What one experiment's run came to, and the artifacts that show it in the Prefect UI.
+
+Artifacts carry names, states, job ids, reasons, log tails and XNAT locations only: never a
+parameter value that could be a secret (there is none: flows take the settings file's path).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from uuid import UUID
+
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
+
+DONE = "done"
+SKIPPED = "skipped"
+FAILED = "failed"
+
+_TAIL_LINES = 20
+
+
+@dataclass(frozen=True)
+class ExperimentResult:
+    """One experiment's outcome: small and serialisable (it is the flow run's result).
+
+    ``state`` is ``done`` (result verified on XNAT: made now or found there), ``skipped``
+    (nothing to process) or ``failed``; ``action`` is what reconcile decided (``skip_done``,
+    ``attach``, ``collect``, ``submit``); ``in_flight`` the wall-clock seconds (epoch) between
+    taking and giving back the host's in-flight slot, when one was taken.
+    """
+
+    project: str
+    experiment: str
+    label: str
+    pipeline: str
+    host: str
+    state: str
+    action: str = ""
+    job_id: str = ""
+    duration_s: float = 0.0
+    reason: str = ""
+    xnat_uri: str = ""
+    log_tail: str = ""
+    in_flight: tuple[float, float] | None = None
+
+    @property
+    def failed(self) -> bool:
+        """True when the experiment failed."""
+        return self.state == FAILED
+
+
+def artifact_key(*parts: str) -> str:
+    """A valid artifact key (lowercase letters, digits, dashes) from ``parts``."""
+    return re.sub(r"-+", "-", re.sub(r"[^a-z0-9-]+", "-", "-".join(parts).lower())).strip("-")
+
+
+def _row(r: ExperimentResult) -> dict[str, str]:
+    return {
+        "experiment": f"{r.project}/{r.label}",
+        "state": r.state,
+        "action": r.action,
+        "job id": r.job_id,
+        "host": r.host,
+        "duration (s)": f"{r.duration_s:.1f}",
+        "reason": r.reason,
+        "XNAT result": r.xnat_uri,
+    }
+
+
+def tail(text: str, lines: int = _TAIL_LINES) -> str:
+    """The last ``lines`` lines of ``text``."""
+    return "\n".join(text.rstrip().splitlines()[-lines:])
+
+
+def summary_markdown(title: str, results: Sequence[ExperimentResult]) -> str:
+    """A markdown summary: counts, then every failure with its reason and log tail."""
+    counts = {s: sum(r.state == s for r in results) for s in (DONE, SKIPPED, FAILED)}
+    lines = [
+        f"# {title}",
+        "",
+        f"{len(results)} experiment(s): {counts[DONE]} done, {counts[SKIPPED]} skipped, "
+        f"{counts[FAILED]} failed.",
+    ]
+    failed = [r for r in results if r.failed]
+    if failed:
+        lines += ["", "## Failed", ""]
+        for r in failed:
+            job = f" (job {r.job_id} on {r.host})" if r.job_id else f" (on {r.host})"
+            lines += [f"### {r.project}/{r.label}{job}", "", r.reason or "no reason given", ""]
+            if r.log_tail:
+                lines += ["```", tail(r.log_tail), "```", ""]
+    skipped = [r for r in results if r.state == SKIPPED]
+    if skipped:
+        lines += ["", "## Skipped", ""]
+        lines += [f"- {r.project}/{r.label}: {r.reason}" for r in skipped]
+    done = [r for r in results if r.state == DONE and r.xnat_uri]
+    if done:
+        lines += ["", "## Results on XNAT", ""]
+        lines += [f"- {r.project}/{r.label}: {r.xnat_uri}" for r in done]
+    return "\n".join(lines) + "\n"
+
+
+def publish_results(key: str, title: str, results: Sequence[ExperimentResult]) -> None:
+    """The table of every experiment (keyed ``key``) and the markdown summary (``key-summary``)."""
+    create_table_artifact(
+        key=key, table=[_row(r) for r in results], description=f"{title}: every experiment"
+    )
+    create_markdown_artifact(
+        key=f"{key}-summary", markdown=summary_markdown(title, results), description=title
+    )
+
+
+def start_progress(total: int, what: str) -> UUID:
+    """A progress artifact at 0 %, for a fan-out over ``total`` experiments."""
+    return create_progress_artifact(progress=0.0, description=f"{what}: 0 of {total} finished")
+
+
+def report_progress(artifact_id: UUID, finished: int, total: int, what: str) -> None:
+    """Move the progress artifact to ``finished`` of ``total``."""
+    percent = 100.0 * finished / total if total else 100.0
+    update_progress_artifact(
+        artifact_id=artifact_id,
+        progress=percent,
+        description=f"{what}: {finished} of {total} finished",
+    )
+
+
+def as_dicts(results: Sequence[ExperimentResult]) -> list[dict[str, object]]:
+    """Plain dicts, e.g. for JSON output."""
+    return [asdict(r) for r in results]

@@ -1,0 +1,187 @@
+"""Test data and settings for the flow tests: sessions in a project of their own on devxnat,
+a settings FILE (flows take its path), and readers for what Prefect recorded."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+from uuid import UUID
+
+import yaml
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterFlowRunId,
+    FlowRunFilter,
+    FlowRunFilterParentFlowRunId,
+    LogFilter,
+    LogFilterFlowRunId,
+)
+from pydantic import SecretStr
+
+from tests.fixtures.xnat_server import XnatServer
+from x2c.config import XnatConfig
+from x2c.devxnat.demo import nifti_bytes
+from x2c.xnat import XnatSession, connect, path_of
+
+VENV_BIN = str(Path(sys.executable).parent)
+T = TypeVar("T")
+
+
+def xnat_cfg(server: XnatServer) -> XnatConfig:
+    return XnatConfig(url=server.url, user=server.user, password=SecretStr(server.password))
+
+
+def _put(
+    s: XnatSession, *segments: str, params: dict[str, str] | None = None, body: bytes | None = None
+) -> str:
+    response = s.request(
+        "PUT",
+        path_of(*segments),
+        what="set up test data",
+        params=params,
+        body=(lambda: body) if body is not None else None,
+        accept=(200, 201),
+    )
+    return response.text.strip()
+
+
+def add_session(
+    server: XnatServer,
+    project: str,
+    subject: str,
+    label: str,
+    *,
+    scan_type: str = "T1",
+    index: int = 1,
+) -> str:
+    """Subject/experiment ``label`` with scan 1 of ``scan_type`` holding one real NIfTI in a
+    NIFTI resource; returns the experiment's accession ID."""
+    with connect(xnat_cfg(server)) as s:
+        _put(s, "data", "projects", project, "subjects", subject)
+        eid = _put(
+            s,
+            "data",
+            "projects",
+            project,
+            "subjects",
+            subject,
+            "experiments",
+            label,
+            params={"xsiType": "xnat:mrSessionData"},
+        )
+        _put(
+            s,
+            "data",
+            "experiments",
+            eid,
+            "scans",
+            "1",
+            params={"xsiType": "xnat:mrScanData", "type": scan_type, "quality": "usable"},
+        )
+        _put(s, "data", "experiments", eid, "scans", "1", "resources", "NIFTI")
+        _put(
+            s,
+            "data",
+            "experiments",
+            eid,
+            "scans",
+            "1",
+            "resources",
+            "NIFTI",
+            "files",
+            "T1.nii",
+            params={"inbody": "true"},
+            body=nifti_bytes(index),
+        )
+        return eid
+
+
+def write_settings(
+    path: Path,
+    server: XnatServer,
+    work: Path,
+    *,
+    projects: Sequence[tuple[str, str]] = (),
+    pipelines: Sequence[str] = ("demo",),
+    max_in_flight: int = 2,
+    max_local_jobs: int = 5,
+) -> Path:
+    """A settings file: the local host with the local scheduler, the demo pipeline run bare by
+    this venv's python, ``projects`` as (project, pipeline) on host ``local``. The password is
+    NOT in it: the flow gets it from XNAT_PASS (set by the test)."""
+    settings = {
+        "xnat": {"url": server.url, "user": server.user, "timeout": 20, "retries": 2},
+        "hosts": {
+            "local": {
+                "workdir": str(work / "work"),
+                "scheduler": {
+                    "kind": "local",
+                    "max_local_jobs": max_local_jobs,
+                    "poll_min_s": 0.2,
+                    "poll_max_s": 0.5,
+                    "exit_marker_grace_s": 3.0,
+                },
+                "container_runtime": "none",
+                "path_prepend": [VENV_BIN],
+                "max_in_flight": max_in_flight,
+            }
+        },
+        "pipelines": list(pipelines),
+        "projects": [{"project": p, "pipeline": pl, "host": "local"} for p, pl in projects],
+        "limits": {"xnat_transfers": 2},
+        "state_dir": str(work / "state"),
+    }
+    path.write_text(yaml.safe_dump(settings))
+    return path
+
+
+def poll(check: Callable[[], T | None], what: str, timeout: float = 30.0) -> T:
+    """Call ``check`` until it returns something truthy, or fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.1)
+
+
+def recorded_text(flow_run_id: UUID) -> str:
+    """Everything Prefect keeps about a flow run and its child runs that a user can see:
+    parameters, log messages, artifacts (their data and descriptions), state messages."""
+    parts: list[str] = []
+    with get_client(sync_client=True) as client:
+        runs = [client.read_flow_run(flow_run_id)]
+        runs += client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[flow_run_id])
+            )
+        )
+        for run in runs:
+            parts.append(repr(run.parameters))
+            parts.append(run.name)
+            parts.append(str(run.state.message if run.state else ""))
+            for log in client.read_logs(
+                log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id]))
+            ):
+                parts.append(log.message)
+            for art in client.read_artifacts(
+                artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run.id]))
+            ):
+                parts.append(repr(art.data))
+                parts.append(str(art.description))
+    return "\n".join(parts)
+
+
+def artifacts_by_key(flow_run_id: UUID) -> dict[str, Any]:
+    """The artifacts of one flow run, keyed by their key (unkeyed ones under their type)."""
+    with get_client(sync_client=True) as client:
+        arts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        )
+    return {a.key or str(a.type): a for a in arts}
