@@ -43,8 +43,10 @@ from x2c.jobscript import job_argv, render_job_script
 from x2c.pipelines import Pipeline, builtin_pipeline, builtin_pipelines, load_pipeline
 from x2c.poller import HostPoller, JobOutcome, PollerRegistry
 from x2c.provenance import build_provenance
+from x2c.recipe import Action, Decision, Runtime, Target
 from x2c.schedulers import JobId, JobSpec, JobState, JobStatus, Scheduler, make_scheduler
 from x2c.selection import InputSelection
+from x2c.settings import Settings, demo_settings, load_settings
 from x2c.transfers import FileOutcome, HostByteSource, StageReport, describe, fetch, stage
 from x2c.xnat import (
     Experiment,
@@ -72,9 +74,11 @@ from x2c.xnat import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "Action",
     "Bind",
     "Completed",
     "ConfigError",
+    "Decision",
     "Experiment",
     "FileOutcome",
     "Host",
@@ -104,6 +108,7 @@ __all__ = [
     "ResourceStatus",
     "RunInfo",
     "Runner",
+    "Runtime",
     "SSHAuthError",
     "SSHConnectError",
     "Scan",
@@ -112,8 +117,10 @@ __all__ = [
     "SchedulerError",
     "SchedulerOutputError",
     "SelectedInputs",
+    "Settings",
     "StageReport",
     "SubmissionError",
+    "Target",
     "TransferError",
     "UploadReceipt",
     "X2CError",
@@ -132,6 +139,7 @@ __all__ = [
     "builtin_pipelines",
     "connect",
     "container_argv",
+    "demo_settings",
     "describe",
     "fetch",
     "find_experiment",
@@ -142,6 +150,7 @@ __all__ = [
     "job_dir",
     "list_experiments",
     "load_pipeline",
+    "load_settings",
     "load_xnat_config",
     "make_scheduler",
     "open_host",

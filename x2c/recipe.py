@@ -50,6 +50,7 @@ import json
 import logging
 import posixpath
 import secrets
+import shlex
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -63,8 +64,8 @@ from x2c.containers import image_digest
 from x2c.errors import (
     IntegrityError,
     JobFailedError,
+    NothingToProcessError,
     PipelineError,
-    SchedulerError,
     XnatNotFoundError,
 )
 from x2c.hosts import Host, open_host
@@ -81,6 +82,7 @@ from x2c.poller import HostPoller, JobOutcome
 from x2c.provenance import build_provenance, public_url
 from x2c.schedulers import JobId, JobSpec, JobState, Scheduler, make_scheduler
 from x2c.schedulers.base import job_name
+from x2c.schedulers.slurm import sbatch_argv
 from x2c.settings import Settings
 from x2c.sources import FileRef
 
@@ -267,6 +269,12 @@ def close_runtimes() -> None:
 
 
 # --- helpers ------------------------------------------------------------------------------
+
+
+def _version() -> str:
+    from x2c import __version__  # at call time: x2c/__init__ imports this module
+
+    return __version__
 
 
 def _jobdir(rt: Runtime, t: Target) -> jd.JobDir:
@@ -525,10 +533,8 @@ def select(rt: Runtime, t: Target) -> xnat.SelectedInputs:
     pipe = rt.pipeline(t.pipeline)
     try:
         selection = xnat.select_inputs(rt.xnat, t.experiment, pipe.inputs)
-    except Exception as exc:
-        from x2c.errors import NothingToProcessError
-
-        if isinstance(exc, NothingToProcessError) and t.last_modified:
+    except NothingToProcessError as exc:
+        if t.last_modified:
             rt.ledger.record_nothing(
                 t.project, t.pipeline, t.experiment, t.last_modified, pipe.version, exc.reason
             )
@@ -560,8 +566,6 @@ def stage(rt: Runtime, t: Target, selection: xnat.SelectedInputs) -> transfers.S
 
 def _script(rt: Runtime, t: Target, pipe: Pipeline, inputs: Sequence[str]) -> str:
     cfg = rt.host_config(t.host)
-    from x2c import __version__
-
     return render_job_script(
         pipe,
         job_dir=_jobdir(rt, t).root,
@@ -573,7 +577,7 @@ def _script(rt: Runtime, t: Target, pipe: Pipeline, inputs: Sequence[str]) -> st
         resume=find_resume(pipe, inputs),
         path_prepend=cfg.path_prepend,
         forbidden=xnat_forbidden(rt.xnat_config),
-        x2c_version=__version__,
+        x2c_version=_version(),
     )
 
 
@@ -689,10 +693,7 @@ def wait(rt: Runtime, t: Target, job_id: JobId, timeout: float | None = None) ->
             raise _failure(t, record)
     poller = rt.poller(t.host)
     poller.register(job_id, exit_marker=jobdir.exit_code, log=jobdir.log)
-    try:
-        outcome = poller.wait(job_id, timeout)
-    except SchedulerError:
-        raise
+    outcome = poller.wait(job_id, timeout)
     poller.forget(job_id)
     if record is not None and record.job_id == job_id:
         record = _update(
@@ -743,8 +744,6 @@ def collect(rt: Runtime, t: Target) -> FileRef:
 
 
 def _provenance(rt: Runtime, t: Target, record: jd.JobRecord | None) -> dict[str, Any]:
-    from x2c import __version__
-
     pipe = rt.pipeline(t.pipeline)
     cfg = rt.host_config(t.host)
     host = rt.host(t.host)
@@ -771,7 +770,7 @@ def _provenance(rt: Runtime, t: Target, record: jd.JobRecord | None) -> dict[str
         job_id=record.job_id if record else None,
         host=t.host,
         run=jd.read_run_info(host.fs, jobdir),
-        x2c_version=__version__,
+        x2c_version=_version(),
         source_url=rt.xnat_config.url,
         project=t.project,
         subject=t.subject,
@@ -843,12 +842,8 @@ def clean(rt: Runtime, t: Target) -> None:
 
 
 def _submit_line(rt: Runtime, t: Target, spec: JobSpec) -> str:
-    import shlex
-
     cfg = rt.host_config(t.host)
     if cfg.scheduler.kind == "slurm":
-        from x2c.schedulers.slurm import sbatch_argv
-
         return "submit: " + shlex.join(sbatch_argv(spec, cfg.scheduler))
     return (
         f"submit: {cfg.scheduler.kind} job {spec.name} running bash {shlex.quote(spec.script_path)}"

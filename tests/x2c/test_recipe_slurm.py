@@ -4,6 +4,7 @@ this same machine, so the venv's python works through ``path_prepend``."""
 from __future__ import annotations
 
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -111,3 +112,44 @@ def test_crash_between_sbatch_and_the_registry_write_attaches(
     assert status.done and status.provenance is not None
     assert status.provenance["job"]["job_id"] == job, "the result came from the one job"
     assert set(slurm_jobs(t)) <= {job}, "no second job was submitted"
+
+
+def test_a_submission_whose_job_ran_and_left_squeue_is_collected(
+    rt: Runtime, xnat_server: Any
+) -> None:
+    """The crash hit after sbatch; by the rerun the job has ended and SLURM has purged it
+    (MinJobAge): find() sees nothing, the exit marker proves it ran, so COLLECT, not SUBMIT."""
+    project = xnat_server.new_project("RCS")
+    add_session(xnat_server, project, "H3", "H3_MR1", index=3)
+    [t] = recipe.targets(rt, project, "demo", "cluster")
+    host = rt.host("cluster")
+    jobdir = recipe._jobdir(rt, t)
+    selection = recipe.select(rt, t)
+    recipe.stage(rt, t, selection)
+    spec = recipe.build(rt, t, selection)
+    record = jd.JobRecord.model_validate(
+        {
+            "job_id": "",
+            "scheduler": "slurm",
+            "host": "cluster",
+            "pipeline": "demo",
+            "version": "1.0.0",
+            "experiment": t.experiment,
+            "submitted_at": "2026-01-01T00:00:00Z",
+            "state": "submitting",
+            "tag": spec.tag,
+        }
+    )
+    jd.write_record(host.fs, jobdir, record)
+    job = rt.scheduler("cluster").submit(spec)
+    deadline = time.monotonic() + 120
+    while slurm_jobs(t) or not Path(jobdir.exit_code).exists():
+        assert time.monotonic() < deadline, f"job {job} still listed by squeue after 120 s"
+        time.sleep(0.5)
+
+    decision = recipe.decide(rt, t)
+    assert (decision.action, decision.job_id) == (Action.COLLECT, job), decision
+    cycle(rt, t)
+    status = resource_status(rt.xnat, t.experiment, "DEMO_STATS", "1.0.0")
+    assert status.done and status.provenance is not None
+    assert status.provenance["job"]["job_id"] == job
