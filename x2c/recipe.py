@@ -52,7 +52,8 @@ import posixpath
 import secrets
 import shlex
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -66,6 +67,7 @@ from x2c.errors import (
     JobFailedError,
     NothingToProcessError,
     PipelineError,
+    SubmissionError,
     XnatNotFoundError,
 )
 from x2c.hosts import Host, open_host
@@ -617,16 +619,54 @@ def build(rt: Runtime, t: Target, selection: xnat.SelectedInputs) -> JobSpec:
     return _spec(rt, t, pipe, tag)
 
 
+SUBMIT_LOCK = ".submit-lock"
+"""A directory made atomically (mkdir) in the job directory while one process submits."""
+
+STALE_LOCK_MIN = 10
+"""A submit lock older than this many minutes was left by a crash and is taken over."""
+
+# exit 0: taken; exit 75: held by someone else. A lock older than $2 minutes is taken over.
+_LOCK = r"""mkdir -- "$1" 2>/dev/null && exit 0
+[ -n "$(find "$1" -maxdepth 0 -mmin +"$2" 2>/dev/null)" ] && rmdir -- "$1" 2>/dev/null \
+  && mkdir -- "$1" 2>/dev/null && exit 0
+exit 75
+"""
+
+
+@contextmanager
+def _submit_lock(host: Host, jobdir: jd.JobDir, t: Target) -> Iterator[None]:
+    """Hold the job directory's submit lock on Y: two orchestrator processes never submit the
+    same experiment at once (the registry alone cannot tell them apart)."""
+    lock = posixpath.join(jobdir.root, SUBMIT_LOCK)
+    argv = ["sh", "-c", _LOCK, "x2c-lock", lock, str(STALE_LOCK_MIN)]
+    done = host.runner.run(argv)
+    if done.returncode != 0:
+        raise SubmissionError(
+            f"{_name(t)}: another x2c process is submitting this experiment on {t.host} "
+            f"({lock} exists); run again later, or remove it if no x2c is running",
+            stderr=done.stderr,
+            argv=argv,
+        )
+    try:
+        yield
+    finally:
+        host.runner.run(["rmdir", "--", lock])
+
+
 def submit(rt: Runtime, t: Target, spec: JobSpec) -> JobId:
-    """Submit ``spec`` exactly once: record ``submitting`` with its tag, look for a job already
-    carrying that tag, submit only if there is none, then record the job id. A job the
-    registry already knows as queued or running is returned instead of a new one."""
+    """Submit ``spec`` exactly once: under a lock on Y, record ``submitting`` with its tag, look
+    for a job already carrying that tag, submit only if there is none, then record the job id.
+    A job the registry already knows as queued or running (or that an interrupted submission
+    left behind) is returned instead of a new one. Raises :class:`SubmissionError` while
+    another orchestrator process is submitting the same experiment."""
     pipe = rt.pipeline(t.pipeline)
     host = rt.host(t.host)
     jobdir = _jobdir(rt, t)
     sched = rt.scheduler(t.host)
-    with rt.target_lock(t):
+    with rt.target_lock(t), _submit_lock(host, jobdir, t):
         old = jd.read_record(host.fs, jobdir)
+        if old is not None and old.state == SUBMITTING:
+            old = _resolve_submitting(rt, t, jobdir, old, mutate=True)
         if old is not None and old.job_id and _live(old.state):
             log.info(
                 "%s: job %s is already %s; not submitting again",
@@ -635,7 +675,6 @@ def submit(rt: Runtime, t: Target, spec: JobSpec) -> JobId:
                 old.state.lower(),
             )
             return JobId(old.job_id)
-        digest = _inputs_digest(_staged_inputs(host, jobdir))
         record = jd.JobRecord.model_validate(
             {
                 "job_id": "",
@@ -651,7 +690,7 @@ def submit(rt: Runtime, t: Target, spec: JobSpec) -> JobId:
                 "archive": pipe.archive_name,
                 "tag": spec.tag,
                 "label": t.label,
-                "inputs_digest": digest,
+                "inputs_digest": _inputs_digest(_staged_inputs(host, jobdir)),
             }
         )
         jd.write_record(host.fs, jobdir, record)

@@ -481,3 +481,29 @@ def test_runtime_is_shared_per_settings(xnat_server: Any, tmp_path: Path) -> Non
         assert recipe.runtime(other, xnat_cfg(xnat_server)) is not first
     finally:
         recipe.close_runtimes()
+
+
+def test_submit_refuses_while_another_process_submits(
+    rt: Runtime, project: str, xnat_server: Any
+) -> None:
+    import os
+
+    from x2c.errors import SubmissionError
+
+    eid = add_session(xnat_server, project, "L1", "L1_MR1")
+    t = target_for(rt, project, eid)
+    selection = recipe.select(rt, t)
+    recipe.stage(rt, t, selection)
+    spec = recipe.build(rt, t, selection)
+    lock = Path(recipe._jobdir(rt, t).root) / recipe.SUBMIT_LOCK
+    lock.mkdir()  # another orchestrator is between its registry write and sbatch
+    with pytest.raises(SubmissionError, match="another x2c process is submitting"):
+        recipe.submit(rt, t, spec)
+    assert local_jobs(rt, t) == []
+    old = lock.stat().st_mtime - (recipe.STALE_LOCK_MIN + 1) * 60
+    os.utime(lock, (old, old))  # ... and crashed long ago: the lock is taken over
+    job = recipe.submit(rt, t, spec)
+    assert local_jobs(rt, t) == [job] and not lock.exists()
+    assert recipe.submit(rt, t, spec) == job, "a second submit returns the queued job"
+    assert local_jobs(rt, t) == [job]
+    recipe.wait(rt, t, job, timeout=120)
