@@ -19,7 +19,6 @@ from x2c.xnat import SelectedInputs
     retry_delay_seconds=RETRY_DELAYS_S,
     retry_condition_fn=retry_transient,
     cache_policy=NO_CACHE,
-    timeout_seconds=600,
 )
 def build_job(rt: Runtime, t: Target, selection: SelectedInputs) -> JobSpec:
     """Write the job script; returns what the scheduler needs to run it."""

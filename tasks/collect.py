@@ -18,7 +18,6 @@ from x2c.sources import FileRef
     retry_delay_seconds=RETRY_DELAYS_S,
     retry_condition_fn=retry_transient,
     cache_policy=NO_CACHE,
-    timeout_seconds=600,
 )
 def collect_result(rt: Runtime, t: Target) -> FileRef:
     """The archive on the host, described (size, md5) and verified."""

@@ -17,7 +17,6 @@ from x2c.recipe import Decision, Runtime, Target
     retry_delay_seconds=RETRY_DELAYS_S,
     retry_condition_fn=retry_transient,
     cache_policy=NO_CACHE,
-    timeout_seconds=600,
 )
 def decide(rt: Runtime, t: Target, retry_failed: bool = False) -> Decision:
     """Compare XNAT and the job registry on the host, and say which steps are left; a job that

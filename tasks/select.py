@@ -18,7 +18,6 @@ from x2c.xnat import SelectedInputs
     retry_delay_seconds=RETRY_DELAYS_S,
     retry_condition_fn=retry_transient,
     cache_policy=NO_CACHE,
-    timeout_seconds=600,
 )
 def select_inputs(rt: Runtime, t: Target) -> SelectedInputs:
     """The files to stage; raises NothingToProcessError (not retried) when none match."""

@@ -30,7 +30,6 @@ class Staged:
     retry_delay_seconds=RETRY_DELAYS_S,
     retry_condition_fn=retry_transient,
     cache_policy=NO_CACHE,
-    timeout_seconds=6 * 3600,
 )
 def stage_inputs(rt: Runtime, t: Target, selection: SelectedInputs) -> Staged:
     """Copy the inputs into the job directory on the host; files already right are kept."""

@@ -18,7 +18,6 @@ from x2c.schedulers import JobId, JobSpec
     retry_delay_seconds=RETRY_DELAYS_S,
     retry_condition_fn=retry_transient,
     cache_policy=NO_CACHE,
-    timeout_seconds=600,
 )
 def submit_job(rt: Runtime, t: Target, spec: JobSpec) -> JobId:
     """Hand the script to the scheduler; a retry after a lost connection finds the job the

@@ -21,7 +21,6 @@ from x2c.recipe import Runtime, Target
     retry_delay_seconds=RETRY_DELAYS_S,
     retry_condition_fn=retry_transient,
     cache_policy=NO_CACHE,
-    timeout_seconds=600,
 )
 def list_targets(
     rt: Runtime,
@@ -43,7 +42,6 @@ def list_targets(
     retry_delay_seconds=RETRY_DELAYS_S,
     retry_condition_fn=retry_transient,
     cache_policy=NO_CACHE,
-    timeout_seconds=3600,
 )
 def pending_targets(rt: Runtime, project: str, pipeline: str, host: str) -> list[Target]:
     """The experiments of ``project`` whose ``pipeline`` result is not done yet."""

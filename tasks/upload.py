@@ -32,7 +32,6 @@ class Uploaded:
     retry_delay_seconds=RETRY_DELAYS_S,
     retry_condition_fn=retry_transient,
     cache_policy=NO_CACHE,
-    timeout_seconds=6 * 3600,
 )
 def upload_result(rt: Runtime, t: Target, archive: FileRef, outcome: JobOutcome | None) -> Uploaded:
     """Stream the archive host -> XNAT with provenance (replacing an outdated result)."""
@@ -53,7 +52,6 @@ def upload_result(rt: Runtime, t: Target, archive: FileRef, outcome: JobOutcome 
     retry_delay_seconds=RETRY_DELAYS_S,
     retry_condition_fn=retry_transient,
     cache_policy=NO_CACHE,
-    timeout_seconds=600,
 )
 def clean_workdir(rt: Runtime, t: Target) -> None:
     """Remove the experiment's job directory on the host (a no-op when ``keep_workdir``)."""

@@ -156,7 +156,6 @@ def save_mark(name: str, mark: Mark) -> None:
     retry_delay_seconds=RETRY_DELAYS_S,
     retry_condition_fn=retry_transient,
     cache_policy=NO_CACHE,
-    timeout_seconds=600,
 )
 def list_sessions(rt: Runtime, project: str) -> list[Experiment]:
     """Every session of ``project`` with its ``insert_date`` (one listing request)."""
@@ -175,7 +174,6 @@ def idempotency_key(pipeline: str, experiment: str) -> str:
     retries=RETRIES,
     retry_delay_seconds=RETRY_DELAYS_S,
     cache_policy=NO_CACHE,
-    timeout_seconds=300,
 )
 def start_run(
     deployment: str,
