@@ -82,7 +82,7 @@ from x2c.ledger import Ledger
 from x2c.pipelines import Pipeline
 from x2c.poller import HostPoller, JobOutcome
 from x2c.provenance import build_provenance, public_url
-from x2c.schedulers import JobId, JobSpec, JobState, Scheduler, make_scheduler
+from x2c.schedulers import JobId, JobSpec, JobState, JobStatus, Scheduler, make_scheduler
 from x2c.schedulers.base import job_name
 from x2c.schedulers.slurm import sbatch_argv
 from x2c.settings import Settings
@@ -479,12 +479,9 @@ def _resolve_submitting(
             log.warning(
                 "%s: %d jobs carry tag %s; attaching to %s", _name(t), len(found), tag, job.job_id
             )
-        state = job.status.state
-        new = record.model_copy(
-            update={"job_id": job.job_id, "state": state.value if state.is_final else "PENDING"}
+        new = _with_status(
+            rt, t, jobdir, record.model_copy(update={"job_id": job.job_id}), job.status
         )
-        if state.is_final or state is JobState.LEFT_QUEUE:
-            new = _from_marker(rt, t, jobdir, new)
     else:
         code = jd.read_exit_code(rt.host(t.host).fs, jobdir)
         if code is None:
@@ -497,29 +494,69 @@ def _resolve_submitting(
     return new
 
 
+def _log_tail(host: Host, jobdir: jd.JobDir) -> str:
+    try:
+        with host.fs.open(jobdir.log, "rb") as fh:
+            size = fh.seek(0, 2)
+            fh.seek(max(0, size - _LOG_TAIL_CHARS))
+            data: bytes = fh.read()
+    except FileNotFoundError:
+        return ""
+    return data.decode("utf-8", "replace")
+
+
 def _from_marker(rt: Runtime, t: Target, jobdir: jd.JobDir, record: jd.JobRecord) -> jd.JobRecord:
     """The record of a job that left the queue, as its exit marker tells (no marker: LOST is
     for the poller to decide after its grace period, so the job stays live)."""
     code = jd.read_exit_code(rt.host(t.host).fs, jobdir)
     if code is None:
-        return record.model_copy(update={"state": "PENDING"})
+        return record.model_copy(update={"state": JobState.PENDING.value})
     state = JobState.COMPLETED if code == 0 else JobState.FAILED
-    return record.model_copy(
-        update={"state": state.value, "exit_code": code, "reason": f"exit marker says {code}"}
-    )
+    return _ended(rt, t, jobdir, record, state, code, f"left the queue; exit marker says {code}")
+
+
+def _ended(
+    rt: Runtime,
+    t: Target,
+    jobdir: jd.JobDir,
+    record: jd.JobRecord,
+    state: JobState,
+    code: int | None,
+    reason: str,
+) -> jd.JobRecord:
+    update: dict[str, Any] = {"state": state.value, "exit_code": code, "reason": reason}
+    if not state.is_success:
+        update["log_tail"] = _log_tail(rt.host(t.host), jobdir)
+    return record.model_copy(update=update)
+
+
+def _with_status(
+    rt: Runtime, t: Target, jobdir: jd.JobDir, record: jd.JobRecord, status: JobStatus
+) -> jd.JobRecord:
+    """``record`` updated with what the scheduler said, the way the poller reads it: a final
+    state is the scheduler's (COMPLETED with a non-zero exit marker is FAILED), a job that left
+    the queue is decided by its exit marker."""
+    if status.state is JobState.LEFT_QUEUE:
+        return _from_marker(rt, t, jobdir, record)
+    if not status.state.is_final:
+        live = JobState.PENDING if status.state is JobState.UNKNOWN else status.state
+        return record.model_copy(update={"state": live.value})
+    code = status.exit_code
+    if code is None:
+        code = jd.read_exit_code(rt.host(t.host).fs, jobdir)
+    state, reason = status.state, status.reason or f"the scheduler reports {status.native}"
+    if state is JobState.COMPLETED and code not in (None, 0):
+        state, reason = JobState.FAILED, f"exit marker says {code} though the scheduler says done"
+    return _ended(rt, t, jobdir, record, state, code, reason)
 
 
 def _refresh(
     rt: Runtime, t: Target, jobdir: jd.JobDir, record: jd.JobRecord, mutate: bool
 ) -> jd.JobRecord:
     """Ask the scheduler once about a job the registry says is live."""
-    status = rt.scheduler(t.host).poll([JobId(record.job_id)])[JobId(record.job_id)]
-    if status.state is JobState.LEFT_QUEUE or status.state.is_final:
-        new = _from_marker(rt, t, jobdir, record)
-        if not status.state.is_success and status.state.is_final and new.state == "PENDING":
-            new = new.model_copy(update={"state": status.state.value, "reason": status.reason})
-    else:
-        new = record.model_copy(update={"state": status.state.value})
+    job_id = JobId(record.job_id)
+    status = rt.scheduler(t.host).poll([job_id])[job_id]
+    new = _with_status(rt, t, jobdir, record, status)
     if mutate and new != record:
         jd.write_record(rt.host(t.host).fs, jobdir, new)
     return new

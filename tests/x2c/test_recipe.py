@@ -507,3 +507,88 @@ def test_submit_refuses_while_another_process_submits(
     assert recipe.submit(rt, t, spec) == job, "a second submit returns the queued job"
     assert local_jobs(rt, t) == [job]
     recipe.wait(rt, t, job, timeout=120)
+
+
+def test_a_new_pipeline_version_is_recomputed(
+    rt: Runtime, project: str, xnat_server: Any, tmp_path: Path
+) -> None:
+    eid = add_session(xnat_server, project, "V1", "V1_MR1")
+    cycle(rt, target_for(rt, project, eid))
+    settings = rt.settings.model_copy(
+        update={"pipelines": (str(DATA / "demo-v2.yaml"),), "keep_workdir": True}
+    )
+    v2 = Runtime(settings, rt.xnat_config)
+    try:
+        t = target_for(v2, project, eid)
+        decision = recipe.decide(v2, t)
+        assert decision.action is Action.SUBMIT
+        assert "holds version 1.0.0, not 2.0.0" in decision.reason
+        assert [x.experiment for x in recipe.pending(v2, project, "demo", "local")] == [eid]
+        cycle(v2, t)
+        status = resource_status(v2.xnat, eid, "DEMO_STATS", "2.0.0")
+        assert status.done and status.provenance is not None
+        assert status.provenance["pipeline"]["version"] == "2.0.0"
+        assert len(local_jobs(v2, t)) == 2
+        # the kept job directory of version 2 is left alone by version 1, which resubmits
+        assert Path(recipe._jobdir(v2, t).root).exists()
+        again = recipe.decide(rt, target_for(rt, project, eid))
+        assert again.action is Action.SUBMIT and "ran version 2.0.0, not 1.0.0" in again.reason
+    finally:
+        v2.close()
+
+
+def test_a_failure_seen_after_a_restart_keeps_its_log_and_fixed_inputs_rerun(
+    rt: Runtime, project: str, xnat_server: Any
+) -> None:
+    eid = add_session(xnat_server, project, "G1", "G1_MR1")
+    t = target_for(rt, project, eid, pipeline="failing")
+    selection = recipe.select(rt, t)
+    recipe.stage(rt, t, selection)
+    job = recipe.submit(rt, t, recipe.build(rt, t, selection))
+    jobdir = recipe._jobdir(rt, t)
+    poller = rt.poller("local")
+    poller.register(job, exit_marker=jobdir.exit_code, log=jobdir.log)
+    assert not poller.wait(job, timeout=120).ok  # it failed while the orchestrator was down
+    poller.forget(job)
+
+    with pytest.raises(JobFailedError) as info:
+        recipe.decide(rt, t)
+    assert (info.value.job_id, info.value.state, info.value.exit_code) == (job, "FAILED", 3)
+    assert "boom on G1" in info.value.log_tail
+
+    with connect(xnat_cfg(xnat_server)) as s:  # someone fixes the input on XNAT
+        _put(
+            s,
+            "data",
+            "experiments",
+            eid,
+            "scans",
+            "1",
+            "resources",
+            "NIFTI",
+            "files",
+            "T1.nii",
+            params={"inbody": "true", "overwrite": "true"},
+            body=nifti_bytes(7),
+        )
+    decision = recipe.decide(rt, t)
+    assert decision.action is Action.SUBMIT and "inputs changed" in decision.reason
+
+
+def test_many_experiments_in_threads_share_one_poller(
+    rt: Runtime, project: str, xnat_server: Any
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    ids = [add_session(xnat_server, project, f"M{i}", f"M{i}_MR1", index=i) for i in range(4)]
+    found = recipe.targets(rt, project, "demo", "local")
+    assert sorted(t.experiment for t in found) == sorted(ids)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        receipts = list(pool.map(lambda t: cycle(rt, t), found))
+    assert all(r.files for r in receipts)
+    for t in found:
+        assert resource_status(rt.xnat, t.experiment, "DEMO_STATS", "1.0.0").done
+        assert len(local_jobs(rt, t)) == 1
+    poller = rt.poller("local")
+    assert poller.failed_polls == 0
+    assert recipe.pending(rt, project, "demo", "local") == []

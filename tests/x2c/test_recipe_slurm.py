@@ -153,3 +153,20 @@ def test_a_submission_whose_job_ran_and_left_squeue_is_collected(
     status = resource_status(rt.xnat, t.experiment, "DEMO_STATS", "1.0.0")
     assert status.done and status.provenance is not None
     assert status.provenance["job"]["job_id"] == job
+
+
+def test_plan_prints_the_sbatch_command(rt: Runtime, xnat_server: Any, cluster: Cluster) -> None:
+    project = xnat_server.new_project("RCS")
+    add_session(xnat_server, project, "H4", "H4_MR1", index=4)
+    [t] = recipe.targets(rt, project, "demo", "cluster")
+    text = "\n".join(recipe.plan(rt, t))
+    jobdir = recipe._jobdir(rt, t)
+    assert (
+        f"submit: sbatch --parsable --job-name=x2c-demo-H4_MR1 --output={jobdir.scheduler_log}"
+        in text
+    )
+    assert f"--comment=x2c.demo.{t.experiment}.<new>" in text and "--oversubscribe" in text
+    assert f"-> {cluster.alias}:{jobdir.root}/inputs/scans/1-T1/NIFTI/T1.nii" in text
+    assert xnat_server.password not in text
+    assert not rt.host("cluster").fs.exists(jobdir.root)
+    assert slurm_jobs(t) == []
