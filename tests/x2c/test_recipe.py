@@ -592,3 +592,36 @@ def test_many_experiments_in_threads_share_one_poller(
     poller = rt.poller("local")
     assert poller.failed_polls == 0
     assert recipe.pending(rt, project, "demo", "local") == []
+
+
+@pytest.mark.podman
+def test_full_cycle_in_podman_records_the_image_digest(
+    xnat_server: Any, project: str, tmp_path: Path, podman_image: str
+) -> None:
+    host = local_host(tmp_path).model_copy(
+        update={"container_runtime": "podman", "path_prepend": ()}
+    )
+    rt = Runtime(make_settings(xnat_server, tmp_path, host), xnat_cfg(xnat_server))
+    try:
+        eid = add_session(xnat_server, project, "-P1", "P1..MR1", index=5)
+        t = target_for(rt, project, eid)
+        cycle(rt, t)
+        status = resource_status(rt.xnat, eid, "DEMO_STATS", "1.0.0")
+        assert status.done and status.provenance is not None
+        container = status.provenance["container"]
+        assert container["runtime"] == "podman" and container["image"] == podman_image
+        assert str(container["digest"]).startswith("sha256:")
+        assert status.provenance["command"][0][:2] == ["python3", "-m"]
+    finally:
+        rt.close()
+
+
+def test_targets_by_label_or_id_and_unknown_names(
+    rt: Runtime, project: str, xnat_server: Any
+) -> None:
+    a = add_session(xnat_server, project, "T1", "T1_MR1")
+    b = add_session(xnat_server, project, "T2", "T2_MR1", index=2)
+    chosen = recipe.targets(rt, project, "demo", "local", ["T2_MR1", a])
+    assert [t.experiment for t in chosen] == sorted([a, b])
+    with pytest.raises(Exception, match="has no experiment 'NOPE'"):
+        recipe.targets(rt, project, "demo", "local", ["NOPE", a])
