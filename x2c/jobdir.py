@@ -39,6 +39,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from x2c.errors import PipelineError, TransferError
+from x2c.paths import contained_relpath
 
 log = logging.getLogger(__name__)
 
@@ -72,23 +73,9 @@ def safe_component(value: str) -> str:
 
 
 def safe_relpath(relpath: str) -> str:
-    """Check that ``relpath`` is a relative POSIX path that stays below its base directory.
-
-    Used for staged input paths and archive members; raises :class:`PipelineError` otherwise.
-    """
-    norm = posixpath.normpath(relpath)
-    if (
-        not relpath
-        or relpath.startswith("/")
-        or norm == "."
-        or norm == ".."
-        or norm.startswith("../")
-        or "\x00" in relpath
-    ):
-        raise PipelineError(
-            f"input path {relpath!r} is not a relative path inside the job directory"
-        )
-    return norm
+    """Check that ``relpath`` (a staged input or archive member) stays below its base directory;
+    raises :class:`PipelineError` otherwise."""
+    return contained_relpath(relpath, error=PipelineError, inside="the job directory")
 
 
 @dataclass(frozen=True)

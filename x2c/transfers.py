@@ -32,6 +32,7 @@ from typing import Literal
 
 from x2c.errors import IntegrityError, RemoteCommandError, SSHConnectError, TransferError, X2CError
 from x2c.hosts.host import Host, LocalHost
+from x2c.paths import contained_relpath
 from x2c.sources import ByteSource, FileRef
 
 log = logging.getLogger(__name__)
@@ -103,24 +104,8 @@ class StageReport:
 
 
 def safe_relpath(path: str) -> str:
-    """Return ``path`` normalised, or raise TransferError if it could leave its directory.
-
-    Accepts relative POSIX paths only: no absolute paths, no ``..`` component, no NUL byte.
-    """
-    norm = posixpath.normpath(path) if path else ""
-    if (
-        not path
-        or "\0" in path
-        or path.startswith("/")
-        or norm in (".", "..")
-        or norm.startswith("../")
-        or ".." in path.split("/")
-    ):
-        raise TransferError(
-            f"refusing file path {path!r}: it must be relative and stay inside the destination "
-            "(no leading '/', no '..'); check the source's file names"
-        )
-    return norm
+    """Return ``path`` normalised, or raise TransferError if it could leave its directory."""
+    return contained_relpath(path, error=TransferError, inside="the destination")
 
 
 def probe(host: Host, files: Sequence[tuple[int | None, str]]) -> dict[int, tuple[int, str | None]]:

@@ -102,7 +102,7 @@ def test_job_argv_maps_paths_per_runtime() -> None:
     assert job_argv(demo, runtime="podman", **sidecar)[0][3] == f"/x2c/inputs/{T1}"
     with pytest.raises(PipelineError, match="none of the 1 staged"):
         job_argv(demo, runtime="podman", **{**common, "inputs": ["scans/2/DICOM/1.dcm"]})
-    with pytest.raises(PipelineError, match="not a relative path"):
+    with pytest.raises(PipelineError, match="not a relative path inside"):
         job_argv(demo, runtime="none", **{**common, "inputs": ["../../etc/passwd"]})
 
 

@@ -184,7 +184,7 @@ def test_escaping_paths_are_refused_before_any_io(
 ) -> None:
     host, runner, dest = target
     refs = [FileRef("fine", 1, None), FileRef(bad, 1, None)]
-    with pytest.raises(TransferError, match="refusing file path"):
+    with pytest.raises(TransferError, match="refusing path"):
         stage(MemorySource({}), refs, host, dest, max_parallel=1)
     assert runner.calls == []
 
