@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import requests
+import yaml
 from prefect.settings import (
     PREFECT_API_URL,
     PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
@@ -28,6 +29,7 @@ from prefect.settings import (
     temporary_settings,
 )
 
+ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 90.0
 
 
@@ -135,12 +137,45 @@ class PrefectServer:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectServer]:
-    """A real Prefect server for the tests of one module, stopped after them."""
+    """A real Prefect server for the tests in this directory, stopped after them."""
     server = PrefectServer(home=tmp_path_factory.mktemp("prefect-server"))
     server.start()
     try:
         yield server
     finally:
         server.stop()
+
+
+def run(argv: list[str], server: PrefectServer, cwd: Path = ROOT) -> str:
+    """Run a command against ``server``; return its output, or fail with it."""
+    done = subprocess.run(
+        argv, cwd=cwd, env=server.env(), capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, f"{argv} exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
+    return done.stdout + done.stderr
+
+
+@pytest.fixture(scope="session")
+def deployed(prefect_server: PrefectServer, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """deployments.setup, then ``prefect deploy --all``, on the session's server; returns the
+    output of the deploy."""
+    tmp_path = tmp_path_factory.mktemp("deploy")
+    settings = tmp_path / "x2c.yaml"
+    settings.write_text(
+        yaml.safe_dump(
+            {
+                "xnat": {"url": "https://xnat.example.org", "user": "x2c"},
+                "hosts": {
+                    "cluster": {"ssh": "hpc", "workdir": "/scratch/x2c", "max_in_flight": 7},
+                    "local": {"workdir": str(tmp_path / "work"), "max_in_flight": 2},
+                },
+                "projects": [{"project": "P1", "pipeline": "demo", "host": "local"}],
+                "limits": {"xnat_transfers": 3},
+                "state_dir": str(tmp_path / "state"),
+            }
+        )
+    )
+    run([sys.executable, "-m", "deployments.setup", "--config", str(settings)], prefect_server)
+    return run([sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all"], prefect_server)

@@ -3,48 +3,19 @@ deployments.setup create, read back from the server."""
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 
-import yaml
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.schedules import CronSchedule, IntervalSchedule
 
-from tests.deployments.conftest import PrefectServer
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def run(argv: list[str], server: PrefectServer, cwd: Path = ROOT) -> str:
-    done = subprocess.run(
-        argv, cwd=cwd, env=server.env(), capture_output=True, text=True, timeout=300
-    )
-    assert done.returncode == 0, f"{argv} exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
-    return done.stdout + done.stderr
+from tests.deployments.conftest import ROOT, PrefectServer, run
 
 
 def test_deploy_all_creates_the_deployments_pool_and_limits(
-    prefect_server: PrefectServer, tmp_path: Path
+    prefect_server: PrefectServer, deployed: str
 ) -> None:
-    settings = tmp_path / "x2c.yaml"
-    settings.write_text(
-        yaml.safe_dump(
-            {
-                "xnat": {"url": "https://xnat.example.org", "user": "x2c"},
-                "hosts": {
-                    "cluster": {"ssh": "hpc", "workdir": "/scratch/x2c", "max_in_flight": 7},
-                    "local": {"workdir": str(tmp_path / "work"), "max_in_flight": 2},
-                },
-                "projects": [{"project": "P1", "pipeline": "demo", "host": "local"}],
-                "limits": {"xnat_transfers": 3},
-                "state_dir": str(tmp_path / "state"),
-            }
-        )
-    )
-    run([sys.executable, "-m", "deployments.setup", "--config", str(settings)], prefect_server)
-    out = run([sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all"], prefect_server)
-    assert "x2c-process" in out
+    assert "x2c-process" in deployed
 
     with prefect_server.settings(), get_client(sync_client=True) as client:
         pool = client.read_work_pool("x2c-process")
@@ -107,3 +78,7 @@ def test_deploy_all_creates_the_deployments_pool_and_limits(
         again = {d.name: d.id for d in client.read_deployments()}
         assert again == {name: d.id for name, d in deployments.items()}
         assert len(client.read_automations()) == 1
+        assert {lim.name for lim in client.read_global_concurrency_limits(limit=50)} >= {
+            "x2c-host-local",
+            "x2c-xnat",
+        }
