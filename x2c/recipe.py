@@ -415,10 +415,11 @@ def _assess(rt: Runtime, t: Target, *, retry_failed: bool, mutate: bool) -> Deci
         # no ledger entry here: t.last_modified may predate the upload; pending() and
         # upload() record fresh ones
         note = ""
-        if record is not None and record.state == UPLOADED and not rt.settings.keep_workdir:
+        finished = record is not None and record.state in (JobState.COMPLETED.value, UPLOADED)
+        if finished and not rt.settings.keep_workdir:
             if mutate:
                 _remove(host, jobdir)
-            note = "; removed the job directory left by the finished upload"
+            note = "; the job directory its finished job left is removed"
         return Decision(Action.SKIP_DONE, status.reason + note)
     if record is None:
         return Decision(Action.SUBMIT, f"{status.reason}; no job recorded on {t.host}")
@@ -430,7 +431,7 @@ def _assess(rt: Runtime, t: Target, *, retry_failed: bool, mutate: bool) -> Deci
         return Decision(
             Action.SUBMIT, f"the job on {t.host} ran version {record.version}, not {pipe.version}"
         )
-    if _live(record.state):
+    if _live(record.state) and mutate:  # the dry run does not poll (local polls launch jobs)
         record = _refresh(rt, t, jobdir, record, mutate)
         if _live(record.state):
             return Decision(

@@ -296,11 +296,13 @@ def test_nothing_to_process_names_the_reason(rt: Runtime, project: str, xnat_ser
     [
         "after_stage",
         "after_build",
+        "before_sbatch",
         "after_submitting",
         "while_waiting",
         "after_job",
         "mid_upload",
         "after_upload",
+        "upload_unrecorded",
     ],
 )
 def test_a_rerun_after_a_crash_finishes_with_one_job_and_one_upload(
@@ -317,8 +319,8 @@ def test_a_rerun_after_a_crash_finishes_with_one_job_and_one_upload(
     job = None
     if crash != "after_stage":
         spec = recipe.build(rt, t, selection)
-    if crash == "after_submitting":
-        # the crash hit between sbatch and the registry write: the record says "submitting"
+    if crash in ("before_sbatch", "after_submitting"):
+        # the crash hit after the registry said "submitting": before sbatch ran, or after it
         record = jd.JobRecord.model_validate(
             {
                 "job_id": "",
@@ -333,12 +335,13 @@ def test_a_rerun_after_a_crash_finishes_with_one_job_and_one_upload(
             }
         )
         jd.write_record(host.fs, jobdir, record)
+    if crash == "after_submitting":
         job = rt.scheduler("local").submit(spec)
         expected = Action.ATTACH
-    elif crash in ("while_waiting", "after_job", "mid_upload", "after_upload"):
+    elif crash in ("while_waiting", "after_job", "mid_upload", "after_upload", "upload_unrecorded"):
         job = recipe.submit(rt, t, spec)
         expected = Action.ATTACH
-    if crash in ("after_job", "mid_upload", "after_upload"):
+    if crash in ("after_job", "mid_upload", "after_upload", "upload_unrecorded"):
         poller = rt.poller("local")
         poller.register(job, exit_marker=jobdir.exit_code, log=jobdir.log)
         assert poller.wait(job, timeout=120).ok  # the job ends; the registry never hears it
@@ -359,10 +362,14 @@ def test_a_rerun_after_a_crash_finishes_with_one_job_and_one_upload(
                 params={"inbody": "true"},
                 body=b"partial",
             )
-    if crash == "after_upload":
+    if crash in ("after_upload", "upload_unrecorded"):
         outcome = recipe.wait(rt, t, job, timeout=120)
         recipe.upload(rt, t, recipe.collect(rt, t), outcome)
         expected = Action.SKIP_DONE
+    if crash == "upload_unrecorded":  # the upload was verified, the registry never heard
+        record = jd.read_record(host.fs, jobdir)
+        assert record is not None
+        jd.write_record(host.fs, jobdir, record.model_copy(update={"state": "COMPLETED"}))
 
     decision = recipe.decide(rt, t)
     if crash == "while_waiting" and decision.action is Action.COLLECT:
