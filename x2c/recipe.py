@@ -21,15 +21,26 @@ XNAT. Where a crash happens, and what the rerun's :func:`decide` does:
 =====================================  =======================================================
 crash                                  the rerun
 =====================================  =======================================================
-during select/stage/build              SUBMIT; stage skips the files already verified on Y
-after ``submitting`` was recorded,     the registry says ``submitting``: ``find(tag)`` finds the
-before or after sbatch answered        job (ATTACH/COLLECT) or proves none exists (SUBMIT)
-while waiting                          poll confirms it queued/running: ATTACH, never resubmit
-after the job ended                    its exit marker decides: COLLECT, or JobFailedError
-mid-upload                             the resource has no provenance (INCOMPLETE): COLLECT,
-                                       and upload replaces the partial resource
-after upload, before clean             SKIP_DONE, and the leftover job directory is removed
+during select/stage/build              SUBMIT; stage skips the files already verified on Y,
+                                       build writes a new tag and removes a stale exit marker
+after ``submitting`` was recorded,     ``find(tag)`` finds nothing and no exit marker exists:
+before sbatch ran                      SUBMIT (the first and only job)
+after sbatch, before the registry      ``find(tag)`` finds the job: ATTACH, or COLLECT once it
+got the job id                         ended; if the scheduler already forgot it (SLURM's
+                                       MinJobAge) the exit marker and run.env prove it ran
+while waiting                          one poll confirms it queued/running: ATTACH
+after the job ended, unrecorded        read as the poller would (the scheduler's final state,
+                                       else the exit marker): COLLECT, or JobFailedError
+mid-upload                             the resource has no provenance (INCOMPLETE): COLLECT;
+                                       upload replaces the partial resource
+after the verified upload, before      SKIP_DONE, and the job directory of the finished job
+the registry write or the clean        is removed
 =====================================  =======================================================
+
+Two orchestrator processes on one experiment (a watcher run and the nightly, say) cannot both
+submit: :func:`submit` holds an atomic ``mkdir`` lock in the job directory on Y and re-reads the
+registry under it; a lock older than :data:`STALE_LOCK_MIN` minutes was left by a crash and is
+taken over.
 
 A failed job is reported failed again by every rerun (:class:`JobFailedError`, the registry
 keeps its state, exit code, reason and log tail) and is resubmitted only when the pipeline

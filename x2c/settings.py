@@ -49,8 +49,11 @@ from pydantic import (
 )
 
 from x2c.config import ContainerRuntime, HostConfig, SchedulerConfig, XnatConfig
+from x2c.containers import image_digest
 from x2c.errors import ConfigError, PipelineError
+from x2c.hosts.local import LocalRunner
 from x2c.pipelines import Pipeline, builtin_pipeline, builtin_pipelines, load_pipeline
+from x2c.xnat import load_xnat_config
 
 log = logging.getLogger(__name__)
 
@@ -324,8 +327,6 @@ def xnat_config(
     """The :class:`XnatConfig` the settings describe, with the password from, in order:
     ``password`` (what tasks/ resolved from ``secret_block``), the ``.cfg`` file, ``XNAT_PASS``
     in ``env``, then ``~/.netrc``. Raises :class:`ConfigError` naming what is missing."""
-    from x2c.xnat import load_xnat_config  # the XNAT layer, only when a config is wanted
-
     src = settings.xnat
     fields: dict[str, Any] = {"verify": src.verify, "timeout": src.timeout, "retries": src.retries}
     if src.config is not None:
@@ -382,8 +383,5 @@ def demo_settings(
 def _demo_image_present() -> bool:
     if shutil.which("podman") is None:
         return False
-    from x2c.containers import image_digest
-    from x2c.hosts.local import LocalRunner
-
     image = builtin_pipeline("demo").image
     return image_digest(LocalRunner(), "podman", image) is not None
