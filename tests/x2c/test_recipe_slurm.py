@@ -170,3 +170,15 @@ def test_plan_prints_the_sbatch_command(rt: Runtime, xnat_server: Any, cluster: 
     assert xnat_server.password not in text
     assert not rt.host("cluster").fs.exists(jobdir.root)
     assert slurm_jobs(t) == []
+
+
+def test_hostile_labels_over_slurm(rt: Runtime, xnat_server: Any, tmp_path: Path) -> None:
+    project = xnat_server.new_project("RCS")
+    eid = add_session(xnat_server, project, "--wrap", "-J..Ωx", scan_type="T1 $(touch PWNED) `id`")
+    [t] = recipe.targets(rt, project, "demo", "cluster")
+    assert (t.subject, t.label) == ("--wrap", "-J..Ωx")
+    cycle(rt, t)
+    status = resource_status(rt.xnat, eid, "DEMO_STATS", "1.0.0")
+    assert status.done and status.provenance is not None
+    assert status.provenance["source"]["subject"] == "--wrap"
+    assert not list(tmp_path.rglob("PWNED*"))
