@@ -174,6 +174,11 @@ class Runtime:
         self._target_locks: dict[tuple[str, str, str], threading.Lock] = {}
         self._closed = False
 
+    def __repr__(self) -> str:
+        server = public_url(self.xnat_config.url)
+        hosts = sorted(self.settings.hosts)
+        return f"Runtime(settings={self.settings.source!r}, xnat={server!r}, hosts={hosts!r})"
+
     @property
     def xnat(self) -> xnat.XnatSession:
         """The logged-in XNAT session (connects on first use: 1 request)."""
@@ -946,7 +951,7 @@ def plan(rt: Runtime, t: Target) -> list[str]:
     cfg = rt.host_config(t.host)
     jobdir = _jobdir(rt, t)
     server = public_url(rt.xnat_config.url)
-    where = f"{t.host}:{jobdir.root}" if cfg.ssh is None else f"{cfg.ssh}:{jobdir.root}"
+    where = f"{cfg.ssh or t.host}:{shlex.quote(jobdir.root)}"
     lines = [f"# {_name(t)} ({t.experiment}) on {t.host}, pipeline version {pipe.version}"]
     try:
         decision = _assess(rt, t, retry_failed=False, mutate=False)
@@ -955,25 +960,36 @@ def plan(rt: Runtime, t: Target) -> list[str]:
     lines.append(f"decide: {decision.action.value}: {decision.reason}")
     if decision.action is Action.SKIP_DONE:
         return lines
-    spec = None
     if decision.action is Action.SUBMIT:
-        selection = xnat.select_inputs(rt.xnat, t.experiment, pipe.inputs)
+        try:
+            selection = xnat.select_inputs(rt.xnat, t.experiment, pipe.inputs)
+        except NothingToProcessError as exc:
+            return [*lines, f"skip: {exc}"]
+        lines.append(f"run: mkdir -p {shlex.quote(jobdir.inputs)} on {t.host}")
         for f in selection.files:
             lines.append(
-                f"transfer: {server}{f.uri} -> {where}/{jd.INPUTS}/{f.path} "
-                f"({f.size} bytes, md5 {f.md5})"
+                f"transfer: GET {server}{f.uri} -> {where}/{jd.INPUTS}/{f.path} "
+                f"({f.size} bytes, md5 {f.md5}; skipped if already there and verified)"
             )
         script = _script(rt, t, pipe, [f.path for f in selection.files])
         spec = _spec(rt, t, pipe, f"x2c.{pipe.name}.{t.experiment}.<new>")
+        lines.append(f"write: {where}/{INPUTS_MANIFEST} (the staged files, size and md5)")
         lines.append(f"write: {where}/{jd.JOB_SCRIPT}:")
         lines += [f"  | {line}" for line in script.splitlines()]
+        lines.append(f"write: {where}/{jd.REGISTRY} (state submitting, with the job's tag)")
         lines.append(_submit_line(rt, t, spec))
+        lines.append(f"write: {where}/{jd.REGISTRY} (the job id, state PENDING)")
     if decision.action in (Action.SUBMIT, Action.ATTACH):
         lines.append(f"wait: poll {cfg.scheduler.kind} on {t.host} until the job ends")
+    resource = f"{server}/data/experiments/{t.experiment}/resources/{pipe.resource}"
     lines += [
-        f"collect: describe {where}/{pipe.archive_name} (size, md5) and check it against run.env",
-        f"upload: {where}/{pipe.archive_name} -> {server}/data/experiments/{t.experiment}"
-        f"/resources/{pipe.resource} (replacing a partial one), then provenance.json, verified",
-        f"clean: {'keep' if rt.settings.keep_workdir else 'remove'} {where}",
+        f"collect: md5sum {where}/{pipe.archive_name}; compare with {jd.RUN_INFO}",
+        f"upload: DELETE {resource}?removeFiles=true (a partial or outdated result)",
+        f"upload: PUT {resource}",
+        f"upload: PUT {resource}/files/{pipe.archive_name} <- {where}/{pipe.archive_name}",
+        f"upload: GET {resource}/files (verify name, size, md5)",
+        f"upload: PUT {resource}/files/provenance.json; GET {resource}/files (verify)",
+        f"upload: GET {server}/data/experiments?ID={t.experiment} (for the nightly ledger)",
+        f"clean: {'keep' if rt.settings.keep_workdir else 'rm -rf'} {where}",
     ]
     return lines

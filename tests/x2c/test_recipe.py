@@ -448,7 +448,8 @@ def test_plan_shows_every_step_and_changes_nothing(
     assert "decide: submit" in text
     assert f"{xnat_server.url}/data/experiments/{eid}/scans/1/resources/NIFTI/files/T1.nii" in text
     assert "| #!/usr/bin/env bash" in text and "x2c.demo_pipeline" in text
-    assert "submit: local job" in text and "upload:" in text and "clean: remove" in text
+    assert "submit: local job" in text and "clean: rm -rf" in text
+    assert f"upload: PUT {xnat_server.url}/data/experiments/{eid}/resources/DEMO_STATS\n" in text
     assert xnat_server.password not in text
     after = xnat_server.request_counts()
     writes = {
@@ -459,6 +460,10 @@ def test_plan_shows_every_step_and_changes_nothing(
     assert not any(writes.values()), writes
     assert not Path(recipe._jobdir(rt, t).root).exists()
     assert local_jobs(rt, t) == []
+    empty = add_session(xnat_server, project, "D2", "D2_MR1", scan_type="DWI")
+    assert recipe.plan(rt, target_for(rt, project, empty))[-1].startswith(
+        "skip: nothing to process, because no scan of type"
+    )
 
 
 def test_the_job_script_never_holds_the_password(

@@ -3,6 +3,7 @@ this same machine, so the venv's python works through ``path_prepend``."""
 
 from __future__ import annotations
 
+import shlex
 import subprocess
 import time
 from collections.abc import Iterator
@@ -166,7 +167,7 @@ def test_plan_prints_the_sbatch_command(rt: Runtime, xnat_server: Any, cluster: 
         in text
     )
     assert f"--comment=x2c.demo.{t.experiment}.<new>" in text and "--oversubscribe" in text
-    assert f"-> {cluster.alias}:{jobdir.root}/inputs/scans/1-T1/NIFTI/T1.nii" in text
+    assert f"-> {cluster.alias}:{shlex.quote(jobdir.root)}/inputs/scans/1-T1/NIFTI/T1.nii" in text
     assert xnat_server.password not in text
     assert not rt.host("cluster").fs.exists(jobdir.root)
     assert slurm_jobs(t) == []
