@@ -19,7 +19,7 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,6 +30,21 @@ from x2c.errors import ConfigError
 log = logging.getLogger(__name__)
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+DONE = "done"
+NOTHING = "nothing"
+
+
+def is_fresh(entry: Mapping[str, Any] | None, last_modified: str, version: str) -> bool:
+    """True when a ledger ``entry`` still holds: same ``last_modified`` and pipeline
+    ``version`` (an empty ``last_modified`` never matches)."""
+    return (
+        entry is not None
+        and bool(last_modified)
+        and entry.get("last_modified") == last_modified
+        and entry.get("version") == version
+    )
 
 
 class Ledger:
@@ -60,21 +75,16 @@ class Ledger:
         self, project: str, pipeline: str, experiment: str, last_modified: str, version: str
     ) -> bool:
         """True when ``experiment`` was verified done (or found to have nothing to process) at
-        exactly this ``last_modified`` for this pipeline ``version``."""
-        if not last_modified:
-            return False
+        exactly this ``last_modified`` for this pipeline ``version``. For many experiments,
+        read :meth:`entries` once and use :func:`is_fresh`."""
         entry = self.entries(project, pipeline).get(experiment)
-        return (
-            entry is not None
-            and entry.get("last_modified") == last_modified
-            and entry.get("version") == version
-        )
+        return is_fresh(entry, last_modified, version)
 
     def record_done(
         self, project: str, pipeline: str, experiment: str, last_modified: str, version: str
     ) -> None:
         """Remember that ``experiment`` holds the verified result of ``version``."""
-        self._record(project, pipeline, experiment, last_modified, version, "done", "")
+        self.record(project, pipeline, version, [(experiment, last_modified, DONE, "")])
 
     def record_nothing(
         self,
@@ -86,31 +96,36 @@ class Ledger:
         reason: str,
     ) -> None:
         """Remember that ``experiment`` had nothing to process for ``version``, and why."""
-        self._record(project, pipeline, experiment, last_modified, version, "nothing", reason)
+        self.record(project, pipeline, version, [(experiment, last_modified, NOTHING, reason)])
 
-    def _record(
+    def record(
         self,
         project: str,
         pipeline: str,
-        experiment: str,
-        last_modified: str,
         version: str,
-        verdict: str,
-        reason: str,
+        verdicts: Iterable[tuple[str, str, str, str]],
     ) -> None:
-        if not last_modified:
-            return
-        entry = {
-            "last_modified": last_modified,
-            "version": version,
-            "verdict": verdict,
-            "reason": reason,
-            "checked_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        """Remember many verdicts in one write: (experiment, last_modified, ``done`` or
+        ``nothing``, reason). Entries without a ``last_modified`` are not kept (they could
+        never be trusted)."""
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        new = {
+            experiment: {
+                "last_modified": last_modified,
+                "version": version,
+                "verdict": verdict,
+                "reason": reason,
+                "checked_at": now,
+            }
+            for experiment, last_modified, verdict, reason in verdicts
+            if last_modified
         }
+        if not new:
+            return
         path = self.path(project, pipeline)
         with self._locked(path):
             entries = self.entries(project, pipeline)
-            entries[experiment] = entry
+            entries.update(new)
             tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
             tmp.write_text(json.dumps(entries, indent=1, sort_keys=True), encoding="utf-8")
             tmp.replace(path)

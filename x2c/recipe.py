@@ -89,7 +89,7 @@ from x2c.jobscript import (
     render_job_script,
     xnat_forbidden,
 )
-from x2c.ledger import Ledger
+from x2c.ledger import DONE, Ledger, is_fresh
 from x2c.pipelines import Pipeline
 from x2c.poller import HostPoller, JobOutcome
 from x2c.provenance import build_provenance, public_url
@@ -387,17 +387,17 @@ def pending(rt: Runtime, project: str, pipeline: str, host: str) -> list[Target]
     know as verified done (or as having nothing to process) at their current
     ``last_modified`` and this pipeline version."""
     pipe = rt.pipeline(pipeline)
-    todo = []
+    known = rt.ledger.entries(project, pipeline)
+    todo, done = [], []
     for t in targets(rt, project, pipeline, host):
-        if rt.ledger.known(t.project, t.pipeline, t.experiment, t.last_modified, pipe.version):
+        if is_fresh(known.get(t.experiment), t.last_modified, pipe.version):
             continue
         status = xnat.resource_status(rt.xnat, t.experiment, pipe.resource, pipe.version)
         if status.done:
-            rt.ledger.record_done(
-                t.project, t.pipeline, t.experiment, t.last_modified, pipe.version
-            )
-            continue
-        todo.append(t)
+            done.append((t.experiment, t.last_modified, DONE, ""))
+        else:
+            todo.append(t)
+    rt.ledger.record(project, pipeline, pipe.version, done)
     log.info("project %s, pipeline %s: %d experiments to process", project, pipeline, len(todo))
     return todo
 
