@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -354,15 +355,18 @@ def demo_settings(
     state_dir: Path,
     project: str = "DEMO",
     runtime: ContainerRuntime | None = None,
-    path_prepend: Sequence[str] = (),
+    path_prepend: Sequence[str] | None = None,
     max_local_jobs: int = 2,
 ) -> Settings:
     """The configuration of ``x2c demo``: the local host, the local scheduler, the ``demo``
     pipeline for ``project``, in podman when it is installed with the demo image (see
-    scripts/podman-setup.sh), else bare (``runtime none``, with ``path_prepend`` giving the
-    node a python3 that has numpy, nibabel and x2c, e.g. this virtualenv's ``bin``)."""
+    scripts/podman-setup.sh), else bare (``runtime none``). Bare jobs need a python3 with
+    numpy, nibabel and x2c: ``path_prepend`` defaults to the directory of the running
+    interpreter (this virtualenv's ``bin``) for them."""
     if runtime is None:
         runtime = "podman" if _demo_image_present() else "none"
+    if path_prepend is None:
+        path_prepend = (str(Path(sys.executable).parent),) if runtime == "none" else ()
     host = HostConfig(
         name="local",
         workdir=workdir,

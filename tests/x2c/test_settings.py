@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -145,3 +146,11 @@ def test_demo_settings(tmp_path: Path) -> None:
     assert [(p.project, p.pipeline, p.host) for p in s.projects] == [("DEMO", "demo", "local")]
     with pytest.raises(ConfigError, match="no host called 'cluster'; configured: local"):
         s.host("cluster")
+    bare = demo_settings(
+        xnat_url="http://h:1", xnat_user="u", workdir="/w", state_dir=tmp_path, runtime="none"
+    )
+    assert bare.host("local").path_prepend == (str(Path(sys.executable).parent),)
+    podman = demo_settings(
+        xnat_url="http://h:1", xnat_user="u", workdir="/w", state_dir=tmp_path, runtime="podman"
+    )
+    assert podman.host("local").path_prepend == ()
