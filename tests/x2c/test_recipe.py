@@ -637,3 +637,30 @@ def test_targets_by_label_or_id_and_unknown_names(
     assert [t.experiment for t in chosen] == sorted([a, b])
     with pytest.raises(Exception, match="has no experiment 'NOPE'"):
         recipe.targets(rt, project, "demo", "local", ["NOPE", a])
+
+
+def test_demo_settings_process_the_demo_project(fresh_xnat_server: Any, tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from x2c.settings import demo_settings
+
+    settings = demo_settings(
+        xnat_url=fresh_xnat_server.url,
+        xnat_user=fresh_xnat_server.user,
+        workdir=str(tmp_path / "work"),
+        state_dir=tmp_path / "state",
+        runtime="none",
+    )
+    rt = Runtime(settings, xnat_cfg(fresh_xnat_server))
+    try:
+        [run] = settings.projects
+        todo = recipe.pending(rt, run.project, run.pipeline, run.host)
+        assert [t.label for t in todo] == ["DEMO_S001_MR1", "DEMO_S002_MR1", "DEMO_S003_MR1"]
+        with ThreadPoolExecutor(max_workers=3) as pool:
+            list(pool.map(lambda t: cycle(rt, t), todo))
+        counter = Counter(fresh_xnat_server)
+        counter.reset()
+        assert recipe.pending(rt, run.project, run.pipeline, run.host) == []
+        assert counter.total() == 1, "an unchanged project costs one listing"
+    finally:
+        rt.close()
