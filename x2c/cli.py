@@ -1,11 +1,9 @@
-"""The ``x2c`` command line.
+"""``x2c devxnat``: the command that serves the XNAT-compatible development server.
 
-The seed recipe's form keeps working::
-
-    x2c --config xnat.cfg --experiment EXP --host HOST --output DIR [--dry-run]
-
-and subcommands carry the rest (``x2c devxnat ...``). Every error reaching here is one line on
-stderr and a non-zero exit code.
+The ``x2c`` console script lives in :mod:`flows.cli` (it runs flows, so it sits in the top
+layer) and mounts this command as its ``devxnat`` subcommand; ``python -m x2c.cli devxnat ...``
+starts the server without importing anything above ``x2c`` (the demo and the test fixtures run
+it that way, as a subprocess that starts in well under a second).
 """
 
 from __future__ import annotations
@@ -13,26 +11,31 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from pathlib import Path
 
 from x2c.errors import ConfigError, X2CError
 
 log = logging.getLogger(__name__)
 
 
-def _devxnat(args: argparse.Namespace) -> int:
-    from pathlib import Path
+def read_password_file(path: str) -> str:
+    """The password in ``path`` (first line, stripped); :class:`ConfigError` when unreadable."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read --password-file {path}: {exc.strerror}") from exc
+    password = text.strip()
+    if not password:
+        raise ConfigError(f"--password-file {path} is empty; write the password into it")
+    return password
 
-    from x2c.devxnat.server import serve
 
-    password = args.password
-    if args.password_file:
-        try:
-            password = Path(args.password_file).read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise ConfigError(
-                f"cannot read --password-file {args.password_file}: {exc.strerror}"
-            ) from exc
+def run_devxnat(args: argparse.Namespace) -> int:
+    """Serve until interrupted, as the parsed ``devxnat`` arguments say."""
+    from x2c.devxnat.server import serve  # uvicorn and starlette only for this command
+
+    password = read_password_file(args.password_file) if args.password_file else args.password
     serve(
         host=args.host,
         port=args.port,
@@ -44,54 +47,52 @@ def _devxnat(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_devxnat(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_devxnat_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``devxnat`` subcommand to ``sub`` (its handler is ``args.func``)."""
     p = sub.add_parser(
         "devxnat",
         help="run the XNAT-compatible development server (foreground; Ctrl-C stops it)",
-        description="Serve an XNAT-compatible REST API that unmodified pyxnat and xnatpy use.",
+        description="Serve an XNAT-compatible REST API that unmodified pyxnat and xnatpy use. "
+        "Everything lives under --data and survives restarts.",
     )
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    p.add_argument("--port", type=int, default=8080, help="port to listen on")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    p.add_argument("--port", type=int, default=8080, help="port to listen on (8080)")
     p.add_argument("--data", required=True, help="directory holding the server's data")
-    p.add_argument("--user", default="admin", help="the account's user name")
-    p.add_argument("--password", default="admin", help="the account's password")
+    p.add_argument("--user", default="admin", help="the admin account's user name (admin)")
+    p.add_argument(
+        "--password",
+        default="admin",
+        help="the admin account's password (admin); prefer --password-file",
+    )
     p.add_argument(
         "--password-file",
         default=None,
-        help="read the password from this file instead (keeps it off the command line)",
+        help="read the password from this file (keeps it off the command line)",
     )
     p.add_argument(
         "--demo-data",
         type=int,
         default=0,
         metavar="N",
-        help="create a demo project with N subjects (one MR session each) if absent",
+        help="create project DEMO with N subjects (one MR session each) if absent",
     )
-    p.set_defaults(func=_devxnat)
-
-
-SUBCOMMANDS: dict[str, Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = {
-    "devxnat": _add_devxnat,
-}
+    p.set_defaults(func=run_devxnat)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The subcommand parser (``x2c devxnat`` ...)."""
-    parser = argparse.ArgumentParser(prog="x2c", description=__doc__.split("\n\n")[0])
+    """The parser of ``python -m x2c.cli`` (the ``devxnat`` command only)."""
+    parser = argparse.ArgumentParser(prog="python -m x2c.cli", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in SUBCOMMANDS.values():
-        add(sub)
+    add_devxnat_parser(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``x2c`` console script; returns the process exit code."""
-    args_list = list(sys.argv[1:] if argv is None else argv)
+    """``python -m x2c.cli devxnat ...``; returns the process exit code."""
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    parser = build_parser()
-    args = parser.parse_args(args_list)
+    args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     try:
         code: int = args.func(args)
     except X2CError as exc:
