@@ -1,0 +1,267 @@
+"""The ``x2c`` command line (flows/cli.py): help and errors, the seed form's dry run over the
+real SSH host and SLURM (prints the sbatch line, the transfers and the script; changes nothing
+on XNAT or the host), the seed form for real on this machine, and ``run``/``status`` over a
+project where one job fails (exit code 1, the reason in the table)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+
+from flows.cli import main
+from tests.fixtures.cluster import Cluster
+from tests.fixtures.xnat_server import XnatServer
+from x2c.config import XnatConfig
+from x2c.settings import parse_settings
+from x2c.xnat import connect, resource_status
+
+ROOT = Path(__file__).resolve().parents[1]
+VENV_BIN = str(Path(sys.executable).parent)
+
+
+def write_cfg(path: Path, server: XnatServer) -> Path:
+    """A pyxnat .cfg (JSON) with the server's password, readable by its owner only."""
+    path.touch(mode=0o600)
+    path.write_text(
+        json.dumps({"server": server.url, "user": server.user, "password": server.password})
+    )
+    return path
+
+
+def x2c(*argv: str, home: Path, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    """Run the console script's module as a new user would (own HOME and Prefect home)."""
+    env = dict(os.environ)
+    env.update(
+        HOME=str(home),
+        PREFECT_HOME=str(home / "prefect"),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PYTHONPATH=str(ROOT),
+    )
+    return subprocess.run(
+        [sys.executable, "-m", "flows.cli", *argv],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=timeout,
+    )
+
+
+def writes(server: XnatServer) -> dict[str, int]:
+    """Requests that could change the server (anything but GET/HEAD), by route."""
+    return {
+        route: n
+        for route, n in server.request_counts().items()
+        if not route.startswith(("GET ", "HEAD ")) and " /x2c/" not in route
+    }
+
+
+def add_broken_session(server: XnatServer, project: str, label: str) -> str:
+    """A session whose T1 'NIfTI' is not an image: the demo pipeline exits non-zero on it."""
+    auth = (server.user, server.password)
+    base = f"{server.url}/data/projects/{project}/subjects/{label}"
+    requests.put(base, auth=auth, timeout=30).raise_for_status()
+    resp = requests.put(
+        f"{base}/experiments/{label}_MR1",
+        params={"xsiType": "xnat:mrSessionData"},
+        auth=auth,
+        timeout=30,
+    )
+    resp.raise_for_status()
+    eid = resp.text.strip()
+    scan = f"{server.url}/data/experiments/{eid}/scans/1"
+    requests.put(
+        scan, params={"xsiType": "xnat:mrScanData", "type": "T1"}, auth=auth, timeout=30
+    ).raise_for_status()
+    requests.put(f"{scan}/resources/NIFTI", auth=auth, timeout=30).raise_for_status()
+    requests.put(
+        f"{scan}/resources/NIFTI/files/T1.nii",
+        params={"inbody": "true"},
+        data=b"this is not a NIfTI volume\n" * 20,
+        auth=auth,
+        timeout=30,
+    ).raise_for_status()
+    return eid
+
+
+def test_help_starts_without_prefect() -> None:
+    probe = "import sys, flows.cli; flows.cli.build_parser(); print('prefect' in sys.modules)"
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, check=True
+    )
+    assert done.stdout.strip() == "False"
+    for argv in ([], ["run"], ["status"], ["demo"], ["devxnat"]):
+        help_run = subprocess.run(
+            [sys.executable, "-m", "flows.cli", *argv, "--help"],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+        )
+        assert help_run.returncode == 0, help_run.stderr
+        assert "usage: x2c" in help_run.stdout
+
+
+def test_errors_are_one_line_with_exit_code_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], xnat_server: XnatServer
+) -> None:
+    cfg = write_cfg(tmp_path / "xnat.cfg", xnat_server)
+    cases = [
+        (["--config", str(tmp_path / "nope.cfg"), "--experiment", "E", "--host", "local",
+          "--output", str(tmp_path / "w")], "nope.cfg: no such file"),
+        (["--config", str(cfg), "--experiment", "NOPE", "--host", "local", "--output",
+          str(tmp_path / "w"), "--dry-run"], "'NOPE'"),
+        (["status", "--settings", str(tmp_path / "none.yaml")], "cannot read settings file"),
+    ]  # fmt: skip
+    for argv, expected in cases:
+        assert main(argv) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("x2c: error: ") and err.count("\n") == 1, err
+        assert expected in err and xnat_server.password not in err
+    with pytest.raises(SystemExit) as exc:
+        main(["--experiment", "E"])
+    assert exc.value.code == 2
+    assert "the seed form needs --host" in capsys.readouterr().err
+
+
+@pytest.mark.cluster
+def test_seed_dry_run_prints_the_plan_and_changes_nothing(
+    tmp_path: Path, xnat_server: XnatServer, cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    cfg = write_cfg(tmp_path / "xnat.cfg", xnat_server)
+    scratch = tmp_path / "scratch"  # the cluster's sshd runs on this machine: same filesystem
+    xnat_server.reset_counts()
+    out = io.StringIO()
+    code = main(
+        [
+            "--config",
+            str(cfg),
+            "--experiment",
+            "X2C_E00001",
+            "--host",
+            cluster.alias,
+            "--ssh-config",
+            str(cluster.ssh_config),
+            "--output",
+            str(scratch),
+            "--dry-run",
+        ],
+        out=out,
+    )
+    text = out.getvalue()
+    assert code == 0, text
+    lines = text.splitlines()
+    assert lines[0].startswith("# freesurfer6-hippocampal for DEMO/DEMO_S001_MR1 (X2C_E00001)")
+    assert any(line.startswith("decide: submit") for line in lines)
+    transfer = [line for line in lines if line.startswith("transfer: ")]
+    assert len(transfer) == 1 and "/scans/1/resources/NIFTI/files/T1.nii" in transfer[0]
+    assert f"{cluster.alias}:{scratch}/freesurfer6-hippocampal/X2C_E00001/inputs/" in transfer[0]
+    submit = [line for line in lines if line.startswith("submit: sbatch ")]
+    assert len(submit) == 1 and "--parsable" in submit[0] and "job.sh" in submit[0]
+    script = [line[4:] for line in lines if line.startswith("  | ")]
+    assert script[0] == "#!/usr/bin/env bash"
+    assert any("recon-all" in line and "-hippocampal-subfields-T1" in line for line in script)
+    assert any(line.startswith("upload: ") and "FS6_HIPPO" in line for line in lines)
+    assert xnat_server.password not in text
+    # nothing changed: no write on XNAT, nothing on the host
+    assert writes(xnat_server) == {}
+    assert not scratch.exists()
+    with connect(
+        XnatConfig(url=xnat_server.url, user=xnat_server.user, password=xnat_server.password)
+    ) as session:
+        assert not resource_status(session, "X2C_E00001", "FS6_HIPPO", "6.0.1-x2c.1").done
+
+
+def test_seed_form_runs_one_experiment_here(tmp_path: Path, fresh_xnat_server: XnatServer) -> None:
+    server = fresh_xnat_server
+    cfg = write_cfg(tmp_path / "xnat.cfg", server)
+    work = tmp_path / "work"
+    done = x2c(
+        "--config", str(cfg), "--experiment", "X2C_E00002", "--host", "local",
+        "--output", str(work), "--pipeline", "demo", "--container-runtime", "none", "--keep",
+        home=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert server.password not in done.stdout + done.stderr
+    assert "x2c: demo for DEMO/DEMO_S002_MR1 (X2C_E00002) on local" in done.stdout
+    assert "[1] DEMO-DEMO_S002_MR1: Completed" in done.stdout
+    row = next(line for line in done.stdout.splitlines() if line.startswith("DEMO/DEMO_S002_MR1"))
+    assert (
+        re.search(r"\bdone\b", row) and "/data/experiments/X2C_E00002/resources/DEMO_STATS" in row
+    )
+    assert "Traceback" not in done.stderr
+    # --keep: the job directory stays, with the job's own record of its run
+    run_env = (work / "demo" / "X2C_E00002" / "run.env").read_text()
+    assert "exit_code=0" in run_env
+    with connect(XnatConfig(url=server.url, user=server.user, password=server.password)) as session:
+        status = resource_status(session, "X2C_E00002", "DEMO_STATS", "1.0.0")
+        assert status.done, status.reason
+        assert status.provenance is not None
+        prov = status.provenance
+        assert prov["pipeline"]["name"] == "demo" and prov["job"]["scheduler"] == "local"
+        assert prov["job"]["exit_code"] == 0 and prov["source"]["experiment"] == "DEMO_S002_MR1"
+
+
+def test_run_reports_a_failure_and_status_shows_it(
+    tmp_path: Path, fresh_xnat_server: XnatServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = fresh_xnat_server
+    broken = add_broken_session(server, "DEMO", "BROKEN")
+    settings = tmp_path / "x2c.yaml"
+    settings.write_text(
+        yaml.safe_dump(
+            {
+                "xnat": {"url": server.url, "user": server.user},
+                "hosts": {
+                    "local": {
+                        "workdir": str(tmp_path / "work"),
+                        "scheduler": {"kind": "local", "poll_min_s": 0.2, "poll_max_s": 0.5},
+                        "path_prepend": [VENV_BIN],
+                    }
+                },
+                "pipelines": ["demo"],
+                "projects": [{"project": "DEMO", "pipeline": "demo", "host": "local"}],
+            }
+        )
+    )
+    monkeypatch.setenv("XNAT_PASS", server.password)
+    monkeypatch.setenv("HOME", str(tmp_path))
+
+    before = io.StringIO()
+    assert main(["status", "--settings", str(settings)], out=before) == 0
+    rows_before = [line for line in before.getvalue().splitlines() if line.startswith("DEMO/")]
+    assert len(rows_before) == 4 and all("not started" in r for r in rows_before), rows_before
+
+    done = x2c("run", "--settings", str(settings), "DEMO", home=tmp_path)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert server.password not in done.stdout + done.stderr
+    assert len(re.findall(r"^  \[\d\] DEMO-", done.stdout, re.M)) == 4, done.stdout
+    assert "4 experiment(s): 3 done, 0 skipped, 1 failed" in done.stdout
+    assert "DEMO/BROKEN_MR1: " in done.stdout.split("failed:", 1)[1]  # reason + log tail
+
+    after = io.StringIO()
+    assert main(["status", "--settings", str(settings)], out=after) == 1
+    rows = {line.split()[0]: line for line in after.getvalue().splitlines() if "/" in line}
+    assert all(" done " in rows[f"DEMO/DEMO_S00{k}_MR1"] for k in (1, 2, 3)), rows
+    assert " failed " in rows["DEMO/BROKEN_MR1"] and "exit" in rows["DEMO/BROKEN_MR1"], rows
+    assert broken
+
+
+def test_readme_settings_example_is_what_the_loader_accepts() -> None:
+    text = (ROOT / "README.md").read_text()
+    block = re.search(r"```yaml\n(.*?)```", text, re.S)
+    assert block is not None
+    settings = parse_settings(block.group(1), source="README.md", home=Path("/home/u"))
+    assert settings.hosts["hpc"].scheduler.kind == "slurm"
+    assert [p.project for p in settings.projects] == ["ADNI"]
+    assert "bash scripts/demo.sh" in text.split("## Layout")[0]
+    assert "bash scripts/test.sh" in text.split("## Layout")[0]
