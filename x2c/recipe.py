@@ -333,13 +333,15 @@ def _update(host: Host, jobdir: jd.JobDir, record: jd.JobRecord, **fields: Any) 
     return new
 
 
-def _failure(t: Target, record: jd.JobRecord, note: str = "") -> JobFailedError:
+def _failure(rt: Runtime, t: Target, record: jd.JobRecord, note: str = "") -> JobFailedError:
     extra = dict(record.model_extra or {})
     code = extra.get("exit_code")
     reason = str(extra.get("reason", ""))
+    log_path = _jobdir(rt, t).log
     return JobFailedError(
         f"{_name(t)}: job {record.job_id} on {record.host} ended {record.state} "
-        f"(exit {code}): {reason}{note}",
+        f"(exit {code}): {reason}; its log is {t.host}:{log_path}"
+        + (note or "; fix the cause, then run again with retry_failed=True"),
         job_id=record.job_id,
         state=record.state,
         exit_code=code if isinstance(code, int) else None,
@@ -471,7 +473,10 @@ def _assess(rt: Runtime, t: Target, *, retry_failed: bool, mutate: bool) -> Deci
     if recorded != _inputs_digest(selection.files):
         return Decision(Action.SUBMIT, f"the inputs changed since job {record.job_id} failed")
     raise _failure(
-        t, record, "; inputs and pipeline version unchanged, pass retry_failed=True to run it again"
+        rt,
+        t,
+        record,
+        "; inputs and pipeline version unchanged, pass retry_failed=True to run it again",
     )
 
 
@@ -783,7 +788,7 @@ def wait(rt: Runtime, t: Target, job_id: JobId, timeout: float | None = None) ->
                 str(extra.get("log_tail", "")),
             )
         if record.state != SUBMITTING:
-            raise _failure(t, record)
+            raise _failure(rt, t, record)
     poller = rt.poller(t.host)
     poller.register(job_id, exit_marker=jobdir.exit_code, log=jobdir.log)
     outcome = poller.wait(job_id, timeout)
@@ -803,7 +808,7 @@ def wait(rt: Runtime, t: Target, job_id: JobId, timeout: float | None = None) ->
         if record is None or record.job_id != job_id:
             outcome.raise_for_state()
         assert record is not None
-        raise _failure(t, record)
+        raise _failure(rt, t, record)
     return outcome
 
 
