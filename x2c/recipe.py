@@ -684,8 +684,10 @@ SUBMIT_LOCK = ".submit-lock"
 STALE_LOCK_MIN = 10
 """A submit lock older than this many minutes was left by a crash and is taken over."""
 
-# exit 0: taken; exit 75: held by someone else. A lock older than $2 minutes is taken over.
-_LOCK = r"""mkdir -- "$1" 2>/dev/null && exit 0
+# exit 0: taken; 75: held by someone else; 66: no job directory. A lock older than $2
+# minutes is taken over.
+_LOCK = r"""[ -d "${1%/*}" ] || exit 66
+mkdir -- "$1" 2>/dev/null && exit 0
 [ -n "$(find "$1" -maxdepth 0 -mmin +"$2" 2>/dev/null)" ] && rmdir -- "$1" 2>/dev/null \
   && mkdir -- "$1" 2>/dev/null && exit 0
 exit 75
@@ -699,6 +701,12 @@ def _submit_lock(host: Host, jobdir: jd.JobDir, t: Target) -> Iterator[None]:
     lock = posixpath.join(jobdir.root, SUBMIT_LOCK)
     argv = ["sh", "-c", _LOCK, "x2c-lock", lock, str(STALE_LOCK_MIN)]
     done = host.runner.run(argv)
+    if done.returncode == 66:
+        raise SubmissionError(
+            f"{_name(t)}: the job directory {jobdir.root} does not exist on {t.host}; "
+            "build the job before submitting it",
+            argv=argv,
+        )
     if done.returncode != 0:
         raise SubmissionError(
             f"{_name(t)}: another x2c process is submitting this experiment on {t.host} "

@@ -505,6 +505,9 @@ def test_submit_refuses_while_another_process_submits(
     eid = add_session(xnat_server, project, "L1", "L1_MR1")
     t = target_for(rt, project, eid)
     selection = recipe.select(rt, t)
+    unbuilt = recipe._spec(rt, t, rt.pipeline("demo"), "x2c.demo.unbuilt")
+    with pytest.raises(SubmissionError, match="build the job before submitting it"):
+        recipe.submit(rt, t, unbuilt)
     recipe.stage(rt, t, selection)
     spec = recipe.build(rt, t, selection)
     lock = Path(recipe._jobdir(rt, t).root) / recipe.SUBMIT_LOCK
