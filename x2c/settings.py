@@ -213,11 +213,18 @@ def _config_error(exc: ValidationError, source: str, root: yaml.Node | None) -> 
 # --- loading ------------------------------------------------------------------------------
 
 
-def _resolve_paths(data: dict[str, Any], base: Path, home: Path | None) -> dict[str, Any]:
+def _resolve_paths(
+    data: dict[str, Any], base: Path, home: Path | None, source: str
+) -> dict[str, Any]:
     def resolve(value: Any) -> Any:
         if not isinstance(value, str) or not value:
             return value
-        if value.startswith("~") and home is not None:
+        if value == "~" or value.startswith("~/"):
+            if home is None:
+                raise ConfigError(
+                    f"{source}: {value!r} starts with ~ but no HOME was given; pass env= to "
+                    "load_settings or write the full path"
+                )
             value = str(home) + value[1:]
         path = Path(value)
         return str(path if path.is_absolute() else (base / path))
@@ -293,7 +300,7 @@ def parse_settings(
         raise ConfigError(f"{source}{line}: not valid YAML: {problem}") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{source}:1: expected a mapping of settings at the top level")
-    data = _resolve_paths(data, base_dir or Path.cwd(), home)
+    data = _resolve_paths(data, base_dir or Path.cwd(), home, source)
     data.setdefault("state_dir", str((base_dir or Path.cwd()) / ".x2c-state"))
     data["source"] = source
     try:

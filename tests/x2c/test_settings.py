@@ -49,6 +49,8 @@ def test_defaults_and_home() -> None:
     assert s.state_dir == Path("/home/u/x2c-state")
     assert s.pipelines == () and s.pipeline("demo").name == "demo"  # shipped ones by default
     assert s.limits.xnat_transfers == 4 and s.keep_workdir is False
+    with pytest.raises(ConfigError, match="starts with ~ but no HOME was given"):
+        parse_settings(MINIMAL + "state_dir: ~/x2c-state\n")
 
 
 @pytest.mark.parametrize(
