@@ -253,7 +253,14 @@ def _resolve_paths(
 
 
 def _check_references(settings: Settings, root: yaml.Node | None) -> None:
-    """Pipelines load, and every project names a known pipeline and host."""
+    """Host work directories are absolute, pipelines load, and every project names a known
+    pipeline and host."""
+    for name, host in settings.hosts.items():
+        if not host.workdir.startswith("/"):
+            raise ConfigError(
+                f"{_where(settings.source, root, ('hosts', name, 'workdir'))}: "
+                f"{host.workdir!r} must be an absolute path on the host"
+            )
     names: dict[str, int] = {}
     for index, ref in enumerate(settings.pipelines):
         try:

@@ -75,12 +75,22 @@ def test_defaults_and_home() -> None:
         ("pipelines: [missing.yaml]\n", "x2c.yaml:7: pipelines.0: pipeline file"),
         ("projects:\n  - {project: P}\n", "x2c.yaml:8: projects.0.pipeline: is required"),
         ("state_dir: [1, 2\n", "x2c.yaml:8: not valid YAML"),
+        ("    ssh: login\n", None),
     ],
 )
-def test_errors_name_the_file_the_line_and_the_field(extra: str, message: str) -> None:
+def test_errors_name_the_file_the_line_and_the_field(extra: str, message: str | None) -> None:
+    if message is None:  # the control: the same file with a harmless line loads
+        assert parse_settings(MINIMAL + extra).host("local").ssh == "login"
+        return
     with pytest.raises(ConfigError) as info:
         parse_settings(MINIMAL + extra, source="x2c.yaml", base_dir=Path("/nonexistent"))
     assert str(info.value).startswith(message), str(info.value)
+
+
+def test_a_relative_workdir_is_refused_with_its_line() -> None:
+    text = MINIMAL.replace("/tmp/x2c", "scratch/x2c")
+    with pytest.raises(ConfigError, match=r"^x2c.yaml:6: hosts.local.workdir: 'scratch/x2c' must"):
+        parse_settings(text, source="x2c.yaml")
 
 
 def test_a_missing_host_workdir_points_at_the_host() -> None:
