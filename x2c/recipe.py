@@ -660,10 +660,18 @@ def _spec(rt: Runtime, t: Target, pipe: Pipeline, tag: str) -> JobSpec:
 def build(rt: Runtime, t: Target, selection: xnat.SelectedInputs) -> JobSpec:
     """Render the job script into the job directory on Y (with the inputs manifest beside it),
     remove a stale exit marker and archive, and return the JobSpec to submit. The spec's tag
-    is new for every build, so ``find(tag)`` can only ever find this build's job."""
+    is new for every build, so ``find(tag)`` can only ever find this build's job. Refuses
+    while the registry says a job is queued or running in that directory (it would pull the
+    script and the exit marker from under it)."""
     pipe = rt.pipeline(t.pipeline)
     host = rt.host(t.host)
     jobdir = _jobdir(rt, t)
+    current = jd.read_record(host.fs, jobdir)
+    if current is not None and current.job_id and _live(current.state):
+        raise PipelineError(
+            f"{_name(t)}: job {current.job_id} is {current.state.lower()} in {jobdir.root} on "
+            f"{t.host}; attach to it (decide says ATTACH) instead of building a new one"
+        )
     inputs = [f.path for f in selection.files]
     script = _script(rt, t, pipe, inputs)
     manifest = [{"path": f.path, "size": f.size, "md5": f.md5} for f in selection.files]

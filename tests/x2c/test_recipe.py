@@ -20,7 +20,7 @@ from x2c import jobdir as jd
 from x2c import recipe
 from x2c.config import HostConfig, SchedulerConfig, XnatConfig
 from x2c.devxnat.demo import nifti_bytes
-from x2c.errors import JobFailedError, NothingToProcessError
+from x2c.errors import JobFailedError, NothingToProcessError, PipelineError
 from x2c.recipe import Action, Runtime, Target
 from x2c.settings import Settings, XnatSource
 from x2c.xnat import XnatSession, connect, path_of, resource_status
@@ -520,6 +520,8 @@ def test_submit_refuses_while_another_process_submits(
     job = recipe.submit(rt, t, spec)
     assert local_jobs(rt, t) == [job] and not lock.exists()
     assert recipe.submit(rt, t, spec) == job, "a second submit returns the queued job"
+    with pytest.raises(PipelineError, match="attach to it"):
+        recipe.build(rt, t, selection)  # never pulls the script from under a live job
     assert local_jobs(rt, t) == [job]
     recipe.wait(rt, t, job, timeout=120)
 
