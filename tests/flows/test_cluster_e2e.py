@@ -1,0 +1,271 @@
+"""End to end over the real components: ``x2c devxnat`` + the real sshd + the real SLURM, through
+``process_experiments`` with a per-host in-flight limit of 2.
+
+Five experiments: three good, one with no matching input (its only scan is a DWI), one whose job
+fails (its "NIfTI" is not an image, so the demo pipeline exits non-zero). Checked: the limit
+(measured twice: the slot windows the flows report, and SLURM's own queue sampled while the batch
+runs), the results and their provenance read back with unmodified pyxnat, the failure with its
+reason and log tail, the skip with its reason, the batch Failed; then a second batch that only
+checks: no new SLURM job (the job registry on the host and SLURM's queue), no XNAT write, and a
+handful of XNAT requests per experiment (counted by the server).
+
+It lives in tests/flows/ to share the one session-scoped Prefect harness of tests/flows/conftest.py
+(a conftest elsewhere importing that fixture would start a second harness).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+import yaml
+from pyxnat import Interface
+
+from flows.batch import process_experiments
+from tasks.report import DONE, FAILED, SKIPPED, ExperimentResult
+from tests.fixtures.cluster import Cluster
+from tests.fixtures.xnat_server import XnatServer
+from tests.flows.helpers import VENV_BIN, add_session
+from tests.test_cli import add_broken_session
+from x2c import recipe
+
+pytestmark = pytest.mark.cluster
+
+LIMIT = 2
+
+
+def max_overlap(windows: Sequence[tuple[float, float]]) -> int:
+    """The most windows open at one instant (an end at t comes before a start at t)."""
+    events = sorted([(a, 1) for a, _ in windows] + [(b, -1) for _, b in windows])
+    best = now = 0
+    for _, step in events:
+        now += step
+        best = max(best, now)
+    return best
+
+
+class QueueSampler:
+    """Samples SLURM's queue (``squeue``) every 0.2 s in a thread: the most of OUR jobs (their
+    working directory is under ``workdir``: other test runs share this SLURM) that were pending
+    or running at once, and every one of our job ids seen."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = str(workdir) + "/"
+        self.most = 0
+        self.seen: set[str] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def ours(self, states: str) -> list[str]:
+        """Our jobs SLURM lists in ``states`` (``all``: also those ended within MinJobAge)."""
+        done = subprocess.run(
+            ["squeue", "-h", "--me", f"--states={states}", "--format=%i|%Z"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        rows = [line.split("|", 1) for line in done.stdout.splitlines() if "|" in line]
+        return [job for job, cwd in rows if (cwd.rstrip("/") + "/").startswith(self.workdir)]
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.2):
+            live = self.ours("PENDING,CONFIGURING,RUNNING")
+            self.most = max(self.most, len(live))
+            self.seen.update(live)
+
+    def __enter__(self) -> QueueSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+
+def cluster_settings(path: Path, server: XnatServer, cluster: Cluster, scratch: Path) -> Path:
+    """Settings: host ``cluster`` over SSH with SLURM, the demo pipeline run bare by this venv's
+    python on the node (this machine), at most LIMIT experiments in flight, job directories
+    kept (their run.env and job.json are evidence). No password in the file: XNAT_PASS."""
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "xnat": {"url": server.url, "user": server.user, "timeout": 20, "retries": 2},
+                "hosts": {
+                    "cluster": {
+                        "ssh": cluster.alias,
+                        "ssh_config": str(cluster.ssh_config),
+                        "known_hosts": str(cluster.known_hosts),
+                        "workdir": str(scratch),
+                        "scheduler": {
+                            "kind": "slurm",
+                            "extra_args": ["--oversubscribe"],
+                            "poll_min_s": 0.2,
+                            "poll_max_s": 1.0,
+                            "exit_marker_grace_s": 3.0,
+                        },
+                        "container_runtime": "none",
+                        "path_prepend": [VENV_BIN],
+                        "max_in_flight": LIMIT,
+                    }
+                },
+                "pipelines": ["demo"],
+                "limits": {"xnat_transfers": 2},
+                "state_dir": str(path.parent / "state"),
+                "keep_workdir": True,
+            }
+        )
+    )
+    return path
+
+
+@pytest.fixture
+def runtimes() -> Iterator[None]:
+    yield
+    recipe.close_runtimes()
+
+
+def xnat_requests(server: XnatServer) -> tuple[int, dict[str, int]]:
+    """(all requests to /data, the writes among them) since the last reset."""
+    counts = {k: n for k, n in server.request_counts().items() if " /x2c" not in k}
+    writes = {k: n for k, n in counts.items() if not k.startswith(("GET ", "HEAD "))}
+    return sum(counts.values()), writes
+
+
+def test_five_experiments_over_ssh_and_slurm_then_a_rerun_that_only_checks(
+    fresh_xnat_server: XnatServer,
+    cluster: Cluster,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    runtimes: None,
+) -> None:
+    server = fresh_xnat_server
+    project = server.new_project("E2E")
+    good = [add_session(server, project, f"S{k}", f"S{k}_MR1", index=k) for k in (1, 2, 3)]
+    no_input = add_session(server, project, "S4", "S4_MR1", scan_type="DWI")
+    broken = add_broken_session(server, project, "BROKEN5")
+    everyone = [*good, no_input, broken]
+    scratch = tmp_path / "scratch"  # on the cluster's login node, which is this machine
+    settings = cluster_settings(tmp_path / "x2c.yaml", server, cluster, scratch)
+    monkeypatch.setenv("XNAT_PASS", server.password)
+
+    server.reset_counts()
+    with QueueSampler(scratch) as queue:
+        state = process_experiments(
+            settings_path=str(settings),
+            project=project,
+            pipeline="demo",
+            host="cluster",
+            return_state=True,
+        )
+    first_total, first_writes = xnat_requests(server)
+
+    # the batch: Failed, naming the failure
+    assert state.is_failed(), state
+    assert "1 of 5 experiment(s) failed: " in str(state.message)
+    assert "BROKEN5_MR1" in str(state.message)
+    results: list[ExperimentResult] = state.result(raise_on_failure=False)
+    by_id = {r.experiment: r for r in results}
+    assert [by_id[e].state for e in good] == [DONE, DONE, DONE]
+    skip = by_id[no_input]
+    assert skip.state == SKIPPED and skip.reason.startswith("skipped: "), skip
+    assert "T1" in skip.reason, skip.reason  # says which selection found nothing
+    fail = by_id[broken]
+    assert fail.state == FAILED and fail.job_id, fail
+    assert "exit" in fail.reason, fail.reason
+    assert "demo_pipeline" in fail.log_tail or "nibabel" in fail.log_tail, fail.log_tail
+
+    # the limit, measured: experiments holding a host slot at once (the flows' own stamps), and
+    # jobs pending or running at once in SLURM's queue (sampled)
+    held = [r.in_flight for r in results if r.in_flight is not None]
+    assert len(held) == 4  # the one with nothing to process never took a slot
+    assert max_overlap(held) == LIMIT, held  # never above the limit, and the limit was used
+    assert 1 <= queue.most <= LIMIT, queue.most
+    jobs = {r.experiment: r.job_id for r in results if r.job_id}
+    assert set(jobs) == {*good, broken}
+    assert len(set(jobs.values())) == 4, jobs
+    assert queue.seen and queue.seen <= set(jobs.values()), (queue.seen, jobs)
+    print(
+        f"\nmax experiments in flight: {max_overlap(held)} (limit {LIMIT}); "
+        f"max SLURM jobs queued or running at once: {queue.most}"
+    )
+
+    # results and provenance on XNAT, read back with unmodified pyxnat
+    intf = Interface(server=server.url, user=server.user, password=server.password)
+    try:
+        for eid in good:
+            resource = intf.select.experiment(eid).resource("DEMO_STATS")
+            assert resource.exists()
+            files = {f.id(): f for f in resource.files()}
+            assert set(files) == {"DEMO_STATS.zip", "provenance.json"}
+            prov_path = tmp_path / f"{eid}-provenance.json"
+            resource.file("provenance.json").get(str(prov_path))
+            prov = json.loads(prov_path.read_text())
+            zip_path = tmp_path / f"{eid}.zip"
+            resource.file("DEMO_STATS.zip").get(str(zip_path))
+            t1 = tmp_path / f"{eid}-T1.nii"
+            intf.select.experiment(eid).scan("1").resource("NIFTI").file("T1.nii").get(str(t1))
+            assert prov["schema"] == "x2c.provenance/1"
+            assert prov["pipeline"]["name"] == "demo"
+            assert prov["pipeline"]["version"] == "1.0.0"
+            assert prov["job"]["scheduler"] == "slurm"
+            assert prov["job"]["job_id"] == by_id[eid].job_id
+            assert prov["job"]["host"] == "cluster" and prov["job"]["exit_code"] == 0
+            assert prov["source"]["project"] == project
+            assert prov["archive"]["md5"] == hashlib.md5(zip_path.read_bytes()).hexdigest()
+            assert [i["md5"] for i in prov["inputs"]] == [hashlib.md5(t1.read_bytes()).hexdigest()]
+            assert server.password not in prov_path.read_text()
+        assert not intf.select.experiment(broken).resource("DEMO_STATS").exists()
+        assert not intf.select.experiment(no_input).resource("DEMO_STATS").exists()
+    finally:
+        intf.disconnect()
+
+    # what the host keeps: one registry entry per submitted job, with its own run record
+    def records() -> dict[str, tuple[str, str]]:
+        out = {}
+        for eid in everyone:
+            registry = scratch / "demo" / eid / "job.json"
+            if registry.exists():
+                rec = json.loads(registry.read_text())
+                out[eid] = (rec["job_id"], rec["submitted_at"])
+        return out
+
+    first_records = records()
+    assert {e: j for e, (j, _) in first_records.items()} == jobs
+    for eid in good:
+        assert "exit_code=0" in (scratch / "demo" / eid / "run.env").read_text()
+
+    # the second batch: checks only
+    server.reset_counts()
+    with QueueSampler(scratch) as again_queue:
+        again = process_experiments(
+            settings_path=str(settings),
+            project=project,
+            pipeline="demo",
+            host="cluster",
+            return_state=True,
+        )
+    second_total, second_writes = xnat_requests(server)
+    assert again.is_failed(), "the failed job is reported again"
+    second = {r.experiment: r for r in again.result(raise_on_failure=False)}
+    assert {second[e].action for e in good} == {"skip_done"}
+    assert [second[e].state for e in good] == [DONE, DONE, DONE]
+    assert second[no_input].state == SKIPPED
+    assert second[broken].state == FAILED and second[broken].job_id == jobs[broken]
+    assert "exit" in second[broken].reason
+    assert records() == first_records, "no job was submitted again"
+    assert again_queue.most == 0 and again_queue.seen == set()
+    assert set(again_queue.ours("all")) <= set(jobs.values())
+    assert second_writes == {}, second_writes
+    assert first_writes, "the first batch uploaded"
+    # a listing; per experiment a status check (2); the failed and the empty one also look
+    # at their inputs (2 each)
+    assert second_total <= 1 + 5 * 2 + 2 * 2, second_total
+    print(
+        f"XNAT requests: first batch {first_total} ({first_total / 5:.1f} per experiment), "
+        f"second batch {second_total} ({second_total / 5:.1f} per experiment)"
+    )
