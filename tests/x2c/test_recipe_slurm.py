@@ -47,16 +47,19 @@ def rt(xnat_server: Any, cluster: Cluster, tmp_path: Path) -> Iterator[Runtime]:
     runtime.close()
 
 
-def slurm_jobs(t: Target) -> list[str]:
-    """Jobs SLURM still lists (any state) whose comment names ``t``'s experiment."""
+def slurm_jobs(rt: Runtime, t: Target) -> list[str]:
+    """Jobs SLURM still lists (any state) for ``t``'s job directory. Matched on the working
+    directory, not the experiment ID: other test sessions' devxnat servers hand out the same
+    IDs, and their jobs share this SLURM."""
     done = subprocess.run(
-        ["squeue", "-h", "--me", "--states=all", "--format=%i|%k"],
+        ["squeue", "-h", "--me", "--states=all", "--format=%i|%Z"],
         capture_output=True,
         text=True,
         check=True,
     )
+    root = recipe._jobdir(rt, t).root
     rows = [line.split("|", 1) for line in done.stdout.splitlines() if "|" in line]
-    return [job for job, comment in rows if f".{t.experiment}." in comment]
+    return [job for job, workdir in rows if workdir == root]
 
 
 def test_full_cycle_over_ssh_and_slurm(rt: Runtime, xnat_server: Any) -> None:
@@ -69,7 +72,7 @@ def test_full_cycle_over_ssh_and_slurm(rt: Runtime, xnat_server: Any) -> None:
     assert status.provenance["job"]["scheduler"] == "slurm"
     assert status.provenance["job"]["node"]
     assert [f.path for f in receipt.files] == ["DEMO_STATS.zip"]
-    assert len(slurm_jobs(t)) <= 1  # MinJobAge=5 may have purged it already
+    assert len(slurm_jobs(rt, t)) <= 1  # MinJobAge=5 may have purged it already
 
     counter = Counter(xnat_server)
     counter.reset()
@@ -103,16 +106,17 @@ def test_crash_between_sbatch_and_the_registry_write_attaches(
     )
     jd.write_record(host.fs, jobdir, record)
     job = rt.scheduler("cluster").submit(spec)  # sbatch ran; the registry never heard of it
+    assert slurm_jobs(rt, t) == [job]  # listed until MinJobAge after it ends
 
     decision = recipe.decide(rt, t)
     assert decision.action in (Action.ATTACH, Action.COLLECT), decision
     assert decision.job_id == job
-    assert slurm_jobs(t) in ([job], [])  # purged after MinJobAge once it ended
+    assert slurm_jobs(rt, t) in ([job], [])  # purged after MinJobAge once it ended
     cycle(rt, t)
     status = resource_status(rt.xnat, t.experiment, "DEMO_STATS", "1.0.0")
     assert status.done and status.provenance is not None
     assert status.provenance["job"]["job_id"] == job, "the result came from the one job"
-    assert set(slurm_jobs(t)) <= {job}, "no second job was submitted"
+    assert set(slurm_jobs(rt, t)) <= {job}, "no second job was submitted"
 
 
 def test_a_submission_whose_job_ran_and_left_squeue_is_collected(
@@ -143,8 +147,9 @@ def test_a_submission_whose_job_ran_and_left_squeue_is_collected(
     )
     jd.write_record(host.fs, jobdir, record)
     job = rt.scheduler("cluster").submit(spec)
+    assert slurm_jobs(rt, t) == [job]
     deadline = time.monotonic() + 120
-    while slurm_jobs(t) or not Path(jobdir.exit_code).exists():
+    while slurm_jobs(rt, t) or not Path(jobdir.exit_code).exists():
         assert time.monotonic() < deadline, f"job {job} still listed by squeue after 120 s"
         time.sleep(0.5)
 
@@ -170,7 +175,7 @@ def test_plan_prints_the_sbatch_command(rt: Runtime, xnat_server: Any, cluster: 
     assert f"-> {cluster.alias}:{shlex.quote(jobdir.root)}/inputs/scans/1-T1/NIFTI/T1.nii" in text
     assert xnat_server.password not in text
     assert not rt.host("cluster").fs.exists(jobdir.root)
-    assert slurm_jobs(t) == []
+    assert slurm_jobs(rt, t) == []
 
 
 def test_hostile_labels_over_slurm(rt: Runtime, xnat_server: Any, tmp_path: Path) -> None:
