@@ -265,3 +265,20 @@ def test_readme_settings_example_is_what_the_loader_accepts() -> None:
     assert [p.project for p in settings.projects] == ["ADNI"]
     assert "bash scripts/demo.sh" in text.split("## Layout")[0]
     assert "bash scripts/test.sh" in text.split("## Layout")[0]
+
+
+def test_demo_processes_every_session_and_exits_0(tmp_path: Path) -> None:
+    done = x2c("demo", "--sessions", "3", "--runtime", "none", "--dir", str(tmp_path / "d"),
+               home=tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = done.stdout
+    assert "x2c demo: XNAT-compatible server on http://127.0.0.1:" in out
+    rows = [line for line in out.splitlines() if line.startswith("DEMO/DEMO_S00")]
+    assert len(rows) == 3 and all(re.search(r"\bdone\b", r) for r in rows), out
+    assert all("/resources/DEMO_STATS" in r for r in rows)
+    assert "3 experiment(s): 3 done, 0 skipped, 0 failed" in out
+    assert "Traceback" not in done.stderr
+    password = (tmp_path / "d" / "devxnat.password").read_text()
+    assert password and password not in out + done.stderr
+    cfg = tmp_path / "d" / "xnat.cfg"
+    assert cfg.stat().st_mode & 0o077 == 0  # the demo's pyxnat .cfg is its owner's only
