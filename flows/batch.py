@@ -20,8 +20,9 @@ from typing import Any
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
+from prefect.client.schemas.objects import State
 from prefect.futures import as_completed
-from prefect.states import Failed, State
+from prefect.states import Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.experiment import process_experiment
@@ -56,6 +57,7 @@ def run_experiment(
         host=t.host,
         label=t.label,
         subject=t.subject,
+        last_modified=t.last_modified,
         retry_failed=retry_failed,
         wait_timeout_s=wait_timeout_s,
         return_state=True,
@@ -120,7 +122,7 @@ def fan_out(
 @flow(
     name="process-experiments",
     flow_run_name="{project}-{pipeline}-batch",
-    task_runner=ThreadPoolTaskRunner(max_workers=MAX_WORKERS),
+    task_runner=ThreadPoolTaskRunner(max_workers=MAX_WORKERS),  # type: ignore[arg-type]
 )
 def process_experiments(
     settings_path: str,

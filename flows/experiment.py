@@ -23,8 +23,9 @@ from contextlib import nullcontext
 from typing import Any
 
 from prefect import flow, tags
+from prefect.client.schemas.objects import State
 from prefect.runtime import flow_run
-from prefect.states import Failed, State
+from prefect.states import Failed
 
 from tasks.build import build_job
 from tasks.collect import collect_result
@@ -56,11 +57,12 @@ def _target(
     host: str,
     label: str,
     subject: str,
+    last_modified: str,
 ) -> Target:
     if label and subject:  # a parent listing already named it: no request
         rt.pipeline(pipeline)
         rt.host_config(host)
-        return Target(project, experiment, label, subject, pipeline, host)
+        return Target(project, experiment, label, subject, pipeline, host, last_modified)
     return list_targets(rt, project, pipeline, host, [experiment])[0]
 
 
@@ -73,6 +75,7 @@ def process_experiment(
     host: str,
     label: str = "",
     subject: str = "",
+    last_modified: str = "",
     retry_failed: bool = False,
     hold_host_slot: bool = True,
     wait_timeout_s: float | None = None,
@@ -80,13 +83,15 @@ def process_experiment(
     """Process one experiment (accession ID, or label when ``label``/``subject`` are not given)
     of ``project`` with ``pipeline`` on ``host``; see the module docstring.
 
+    A caller that listed the project already passes ``label``, ``subject`` and
+    ``last_modified`` (for the nightly ledger) with the ID, which saves the listing request.
     ``settings_path`` is the x2c settings file (the password comes from where it says, never
     from a parameter). ``retry_failed`` resubmits a job that failed before with unchanged
     inputs. ``hold_host_slot=False`` leaves the in-flight limit to the caller.
     """
     started = time.monotonic()
     rt = open_runtime(settings_path)
-    t = _target(rt, project, experiment, pipeline, host, label, subject)
+    t = _target(rt, project, experiment, pipeline, host, label, subject, last_modified)
     pipe = rt.pipeline(pipeline)
     facts: dict[str, Any] = {"action": "", "job_id": "", "in_flight": None}
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import flow
-from prefect.states import State
+from prefect.client.schemas.objects import State
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.batch import MAX_WORKERS, fan_out
@@ -21,7 +21,10 @@ from tasks.targets import pending_targets
 from x2c.recipe import Target
 
 
-@flow(name="x2c-nightly", task_runner=ThreadPoolTaskRunner(max_workers=MAX_WORKERS))
+@flow(
+    name="x2c-nightly",
+    task_runner=ThreadPoolTaskRunner(max_workers=MAX_WORKERS),  # type: ignore[arg-type]
+)
 def nightly(settings_path: str) -> list[ExperimentResult] | State[Any]:
     """Process every experiment not yet done, for each ``projects`` entry of the settings."""
     rt = open_runtime(settings_path)

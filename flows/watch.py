@@ -65,6 +65,7 @@ def watch_xnat(
                 e.id,
                 e.label,
                 e.subject,
+                e.last_modified,
                 run.pipeline,
                 run.host,
             )

@@ -18,7 +18,7 @@ from x2c.errors import SSHConnectError, XnatTransientError
 TRANSIENT: tuple[type[BaseException], ...] = (SSHConnectError, XnatTransientError)
 
 RETRIES = 3
-RETRY_DELAYS_S = [10, 30, 90]
+RETRY_DELAYS_S: list[float] = [10.0, 30.0, 90.0]
 
 
 def is_transient(exc: BaseException | None) -> bool:

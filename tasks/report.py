@@ -118,7 +118,10 @@ def publish_results(key: str, title: str, results: Sequence[ExperimentResult]) -
 
 def start_progress(total: int, what: str) -> UUID:
     """A progress artifact at 0 %, for a fan-out over ``total`` experiments."""
-    return create_progress_artifact(progress=0.0, description=f"{what}: 0 of {total} finished")
+    artifact_id: UUID = create_progress_artifact(  # type: ignore[assignment]  # sync call
+        progress=0.0, description=f"{what}: 0 of {total} finished"
+    )
+    return artifact_id
 
 
 def report_progress(artifact_id: UUID, finished: int, total: int, what: str) -> None:

@@ -30,7 +30,7 @@ def secret_password(settings: Settings) -> SecretStr | None:
             f"{settings.source}: xnat.secret_block {name!r}: no such Prefect Secret block; "
             f"create it with `prefect block create secret` (or in the UI) under that name"
         ) from exc
-    value = block.get()
+    value = block.get()  # type: ignore[union-attr]  # sync here, never a coroutine
     if not isinstance(value, str) or not value:
         raise ConfigError(f"{settings.source}: Prefect Secret block {name!r} holds no password")
     return SecretStr(value)

@@ -27,6 +27,7 @@ from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
 from prefect.variables import Variable
 
@@ -182,11 +183,12 @@ def start_run(
     experiment: str,
     label: str,
     subject: str,
+    last_modified: str,
     pipeline: str,
     host: str,
 ) -> str:
     """Start (at most once, ever) the deployment's run for one new session; return its id."""
-    run = run_deployment(
+    run: FlowRun = run_deployment(  # type: ignore[assignment]  # sync here, never a coroutine
         deployment,
         parameters={
             "settings_path": settings_path,
@@ -194,6 +196,7 @@ def start_run(
             "experiment": experiment,
             "label": label,
             "subject": subject,
+            "last_modified": last_modified,
             "pipeline": pipeline,
             "host": host,
         },
