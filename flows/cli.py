@@ -247,6 +247,9 @@ class _Progress(logging.Handler):
             return
         self.finished += 1
         state = message.removeprefix("Finished in state ").removesuffix("()")
+        state = _cli_words(state)
+        if len(state) > 160:  # the table at the end has the whole reason
+            state = state[:157] + "..."
         name = getattr(record, "flow_run_name", "?")
         print(f"  [{self.finished}] {name}: {state}", file=self.out, flush=True)
 
@@ -281,6 +284,11 @@ def prefect_session(*, quick: bool, verbose: bool, out: TextIO) -> Iterator[None
         # Prefect's console handlers stay quiet: its temporary server stops at exit and says so
 
 
+def _cli_words(reason: str) -> str:
+    """A reason in the command line's words (the flows' parameter is the CLI's option)."""
+    return reason.replace("retry_failed=True", "--retry-failed")
+
+
 def _duration(seconds: float) -> str:
     return f"{seconds:.1f}s" if seconds else ""
 
@@ -312,7 +320,7 @@ def run_batches(settings_path: str, batches: Sequence[Batch], *, retry_failed: b
                         job_id=r.job_id,
                         duration=_duration(r.duration_s),
                         where=r.xnat_uri,
-                        reason=r.reason,
+                        reason=_cli_words(r.reason),
                         log_tail=r.log_tail,
                     )
                     for r in data
@@ -441,7 +449,8 @@ def status_row(rt: Any, t: Any) -> Row:
     try:
         d = recipe.decide(rt, t)
     except JobFailedError as exc:
-        return Row(name, "failed", job_id=exc.job_id or "", reason=exc.reason or str(exc))
+        why = str(exc).removeprefix(f"{t.pipeline} for {name}: ")
+        return Row(name, "failed", job_id=exc.job_id or "", reason=_cli_words(why))
     except X2CError as exc:
         return Row(name, "error", reason=str(exc))
     state = {

@@ -20,8 +20,9 @@ import yaml
 from flows.cli import main
 from tests.fixtures.cluster import Cluster
 from tests.fixtures.xnat_server import XnatServer
+from x2c import recipe
 from x2c.config import XnatConfig
-from x2c.settings import parse_settings
+from x2c.settings import load_settings, parse_settings, xnat_config
 from x2c.xnat import connect, resource_status
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -282,3 +283,54 @@ def test_demo_processes_every_session_and_exits_0(tmp_path: Path) -> None:
     assert password and password not in out + done.stderr
     cfg = tmp_path / "d" / "xnat.cfg"
     assert cfg.stat().st_mode & 0o077 == 0  # the demo's pyxnat .cfg is its owner's only
+
+
+def test_status_shows_a_job_in_flight_with_its_id(
+    tmp_path: Path, xnat_server: XnatServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pipe = tmp_path / "sleepy.yaml"
+    pipe.write_text(
+        yaml.safe_dump(
+            {
+                "name": "sleepy",
+                "version": "1",
+                "inputs": {"scan_types": ["T1*"], "resource": "NIFTI", "pick": "first"},
+                "input_match": "*.nii*",
+                "image": "none",
+                "runtime": "none",
+                "command": ["sleep", "60"],
+                "walltime": "00:05:00",
+                "outputs": ["never.txt"],
+                "archive": "SLEEPY",
+                "resource": "SLEEPY",
+            }
+        )
+    )
+    settings_path = tmp_path / "x2c.yaml"
+    settings_path.write_text(
+        yaml.safe_dump(
+            {
+                "xnat": {"url": xnat_server.url, "user": xnat_server.user},
+                "hosts": {"local": {"workdir": str(tmp_path / "work")}},
+                "pipelines": [str(pipe)],
+            }
+        )
+    )
+    monkeypatch.setenv("XNAT_PASS", xnat_server.password)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    settings = load_settings(settings_path, env=os.environ)
+    rt = recipe.Runtime(settings, xnat_config(settings, env=os.environ))
+    t = recipe.targets(rt, "DEMO", "sleepy", "local", ["DEMO_S001_MR1"])[0]
+    selection = recipe.select(rt, t)
+    recipe.stage(rt, t, selection)
+    job = recipe.submit(rt, t, recipe.build(rt, t, selection))
+    try:
+        out = io.StringIO()
+        argv = ["status", "--settings", str(settings_path), "DEMO", "DEMO_S001_MR1"]
+        code = main([*argv, "--pipeline", "sleepy", "--host", "local"], out=out)
+        assert code == 0, out.getvalue()
+        row = next(line for line in out.getvalue().splitlines() if line.startswith("DEMO/"))
+        assert " in flight " in row and str(job) in row, row
+    finally:
+        rt.scheduler("local").cancel([job])
+        rt.close()
