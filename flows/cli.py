@@ -434,7 +434,7 @@ def cmd_run(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> in
         print(f"x2c: {b.pipeline} on {b.host} for {what} of {b.project}", file=out)
     with prefect_session(quick=args.quick, verbose=args.verbose, out=out):
         rows = run_batches(
-            str(Path(args.settings).expanduser()), batches, retry_failed=args.retry_failed
+            str(Path(args.settings).expanduser().resolve()), batches, retry_failed=args.retry_failed
         )
     return report(rows, out)
 
