@@ -1,10 +1,13 @@
 """The fan-out: five experiments, one with no matching input and one whose job fails, under a
 per-host in-flight limit of 2 that is MEASURED (from the jobs' own start/end stamps and from the
-slots each experiment held), then a second batch that does nothing but check."""
+slots each experiment held), with a sixth experiment run at the same time by ANOTHER flow run
+drawing on the same limit; then a second batch over the whole project that does nothing but
+check."""
 
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -12,6 +15,7 @@ import pytest
 import yaml
 
 from flows.batch import process_experiments
+from flows.experiment import process_experiment
 from tasks.report import DONE, FAILED, SKIPPED, ExperimentResult
 from tests.fixtures.xnat_server import XnatServer
 from tests.flows.helpers import add_session, artifacts_by_key, poll, write_settings, xnat_cfg
@@ -108,13 +112,32 @@ def test_five_experiments_under_an_in_flight_limit_of_two(
     )
     monkeypatch.setenv("XNAT_PASS", xnat_server.password)
 
+    # Another flow run on the same host at the same time (as the watcher would start one): the
+    # limit is the server's, so it counts against the same two slots.
+    other = add_session(xnat_server, project, "S6", "S6_MR1", index=6)
+    beside: dict[str, ExperimentResult] = {}
+
+    def other_run() -> None:
+        beside["result"] = process_experiment(  # type: ignore[assignment]
+            settings_path=str(settings),
+            project=project,
+            experiment=other,
+            pipeline="traced",
+            host="local",
+        )
+
+    thread = threading.Thread(target=other_run)
+    thread.start()
     state = process_experiments(
         settings_path=str(settings),
         project=project,
         pipeline="traced",
         host="local",
+        experiments=[*ok, no_input, failing],
         return_state=True,
     )
+    thread.join(timeout=300)
+    assert beside["result"].state == DONE
     assert state.is_failed(), "one experiment failed, so the batch did"
     assert "1 of 5 experiment(s) failed: " in str(state.message)
     assert "FAIL5_MR1" in str(state.message)
@@ -129,10 +152,10 @@ def test_five_experiments_under_an_in_flight_limit_of_two(
 
     # the limit, measured: jobs that ran at once, and experiments holding a slot at once
     jobs = job_windows(trace)
-    assert len(jobs) == 4
+    assert len(jobs) == 5
     assert max_overlap(jobs) <= 2, jobs
-    held = [r.in_flight for r in results if r.in_flight is not None]
-    assert len(held) == 4  # the one with nothing to process never took a slot
+    held = [r.in_flight for r in [*results, beside["result"]] if r.in_flight is not None]
+    assert len(held) == 5  # the one with nothing to process never took a slot
     assert max_overlap(held) == 2, held  # never above the limit, and the limit was used
     print(f"\nmax in flight: {max_overlap(held)} (limit 2), max jobs at once: {max_overlap(jobs)}")
 
@@ -166,12 +189,13 @@ def test_five_experiments_under_an_in_flight_limit_of_two(
     )
     assert again.is_failed()
     second = {r.experiment: r for r in again.result(raise_on_failure=False)}
+    assert set(second) == {*ok, no_input, failing, other}
     assert {second[e].action for e in ok} == {"skip_done"}
     assert second[failing].state == FAILED and second[no_input].state == SKIPPED
-    assert len(trace.read_text().splitlines()) == 8, "no job was submitted again"
+    assert len(trace.read_text().splitlines()) == 10, "no job was submitted again"
     counts = xnat_server.request_counts()
     total = sum(n for k, n in counts.items() if not k.split(" ", 1)[1].startswith("/x2c"))
     # listing 1; per experiment a resource status (2); the failed and the empty one also
     # look at their inputs (2 each)
-    assert total <= 1 + 5 * 2 + 2 * 2, counts
-    print(f"second batch: {total} XNAT requests for 5 experiments")
+    assert total <= 1 + 6 * 2 + 2 * 2, counts
+    print(f"second batch: {total} XNAT requests for 6 experiments")
