@@ -138,7 +138,11 @@ def process_experiment(
                         clean_workdir(rt, t)
                     finally:
                         facts["in_flight"] = (took, time.time())
-                out = result(DONE, outcome.reason or "result uploaded", xnat_uri=uploaded.uri)
+                out = result(
+                    DONE,
+                    f"job {job_id} {outcome.state.value.lower()}; result uploaded and verified",
+                    xnat_uri=uploaded.uri,
+                )
     except NothingToProcessError as exc:
         out = result(SKIPPED, f"skipped: {exc.reason}")
     except JobFailedError as exc:
