@@ -10,7 +10,10 @@ echo "== ruff"; ruff check . && ruff format --check .
 echo "== mypy"; mypy
 echo "== import contracts"; lint-imports
 
-bash scripts/testcluster.sh up
-trap 'bash scripts/testcluster.sh down' EXIT
+# take the cluster down afterwards only if this run brought it up
+if ! bash scripts/testcluster.sh status >/dev/null 2>&1; then
+  bash scripts/testcluster.sh up
+  trap 'bash scripts/testcluster.sh down' EXIT
+fi
 echo "== pytest"
 python -m pytest "$@"
