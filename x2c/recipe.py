@@ -449,12 +449,14 @@ def _assess(rt: Runtime, t: Target, *, retry_failed: bool, mutate: bool) -> Deci
         return Decision(
             Action.SUBMIT, f"the job on {t.host} ran version {record.version}, not {pipe.version}"
         )
-    if _live(record.state) and mutate:  # the dry run does not poll (local polls launch jobs)
-        record = _refresh(rt, t, jobdir, record, mutate)
+    if _live(record.state):
+        if mutate:  # the dry run does not poll (a poll of the local scheduler launches jobs)
+            record = _refresh(rt, t, jobdir, record, mutate)
         if _live(record.state):
+            seen = "is" if mutate else "was last recorded as"
             return Decision(
                 Action.ATTACH,
-                f"job {record.job_id} is {record.state.lower()}",
+                f"job {record.job_id} {seen} {record.state.lower()}",
                 JobId(record.job_id),
             )
     if record.state in (JobState.COMPLETED.value, UPLOADED):

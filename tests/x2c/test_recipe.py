@@ -466,6 +466,33 @@ def test_plan_shows_every_step_and_changes_nothing(
     )
 
 
+def test_plan_attaches_to_a_job_recorded_as_running(
+    rt: Runtime, project: str, xnat_server: Any
+) -> None:
+    """The dry run cannot poll, so it trusts the registry: a live job is attached to, never
+    reported as failed and never submitted again."""
+    eid = add_session(xnat_server, project, "R1", "R1_MR1")
+    t = target_for(rt, project, eid)
+    spec = recipe.build(rt, t, recipe.select(rt, t))
+    host = rt.host("local")
+    jobdir = recipe._jobdir(rt, t)
+    record = jd.JobRecord(
+        job_id="4242",
+        scheduler="local",
+        host="local",
+        pipeline="demo",
+        version="1.0.0",
+        experiment=eid,
+        submitted_at="2026-11-27T00:00:00Z",
+        state="RUNNING",
+    )
+    jd.write_record(host.fs, jobdir, record)
+    lines = recipe.plan(rt, t)
+    assert lines[1].startswith("decide: attach: job 4242 was last recorded as running"), lines
+    assert not any(line.startswith("submit:") for line in lines), lines
+    assert Path(spec.script_path).exists()
+
+
 def test_the_job_script_never_holds_the_password(
     rt: Runtime, project: str, xnat_server: Any
 ) -> None:
