@@ -55,5 +55,7 @@ def upload_result(rt: Runtime, t: Target, archive: FileRef, outcome: JobOutcome 
 )
 def clean_workdir(rt: Runtime, t: Target) -> None:
     """Remove the experiment's job directory on the host (a no-op when ``keep_workdir``)."""
-    recipe.clean(rt, t)
-    run_logger().info("%s: work directory on %s cleaned", t.label, t.host)
+    if recipe.clean(rt, t):
+        run_logger().info("%s: work directory on %s cleaned", t.label, t.host)
+    else:
+        run_logger().info("%s: work directory on %s kept (keep_workdir)", t.label, t.host)

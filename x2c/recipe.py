@@ -936,14 +936,15 @@ def _remove(host: Host, jobdir: jd.JobDir) -> None:
         log.warning("could not remove %s on %s: %s", jobdir.root, host.name, done.stderr.strip())
 
 
-def clean(rt: Runtime, t: Target) -> None:
+def clean(rt: Runtime, t: Target) -> bool:
     """Remove the job directory on Y after a verified upload, unless the settings say
-    ``keep_workdir``; refuses while the registry says a job is still queued or running."""
+    ``keep_workdir``; refuses while the registry says a job is still queued or running.
+    Returns whether the directory was removed."""
     host = rt.host(t.host)
     jobdir = _jobdir(rt, t)
     if rt.settings.keep_workdir:
         log.info("%s: keeping %s on %s (keep_workdir)", _name(t), jobdir.root, t.host)
-        return
+        return False
     record = jd.read_record(host.fs, jobdir)
     if record is not None and _live(record.state):
         raise PipelineError(
@@ -952,6 +953,7 @@ def clean(rt: Runtime, t: Target) -> None:
         )
     _remove(host, jobdir)
     log.info("%s: removed %s on %s", _name(t), jobdir.root, t.host)
+    return True
 
 
 # --- dry run ------------------------------------------------------------------------------
