@@ -33,6 +33,11 @@ class XnatConfig(_Frozen):
         default=1.0, ge=0, description="First retry delay; doubles per retry up to backoff_max_s"
     )
     backoff_max_s: float = Field(default=30.0, ge=0, description="Longest delay between retries")
+    max_connections: int = Field(
+        default=32,
+        ge=1,
+        description="HTTP connections kept open to XNAT: at least the threads that share a session",
+    )
 
 
 SchedulerKind = Literal["local", "slurm", "sge", "pbs", "lsf"]

@@ -158,6 +158,11 @@ class XnatSession:
         self.url = _redact(config.url).rstrip("/")
         self._interface = interface
         self._http: requests.Session = interface._http
+        # requests keeps 10 connections per host by default; a fan-out sharing this session from
+        # more threads would open and discard connections ("Connection pool is full")
+        adapter = requests.adapters.HTTPAdapter(pool_maxsize=config.max_connections)
+        self._http.mount("http://", adapter)
+        self._http.mount("https://", adapter)
         self._lock = threading.Lock()
         self.requests_sent = 0
         self._sleep: Callable[[float], None] = time.sleep

@@ -174,3 +174,25 @@ def test_one_session_serves_parallel_streams(xnat_server: Any, server_requests: 
             sizes = list(pool.map(lambda r: sum(len(c) for c in source.iter_bytes(r)), refs))
         assert sizes == [r.size for r in refs] and len(refs) >= 9
         assert server_requests.total() == len(refs)
+
+
+def test_many_threads_share_one_session_without_discarding_connections(
+    xnat_server: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A fan-out shares one session from many threads: urllib3 must not throw connections away
+    ("Connection pool is full"), which it does with requests' default pool of 10."""
+    from concurrent.futures import ThreadPoolExecutor
+    from threading import Barrier
+
+    threads = 24
+    barrier = Barrier(threads)
+    with connect(xnat_config(xnat_server)) as s:
+
+        def listing(_: int) -> int:
+            barrier.wait(timeout=30)
+            return len(list_experiments(s, "DEMO"))
+
+        with caplog.at_level("WARNING", logger="urllib3"), ThreadPoolExecutor(threads) as pool:
+            counts = list(pool.map(listing, range(threads)))
+    assert counts == [3] * threads
+    assert not [r for r in caplog.records if "pool is full" in r.getMessage()]
