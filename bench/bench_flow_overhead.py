@@ -108,7 +108,9 @@ def baseline(settings_path: Path, parallel: int, pipeline: str, limits: bool) ->
     def slot(kind: str) -> AbstractContextManager[None]:
         if not limits:
             return nullcontext()
-        return host_slot("local") if kind == "host" else xnat_slot()
+        if kind == "host":
+            return host_slot("local", rt.host_config("local").max_in_flight)
+        return xnat_slot(rt.settings.limits.xnat_transfers)
 
     def cycle(t: recipe.Target) -> str:
         d = recipe.decide(rt, t)

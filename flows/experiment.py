@@ -119,13 +119,14 @@ def process_experiment(
                 out = result(DONE, d.reason, xnat_uri=f"{uri}/resources/{pipe.resource}")
             else:
                 selection = select_inputs(rt, t) if d.action is Action.SUBMIT else None
-                slot = host_slot(t.host) if hold_host_slot else nullcontext()
+                in_flight = rt.host_config(t.host).max_in_flight
+                slot = host_slot(t.host, in_flight) if hold_host_slot else nullcontext()
                 with slot:
                     took = time.time()
                     try:
                         job_id = d.job_id
                         if selection is not None:
-                            with xnat_slot():
+                            with xnat_slot(rt.settings.limits.xnat_transfers):
                                 stage_inputs(rt, t, selection)
                             spec = build_job(rt, t, selection)
                             job_id = submit_job(rt, t, spec)
@@ -133,7 +134,7 @@ def process_experiment(
                         assert job_id is not None
                         outcome = wait_job(rt, t, job_id, wait_timeout_s)
                         archive = collect_result(rt, t)
-                        with xnat_slot():
+                        with xnat_slot(rt.settings.limits.xnat_transfers):
                             uploaded = upload_result(rt, t, archive, outcome)
                         clean_workdir(rt, t)
                     finally:

@@ -14,8 +14,9 @@ with leases so a crashed process's slots come back when its lease expires:
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import (
@@ -23,7 +24,7 @@ from prefect.client.schemas.actions import (
     GlobalConcurrencyLimitUpdate,
 )
 from prefect.concurrency.sync import concurrency
-from prefect.exceptions import ObjectNotFound
+from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
 from x2c.settings import Settings
 
@@ -31,6 +32,10 @@ XNAT_LIMIT = "x2c-xnat"
 
 # A lease outlives a stalled renewal this long; a crashed run's slots come back after it.
 LEASE_S = 300.0
+
+# Limits this process has seen on the server: holding a slot asks the API only the first time.
+_present: set[str] = set()
+_present_lock = threading.Lock()
 
 
 def host_limit(host: str) -> str:
@@ -46,17 +51,25 @@ def wanted_limits(settings: Settings) -> dict[str, int]:
 
 
 @contextmanager
-def host_slot(host: str) -> Iterator[None]:
-    """Hold one in-flight slot on ``host`` for the duration of the block (waits for one)."""
-    with concurrency(host_limit(host), occupy=1, lease_duration=LEASE_S, strict=True):
+def _slot(name: str, slots: int) -> Iterator[None]:
+    # A run started on its own (the watcher's, a CLI run) may be the first on a fresh server:
+    # create a missing limit with the configured size rather than fail, once per process.
+    if name not in _present:
+        ensure_limits({name: slots})
+    with concurrency(name, occupy=1, lease_duration=LEASE_S, strict=True):
         yield
 
 
-@contextmanager
-def xnat_slot() -> Iterator[None]:
-    """Hold one XNAT transfer slot for the duration of the block (waits for one)."""
-    with concurrency(XNAT_LIMIT, occupy=1, lease_duration=LEASE_S, strict=True):
-        yield
+def host_slot(host: str, slots: int) -> AbstractContextManager[None]:
+    """Hold one in-flight slot on ``host`` for the duration of the block (waits for one);
+    ``slots`` sizes the limit if it does not exist yet."""
+    return _slot(host_limit(host), slots)
+
+
+def xnat_slot(slots: int) -> AbstractContextManager[None]:
+    """Hold one XNAT transfer slot for the duration of the block (waits for one); ``slots``
+    sizes the limit if it does not exist yet."""
+    return _slot(XNAT_LIMIT, slots)
 
 
 def ensure_limits(wanted: Mapping[str, int], *, update: bool = False) -> dict[str, int]:
@@ -71,10 +84,13 @@ def ensure_limits(wanted: Mapping[str, int], *, update: bool = False) -> dict[st
             try:
                 current = client.read_global_concurrency_limit_by_name(name)
             except ObjectNotFound:
-                client.create_global_concurrency_limit(
-                    GlobalConcurrencyLimitCreate(name=name, limit=slots, active=True)
-                )
-                now[name] = slots
+                try:
+                    client.create_global_concurrency_limit(
+                        GlobalConcurrencyLimitCreate(name=name, limit=slots, active=True)
+                    )
+                    now[name] = slots
+                except ObjectAlreadyExists:  # another run created it meanwhile: theirs stands
+                    now[name] = client.read_global_concurrency_limit_by_name(name).limit
                 continue
             if update and current.limit != slots:
                 client.update_global_concurrency_limit(
@@ -83,4 +99,6 @@ def ensure_limits(wanted: Mapping[str, int], *, update: bool = False) -> dict[st
                 now[name] = slots
             else:
                 now[name] = current.limit
+    with _present_lock:
+        _present.update(now)
     return now

@@ -109,6 +109,7 @@ def write_settings(
     pipelines: Sequence[str] = ("demo",),
     max_in_flight: int = 2,
     max_local_jobs: int = 5,
+    host: str = "local",
 ) -> Path:
     """A settings file: the local host with the local scheduler, the demo pipeline run bare by
     this venv's python, ``projects`` as (project, pipeline) on host ``local``. The password is
@@ -116,7 +117,7 @@ def write_settings(
     settings = {
         "xnat": {"url": server.url, "user": server.user, "timeout": 20, "retries": 2},
         "hosts": {
-            "local": {
+            host: {
                 "workdir": str(work / "work"),
                 "scheduler": {
                     "kind": "local",
@@ -131,7 +132,7 @@ def write_settings(
             }
         },
         "pipelines": list(pipelines),
-        "projects": [{"project": p, "pipeline": pl, "host": "local"} for p, pl in projects],
+        "projects": [{"project": p, "pipeline": pl, "host": host} for p, pl in projects],
         "limits": {"xnat_transfers": 2},
         "state_dir": str(work / "state"),
     }

@@ -110,3 +110,39 @@ def test_one_experiment_end_to_end_then_a_rerun_only_checks(
     )
     assert str(settings) in text, "the parameters carry the settings file's path"
     assert xnat_server.password not in text
+
+
+def test_a_run_on_a_fresh_server_creates_its_host_limit(
+    xnat_server: XnatServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    runtimes: None,
+) -> None:
+    """A run started on its own (by the watcher, or the CLI) before any fan-out or
+    deployments/setup.py created the limits still runs, under a limit of the configured size."""
+    from uuid import uuid4
+
+    from prefect.client.orchestration import get_client
+
+    host = f"fresh-{uuid4().hex[:8]}"
+    project = xnat_server.new_project("LIM")
+    eid = add_session(xnat_server, project, "S1", "S1_MR1", index=1)
+    settings = write_settings(
+        tmp_path / "x2c.yaml", xnat_server, tmp_path, host=host, max_in_flight=3
+    )
+    monkeypatch.setenv("XNAT_PASS", xnat_server.password)
+    with get_client(sync_client=True) as client:
+        names = {limit.name for limit in client.read_global_concurrency_limits(limit=200)}
+    assert host_limit(host) not in names
+
+    state = process_experiment(
+        settings_path=str(settings),
+        project=project,
+        experiment=eid,
+        pipeline="demo",
+        host=host,
+        return_state=True,
+    )
+    assert state.is_completed(), state.message
+    with get_client(sync_client=True) as client:
+        assert client.read_global_concurrency_limit_by_name(host_limit(host)).limit == 3
