@@ -22,344 +22,33 @@ Prefect is imported only by the commands that run flows (``run``, ``demo``, the 
 pyxnat ``.cfg``, ``~/.netrc``, ``XNAT_PASS`` or a Prefect Secret block, never from the command
 line, and is never printed. Exit codes: 0 when every experiment is done (or had nothing to
 process), 1 when any failed or on an error, 2 on a usage error.
+This module parses the arguments and dispatches; the rest lives beside it:
+:mod:`flows.settings` (settings files, the seed form's settings, the XNAT password),
+:mod:`flows.runs` (Prefect, progress lines, running ``process_experiments``),
+:mod:`flows.table` (the table and the failures) and :mod:`flows.demo` (``x2c demo``).
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import logging
 import os
-import secrets
-import shutil
-import socket
-import subprocess
 import sys
-import tempfile
-import time
-import urllib.request
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-import yaml
-
+from flows.demo import cmd_demo
+from flows.runs import Batch, prefect_session, run_batches
+from flows.settings import load, seed_settings, write_settings, xnat_config_of
+from flows.table import Row, cli_words, format_table, report
 from x2c.cli import add_devxnat_parser
-from x2c.config import ContainerRuntime, XnatConfig
 from x2c.errors import ConfigError, JobFailedError, X2CError
 
-log = logging.getLogger(__name__)
-
 SEED_PIPELINE = "freesurfer6-hippocampal"
-DEMO_PROJECT = "DEMO"
 _SCHEDULERS = ("local", "slurm", "sge", "pbs", "lsf")
 _RUNTIMES = ("apptainer", "singularity", "docker", "podman", "none")
-_PIPELINE_SUFFIXES = (".yaml", ".yml", ".toml")
-VENV_BIN = str(Path(sys.executable).parent)
-
-
-# --- what the commands print ----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Row:
-    """One experiment's line in a table: what ``run``, ``demo`` and ``status`` print."""
-
-    experiment: str
-    state: str
-    job_id: str = ""
-    duration: str = ""
-    where: str = ""
-    reason: str = ""
-    log_tail: str = ""
-
-
-def format_table(rows: Sequence[Row], *, columns: Sequence[str]) -> str:
-    """A plain-text table of ``rows`` with the named ``columns`` (fields of :class:`Row`)."""
-    headers = {
-        "experiment": "EXPERIMENT",
-        "state": "STATE",
-        "job_id": "JOB",
-        "duration": "TIME",
-        "where": "XNAT RESULT",
-        "reason": "REASON",
-    }
-    cells = [[headers[c] for c in columns]] + [[str(getattr(r, c)) for c in columns] for r in rows]
-    widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
-    out = []
-    for line in cells:
-        out.append("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
-    return "\n".join(out)
-
-
-def _failures(rows: Sequence[Row], tail_lines: int = 8) -> str:
-    parts = []
-    for r in rows:
-        if r.state != "failed":
-            continue
-        parts.append(f"{r.experiment}: {r.reason}")
-        tail = r.log_tail.rstrip().splitlines()[-tail_lines:]
-        parts += [f"    | {line}" for line in tail]
-    return "\n".join(parts)
-
-
-# --- settings from the command line ----------------------------------------------------------
-
-
-def _home(env: Mapping[str, str]) -> Path:
-    return Path(env.get("HOME") or Path.home())
-
-
-def _load(path: str, env: Mapping[str, str]) -> Any:
-    from x2c.settings import load_settings
-
-    return load_settings(path, env=env)
-
-
-def _pipeline_ref(pipeline: str) -> tuple[str, str]:
-    """(name, reference for ``pipelines:``) of a shipped pipeline name or a pipeline file."""
-    if pipeline.endswith(_PIPELINE_SUFFIXES):
-        from x2c.pipelines import load_pipeline
-
-        path = str(Path(pipeline).resolve())
-        return load_pipeline(path).name, path
-    return pipeline, pipeline
-
-
-def seed_settings(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[Any, str]:
-    """The settings the seed form describes, and the pipeline's name: ``--settings`` (if given)
-    with ``--config``, ``--host``/``--output``, ``--scheduler``, ``--container-runtime`` and
-    ``--keep`` laid over it."""
-    from x2c.settings import Settings, XnatSource
-
-    base: dict[str, Any] = {}
-    if args.settings:
-        loaded = _load(args.settings, env)
-        base = loaded.model_dump(mode="json", exclude={"source"})
-    if args.config:
-        cfg = Path(args.config).expanduser()
-        if not cfg.is_file():
-            raise ConfigError(f"--config {args.config}: no such file (a pyxnat .cfg, JSON)")
-        base["xnat"] = XnatSource(config=cfg.resolve()).model_dump(mode="json")
-    if "xnat" not in base:
-        raise ConfigError("say where XNAT is: --config XNAT.cfg (pyxnat) or --settings x2c.yaml")
-    hosts: dict[str, Any] = dict(base.get("hosts", {}))
-    host = dict(hosts.get(args.host, {}))
-    if not host:
-        if not args.output:
-            raise ConfigError(f"--host {args.host} is not in the settings: give --output DIR")
-        local = args.host == "local"
-        host = {
-            "name": args.host,
-            "ssh": None if local else args.host,
-            "scheduler": {"kind": "local" if local else "slurm"},
-            "container_runtime": "none" if local else "apptainer",
-            # bare jobs on this machine use this virtualenv's python (numpy, nibabel, x2c)
-            "path_prepend": [VENV_BIN] if local else [],
-        }
-    if args.output:
-        host["workdir"] = args.output if args.host != "local" else str(Path(args.output).resolve())
-    if args.scheduler:
-        host["scheduler"] = {**host.get("scheduler", {}), "kind": args.scheduler}
-    if args.container_runtime:
-        host["container_runtime"] = args.container_runtime
-    for key in ("ssh_config", "known_hosts"):
-        value = getattr(args, key)
-        if value:
-            host[key] = str(Path(value).expanduser().resolve())
-    hosts[args.host] = host
-    base["hosts"] = hosts
-    name, ref = _pipeline_ref(args.pipeline)
-    listed = list(base.get("pipelines", []))
-    if listed and ref not in listed:
-        listed.append(ref)
-    base["pipelines"] = listed
-    if args.keep:
-        base["keep_workdir"] = True
-    base.setdefault("state_dir", str(_home(env) / ".x2c" / "state"))
-    try:
-        return Settings.model_validate({**base, "source": "<command line>"}), name
-    except ValueError as exc:  # pydantic's ValidationError is a ValueError
-        first = str(exc).splitlines()
-        raise ConfigError(
-            f"the command line's settings are not valid: {' '.join(first[:3])}"
-        ) from exc
-
-
-def write_settings(settings: Any, env: Mapping[str, str]) -> str:
-    """Write ``settings`` to a file the flows can load (they take a settings PATH) and return
-    it. Content-addressed under ``~/.x2c/settings/``; holds no password (only where it is)."""
-    text = yaml.safe_dump(settings.model_dump(mode="json", exclude={"source"}), sort_keys=True)
-    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
-    folder = _home(env) / ".x2c" / "settings"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{digest}.yaml"
-    if not path.exists():
-        tmp = path.with_suffix(f".tmp-{os.getpid()}")
-        tmp.write_text("# written by x2c from its command line\n" + text, encoding="utf-8")
-        tmp.replace(path)
-    _load(str(path), env)  # what the flows will read must validate
-    return str(path)
-
-
-def xnat_config_of(settings: Any, env: Mapping[str, str]) -> XnatConfig:
-    """The :class:`XnatConfig` the settings point at, password resolved here at the edge."""
-    from x2c.settings import xnat_config
-
-    password = None
-    if settings.xnat.secret_block is not None:
-        from tasks.runtime import secret_password  # a Prefect Secret block: Prefect needed
-
-        password = secret_password(settings)
-    return xnat_config(settings, env=env, password=password)
-
-
-# --- running flows ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Batch:
-    """One ``process_experiments`` call: a project with one pipeline on one host."""
-
-    project: str
-    pipeline: str
-    host: str
-    experiments: tuple[str, ...] | None = None
-
-
-class _Progress(logging.Handler):
-    """Prints one line per experiment flow run as it finishes (Prefect's own log record)."""
-
-    def __init__(self, out: TextIO) -> None:
-        super().__init__(level=logging.INFO)
-        self.out = out
-        self.finished = 0
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if getattr(record, "flow_name", "") != "process-experiment":
-            return
-        message = record.getMessage()
-        if not message.startswith("Finished in state "):
-            return
-        self.finished += 1
-        state = message.removeprefix("Finished in state ").removesuffix("()")
-        state = _cli_words(state)
-        if len(state) > 160:  # the table at the end has the whole reason
-            state = state[:157] + "..."
-        name = getattr(record, "flow_run_name", "?")
-        print(f"  [{self.finished}] {name}: {state}", file=self.out, flush=True)
-
-
-@contextmanager
-def prefect_session(*, quick: bool, verbose: bool, out: TextIO) -> Iterator[None]:
-    """Import Prefect and run the block with per-experiment progress lines on ``out``; Prefect's
-    own console output only at warning level unless ``verbose``. ``quick`` turns the flow-run
-    heartbeat off (each run then ends ~1 s sooner; crash detection by heartbeat is lost, which
-    a short interactive run does not need)."""
-    import prefect.main  # noqa: F401  (configures Prefect's logging, once per process)
-    from prefect.settings import (
-        PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
-        PREFECT_SERVER_ANALYTICS_ENABLED,
-        temporary_settings,
-    )
-
-    updates: dict[Any, Any] = {PREFECT_SERVER_ANALYTICS_ENABLED: False}
-    if quick:
-        updates[PREFECT_FLOWS_HEARTBEAT_FREQUENCY] = None
-    progress = _Progress(out)
-    flow_logger = logging.getLogger("prefect.flow_runs")
-    if not verbose:
-        for handler in logging.getLogger().handlers:
-            handler.setLevel(logging.WARNING)
-    flow_logger.addHandler(progress)
-    try:
-        with temporary_settings(updates=updates):
-            yield
-    finally:
-        flow_logger.removeHandler(progress)
-        # Prefect's console handlers stay quiet: its temporary server stops at exit and says so
-
-
-def _cli_words(reason: str) -> str:
-    """A reason in the command line's words (the flows' parameter is the CLI's option)."""
-    return reason.replace("retry_failed=True", "--retry-failed")
-
-
-def _duration(seconds: float) -> str:
-    return f"{seconds:.1f}s" if seconds else ""
-
-
-def run_batches(settings_path: str, batches: Sequence[Batch], *, retry_failed: bool) -> list[Row]:
-    """Run ``process_experiments`` for each batch (in this process) and return one row per
-    experiment. Errors of a batch as a whole (e.g. an unknown project) become failed rows."""
-    from flows.batch import process_experiments
-    from x2c.recipe import close_runtimes
-
-    rows: list[Row] = []
-    try:
-        for b in batches:
-            state = process_experiments(
-                settings_path=settings_path,
-                project=b.project,
-                pipeline=b.pipeline,
-                host=b.host,
-                experiments=list(b.experiments) if b.experiments is not None else None,
-                retry_failed=retry_failed,
-                return_state=True,
-            )
-            data = state.result(raise_on_failure=False)
-            if isinstance(data, list):
-                rows += [
-                    Row(
-                        experiment=f"{r.project}/{r.label}",
-                        state=r.state,
-                        job_id=r.job_id,
-                        duration=_duration(r.duration_s),
-                        where=r.xnat_uri,
-                        reason=_cli_words(r.reason),
-                        log_tail=r.log_tail,
-                    )
-                    for r in data
-                ]
-            else:  # the batch itself failed before any experiment ran
-                why = f"{type(data).__name__}: {data}" if isinstance(data, BaseException) else ""
-                rows.append(
-                    Row(
-                        f"{b.project} ({b.pipeline} on {b.host})",
-                        "failed",
-                        reason=why or str(state.message),
-                    )
-                )
-    finally:
-        close_runtimes()
-    return rows
-
-
-def report(rows: Sequence[Row], out: TextIO) -> int:
-    """Print the table and the failures; the exit code (1 when any failed)."""
-    if not rows:
-        print("x2c: no experiments to process", file=out)
-        return 0
-    print(
-        format_table(
-            rows, columns=("experiment", "state", "job_id", "duration", "where", "reason")
-        ),
-        file=out,
-    )
-    failed = [r for r in rows if r.state == "failed"]
-    counts = {s: sum(r.state == s for r in rows) for s in ("done", "skipped", "failed")}
-    print(
-        f"\n{len(rows)} experiment(s): {counts['done']} done, {counts['skipped']} skipped, "
-        f"{counts['failed']} failed",
-        file=out,
-    )
-    if failed:
-        print("\nfailed:\n" + _failures(failed), file=out)
-    return 1 if failed else 0
 
 
 # --- the seed form ---------------------------------------------------------------------------
@@ -427,7 +116,7 @@ def batches_of(settings: Any, args: argparse.Namespace) -> list[Batch]:
 
 def cmd_run(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> int:
     """``x2c run``: process a project, a list of its experiments, or every configured one."""
-    settings = _load(args.settings, env)
+    settings = load(args.settings, env)
     batches = batches_of(settings, args)
     for b in batches:
         what = f"{len(b.experiments)} experiment(s)" if b.experiments else "every experiment"
@@ -450,7 +139,7 @@ def status_row(rt: Any, t: Any) -> Row:
         d = recipe.decide(rt, t)
     except JobFailedError as exc:
         why = str(exc).removeprefix(f"{t.pipeline} for {name}: ")
-        return Row(name, "failed", job_id=exc.job_id or "", reason=_cli_words(why))
+        return Row(name, "failed", job_id=exc.job_id or "", reason=cli_words(why))
     except X2CError as exc:
         return Row(name, "error", reason=str(exc))
     state = {
@@ -466,7 +155,7 @@ def cmd_status(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) ->
     """``x2c status``: a table of where every experiment stands; exit 1 when any failed."""
     from x2c import recipe
 
-    settings = _load(args.settings, env)
+    settings = load(args.settings, env)
     rt = recipe.Runtime(settings, xnat_config_of(settings, env))
     rows: list[Row] = []
     try:
@@ -482,158 +171,6 @@ def cmd_status(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) ->
         counts[r.state] = counts.get(r.state, 0) + 1
     print("\n" + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())), file=out)
     return 1 if any(r.state in ("failed", "error") for r in rows) else 0
-
-
-# --- the demo --------------------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@contextmanager
-def devxnat_server(data: Path, password: str, sessions: int) -> Iterator[str]:
-    """Run ``x2c devxnat`` as a subprocess on a free loopback port with ``sessions`` demo
-    sessions; yield its URL; stop it after. The password reaches it through a 0600 file."""
-    pw_file = data.parent / "devxnat.password"
-    pw_file.touch(mode=0o600)
-    pw_file.write_text(password, encoding="utf-8")
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    argv = [
-        sys.executable, "-m", "x2c.cli", "devxnat", "--host", "127.0.0.1", "--port", str(port),
-        "--data", str(data), "--user", "admin", "--password-file", str(pw_file),
-        "--demo-data", str(sessions),
-    ]  # fmt: skip
-    log_path = data.parent / "devxnat.log"
-    with open(log_path, "ab") as log_file:
-        proc = subprocess.Popen(argv, stdout=log_file, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None:
-                raise ConfigError(
-                    f"x2c devxnat exited with {proc.returncode}; see its log {log_path}"
-                )
-            try:
-                with urllib.request.urlopen(url + "/", timeout=2) as resp:  # noqa: S310 (loopback)
-                    if resp.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise ConfigError(
-                    f"x2c devxnat did not answer on {url} within 30 s; see {log_path}"
-                )
-            time.sleep(0.05)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-
-
-def demo_runtime(choice: str) -> ContainerRuntime:
-    """``podman`` when asked, or (``auto``) when podman runs here and has the demo image."""
-    if choice == "none":
-        return "none"
-    if choice == "podman":
-        return "podman"
-    if shutil.which("podman") is None:
-        return "none"
-    from x2c.containers import image_digest
-    from x2c.hosts.local import LocalRunner
-    from x2c.pipelines import builtin_pipeline
-
-    image = builtin_pipeline("demo").image
-    return "podman" if image_digest(LocalRunner(), "podman", image) is not None else "none"
-
-
-def cmd_demo(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> int:
-    """``x2c demo``: devxnat with a few sessions, every one processed through the real flows
-    on this machine, results uploaded with provenance, a table of what happened."""
-    from x2c.settings import XnatSource, demo_settings
-
-    started = time.monotonic()
-    root = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="x2c-demo-"))
-    root.mkdir(parents=True, exist_ok=True)
-    data = root / "xnat-data"
-    password = secrets.token_urlsafe(16)
-    runtime = demo_runtime(args.runtime)
-    try:
-        with devxnat_server(data, password, args.sessions) as url:
-            print(
-                f"x2c demo: XNAT-compatible server on {url} with {args.sessions} sessions in "
-                f"project {DEMO_PROJECT} (user admin; data in {data})",
-                file=out,
-            )
-            settings = demo_settings(
-                xnat_url=url,
-                xnat_user="admin",
-                workdir=str(root / "work"),
-                state_dir=root / "state",
-                project=DEMO_PROJECT,
-                runtime=runtime,
-                path_prepend=(VENV_BIN,) if runtime == "none" else (),
-            )
-            cfg = root / "xnat.cfg"  # pyxnat's format; 0600, the password never in argv or env
-            cfg.touch(mode=0o600)
-            cfg.write_text(json.dumps({"server": url, "user": "admin", "password": password}))
-            settings = settings.model_copy(update={"xnat": XnatSource(config=cfg)})
-            path = root / "x2c.yaml"
-            path.write_text(
-                yaml.safe_dump(settings.model_dump(mode="json", exclude={"source"}), sort_keys=True)
-            )
-            how = (
-                "in podman (localhost/x2c-demo:latest)"
-                if runtime == "podman"
-                else "bare, with this virtualenv's python"
-            )
-            print(
-                f"x2c demo: the demo pipeline on this machine (local scheduler), {how}; "
-                "Prefect's flows: process-experiments -> one process-experiment per session",
-                file=out,
-            )
-            with prefect_session(quick=True, verbose=args.verbose, out=out):
-                rows = run_batches(
-                    str(path), [Batch(DEMO_PROJECT, "demo", "local")], retry_failed=False
-                )
-            print("", file=out)
-            code = report(rows, out)
-            if any(r.state != "done" for r in rows):
-                code = 1
-            print(
-                f"\nresults on XNAT: {url}/data/projects/{DEMO_PROJECT}/experiments; each "
-                "session's resource DEMO_STATS holds mask.nii.gz, stats.json, provenance.json",
-                file=out,
-            )
-            print(f"x2c demo: {time.monotonic() - started:.1f} s in all", file=out)
-            if not args.serve:
-                print("x2c demo: the server stops now; `x2c demo --serve` keeps it up", file=out)
-            else:
-                print(
-                    f"x2c demo: serving {url} until Ctrl-C (user admin, password in "
-                    f"{data.parent / 'devxnat.password'})",
-                    file=out,
-                    flush=True,
-                )
-                try:
-                    while True:
-                        time.sleep(3600)
-                except KeyboardInterrupt:
-                    pass
-            return code
-    finally:
-        if not args.dir and not args.keep:
-            shutil.rmtree(root, ignore_errors=True)
-        elif args.keep:
-            print(f"x2c demo: kept {root}", file=out)
 
 
 # --- the parser ------------------------------------------------------------------------------
