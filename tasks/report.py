@@ -23,6 +23,14 @@ SKIPPED = "skipped"
 FAILED = "failed"
 
 _TAIL_LINES = 20
+_TABLE_REASON_CHARS = (
+    120  # the UI's table does not wrap: a longer reason hides the columns after it
+)
+
+# Characters that markdown would read as markup in free text (reasons, labels): ``<frozen runpy>``
+# would vanish as an HTML tag, ``*.nii`` start emphasis. Underscores only count at a word's edge,
+# so ``S001_MR1`` stays as it is.
+_MARKUP = re.compile(r"[\\`*\[\]<>#|]|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")
 
 
 @dataclass(frozen=True)
@@ -60,6 +68,12 @@ def artifact_key(*parts: str) -> str:
     return re.sub(r"-+", "-", re.sub(r"[^a-z0-9-]+", "-", "-".join(parts).lower())).strip("-")
 
 
+def _short(text: str, limit: int = _TABLE_REASON_CHARS) -> str:
+    """``text`` on one line, cut to ``limit`` characters with an ellipsis."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1].rstrip() + "\u2026"
+
+
 def _row(r: ExperimentResult) -> dict[str, str]:
     return {
         "experiment": f"{r.project}/{r.label}",
@@ -68,7 +82,7 @@ def _row(r: ExperimentResult) -> dict[str, str]:
         "job id": r.job_id,
         "host": r.host,
         "duration (s)": f"{r.duration_s:.1f}",
-        "reason": r.reason,
+        "reason": _short(r.reason),
         "XNAT result": r.xnat_uri,
     }
 
@@ -78,11 +92,28 @@ def tail(text: str, lines: int = _TAIL_LINES) -> str:
     return "\n".join(text.rstrip().splitlines()[-lines:])
 
 
+def md_text(text: str) -> str:
+    """``text`` escaped so that markdown shows it as written, on one line."""
+    return _MARKUP.sub(lambda m: "\\" + m.group(0), " ".join(text.split()))
+
+
+def code_block(text: str) -> list[str]:
+    """``text`` as a fenced code block, fenced with more backticks than it holds in a row."""
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return [fence, text, fence]
+
+
+def _link(uri: str) -> str:
+    """``uri`` as a markdown autolink (when it can be one), else as plain text."""
+    return f"<{uri}>" if re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*:[^\s<>]*", uri) else md_text(uri)
+
+
 def summary_markdown(title: str, results: Sequence[ExperimentResult]) -> str:
     """A markdown summary: counts, then every failure with its reason and log tail."""
     counts = {s: sum(r.state == s for r in results) for s in (DONE, SKIPPED, FAILED)}
     lines = [
-        f"# {title}",
+        f"# {md_text(title)}",
         "",
         f"{len(results)} experiment(s): {counts[DONE]} done, {counts[SKIPPED]} skipped, "
         f"{counts[FAILED]} failed.",
@@ -92,24 +123,28 @@ def summary_markdown(title: str, results: Sequence[ExperimentResult]) -> str:
         lines += ["", "## Failed", ""]
         for r in failed:
             job = f" (job {r.job_id} on {r.host})" if r.job_id else f" (on {r.host})"
-            lines += [f"### {r.project}/{r.label}{job}", "", r.reason or "no reason given", ""]
+            heading = md_text(f"{r.project}/{r.label}{job}")
+            lines += [f"### {heading}", "", md_text(r.reason) or "no reason given", ""]
             if r.log_tail:
-                lines += ["```", tail(r.log_tail), "```", ""]
+                lines += [*code_block(tail(r.log_tail)), ""]
     skipped = [r for r in results if r.state == SKIPPED]
     if skipped:
         lines += ["", "## Skipped", ""]
-        lines += [f"- {r.project}/{r.label}: {r.reason}" for r in skipped]
+        lines += [f"- {md_text(f'{r.project}/{r.label}: {r.reason}')}" for r in skipped]
     done = [r for r in results if r.state == DONE and r.xnat_uri]
     if done:
         lines += ["", "## Results on XNAT", ""]
-        lines += [f"- {r.project}/{r.label}: {r.xnat_uri}" for r in done]
+        lines += [f"- {md_text(f'{r.project}/{r.label}')}: {_link(r.xnat_uri)}" for r in done]
     return "\n".join(lines) + "\n"
 
 
 def publish_results(key: str, title: str, results: Sequence[ExperimentResult]) -> None:
-    """The table of every experiment (keyed ``key``) and the markdown summary (``key-summary``)."""
+    """The table of every experiment (keyed ``key``; reasons cut to one short line) and the
+    markdown summary (``key-summary``: whole reasons, log tails)."""
     create_table_artifact(
-        key=key, table=[_row(r) for r in results], description=f"{title}: every experiment"
+        key=key,
+        table=[_row(r) for r in results],
+        description=f"{title}: every experiment (whole reasons and log tails: {key}-summary)",
     )
     create_markdown_artifact(
         key=f"{key}-summary", markdown=summary_markdown(title, results), description=title
