@@ -43,7 +43,8 @@ from x2c.jobscript import job_argv, render_job_script
 from x2c.pipelines import Pipeline, builtin_pipeline, builtin_pipelines, load_pipeline
 from x2c.poller import HostPoller, JobOutcome, PollerRegistry
 from x2c.provenance import build_provenance
-from x2c.recipe import Action, Decision, Runtime, Target
+from x2c.recipe import Action, Decision, Target
+from x2c.runtime import Runtime
 from x2c.schedulers import JobId, JobSpec, JobState, JobStatus, Scheduler, make_scheduler
 from x2c.selection import InputSelection
 from x2c.settings import Settings, demo_settings, load_settings

@@ -21,8 +21,10 @@ collects the archive from it and keeps the job registry entry in it)::
       job.json        the job registry entry (:class:`JobRecord`)
 
 Paths here are POSIX strings, not :class:`pathlib.Path`, because the host may be remote. The
-read/write helpers take any fsspec filesystem (local or SFTP) and write atomically (a temporary
-name, then a rename).
+``encode_*``/``decode_*`` functions turn the files' bytes into x2c types and back, for callers
+that read and write through a :class:`~x2c.hosts.Host` (whose file methods translate a dropped
+connection into :class:`~x2c.errors.SSHConnectError`); the ``read_*``/``write_*`` helpers do the
+same over any fsspec filesystem and write atomically (a temporary name, then a rename).
 """
 
 from __future__ import annotations
@@ -195,17 +197,15 @@ def _atomic_write(fs: Any, path: str, data: bytes) -> None:
         raise TransferError(f"could not write {path}: {exc}; check the directory exists") from exc
 
 
-def write_record(fs: Any, jobdir: JobDir, record: JobRecord) -> None:
-    """Write ``record`` to ``job.json`` atomically, replacing any earlier entry."""
-    _atomic_write(fs, jobdir.registry, record.model_dump_json(indent=2).encode() + b"\n")
+def encode_record(record: JobRecord) -> bytes:
+    """The content of ``job.json`` for ``record``."""
+    return record.model_dump_json(indent=2).encode() + b"\n"
 
 
-def read_record(fs: Any, jobdir: JobDir) -> JobRecord | None:
-    """The registry entry in ``jobdir``, or None when there is none yet."""
-    try:
-        with fs.open(jobdir.registry, "rb") as fh:
-            raw = fh.read()
-    except FileNotFoundError:
+def decode_record(raw: bytes | None, jobdir: JobDir) -> JobRecord | None:
+    """The registry entry read from ``jobdir``'s ``job.json`` (None: no file, no entry yet);
+    raises :class:`PipelineError` when it is corrupt."""
+    if raw is None:
         return None
     try:
         return JobRecord.model_validate_json(raw)
@@ -216,13 +216,23 @@ def read_record(fs: Any, jobdir: JobDir) -> JobRecord | None:
         ) from exc
 
 
-def _read_text(fs: Any, path: str) -> str | None:
+def write_record(fs: Any, jobdir: JobDir, record: JobRecord) -> None:
+    """Write ``record`` to ``job.json`` atomically, replacing any earlier entry."""
+    _atomic_write(fs, jobdir.registry, encode_record(record))
+
+
+def read_record(fs: Any, jobdir: JobDir) -> JobRecord | None:
+    """The registry entry in ``jobdir``, or None when there is none yet."""
+    return decode_record(_read_bytes(fs, jobdir.registry), jobdir)
+
+
+def _read_bytes(fs: Any, path: str) -> bytes | None:
     try:
         with fs.open(path, "rb") as fh:
             data: bytes = fh.read()
     except FileNotFoundError:
         return None
-    return data.decode("utf-8", "replace")
+    return data
 
 
 def parse_exit_code(text: str) -> int | None:
@@ -233,9 +243,15 @@ def parse_exit_code(text: str) -> int | None:
 
 def read_exit_code(fs: Any, jobdir: JobDir) -> int | None:
     """The job's exit status from its marker, or None while the script has not ended."""
-    text = _read_text(fs, jobdir.exit_code)
-    if text is None:
+    return decode_exit_code(_read_bytes(fs, jobdir.exit_code), jobdir)
+
+
+def decode_exit_code(raw: bytes | None, jobdir: JobDir) -> int | None:
+    """The exit status in ``jobdir``'s exit marker read as ``raw`` (None: no marker yet, or
+    not a number, which is logged)."""
+    if raw is None:
         return None
+    text = raw.decode("utf-8", "replace")
     code = parse_exit_code(text)
     if code is None:
         log.warning("exit marker %s holds %r, not a number", jobdir.exit_code, text[:40])
@@ -268,8 +284,12 @@ def parse_run_info(text: str) -> RunInfo:
 
 def read_run_info(fs: Any, jobdir: JobDir) -> RunInfo | None:
     """What the job script recorded in ``run.env``, or None when it has not started."""
-    text = _read_text(fs, jobdir.run_info)
-    return None if text is None else parse_run_info(text)
+    return decode_run_info(_read_bytes(fs, jobdir.run_info))
+
+
+def decode_run_info(raw: bytes | None) -> RunInfo | None:
+    """``run.env`` read as ``raw`` (None: the job has not started)."""
+    return None if raw is None else parse_run_info(raw.decode("utf-8", "replace"))
 
 
 def write_text(fs: Any, path: str, text: str) -> None:

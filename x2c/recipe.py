@@ -62,7 +62,6 @@ import logging
 import posixpath
 import secrets
 import shlex
-import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -71,8 +70,6 @@ from typing import Any
 
 from x2c import jobdir as jd
 from x2c import transfers, xnat
-from x2c.config import HostConfig, XnatConfig
-from x2c.containers import image_digest
 from x2c.errors import (
     IntegrityError,
     JobFailedError,
@@ -81,7 +78,7 @@ from x2c.errors import (
     SubmissionError,
     XnatNotFoundError,
 )
-from x2c.hosts import Host, open_host
+from x2c.hosts import Host
 from x2c.jobscript import (
     effective_runtime,
     find_resume,
@@ -89,14 +86,19 @@ from x2c.jobscript import (
     render_job_script,
     xnat_forbidden,
 )
-from x2c.ledger import DONE, Ledger, is_fresh
+from x2c.ledger import DONE, is_fresh
 from x2c.pipelines import Pipeline
-from x2c.poller import HostPoller, JobOutcome
+from x2c.poller import JobOutcome
 from x2c.provenance import build_provenance, public_url
-from x2c.schedulers import JobId, JobSpec, JobState, JobStatus, Scheduler, make_scheduler
+
+# tasks/ and flows/ name these through the recipe (recipe.Runtime, recipe.runtime(...),
+# recipe.close_runtimes()); the explicit "as" keeps them part of its interface for mypy
+from x2c.runtime import Runtime as Runtime
+from x2c.runtime import close_runtimes as close_runtimes
+from x2c.runtime import runtime as runtime
+from x2c.schedulers import JobId, JobSpec, JobState, JobStatus
 from x2c.schedulers.base import job_name
 from x2c.schedulers.slurm import sbatch_argv
-from x2c.settings import Settings
 from x2c.sources import FileRef
 
 log = logging.getLogger(__name__)
@@ -152,140 +154,6 @@ class Decision:
     job_id: JobId | None = None
 
 
-class Runtime:
-    """What the recipe steps share in one process for one settings file: the XNAT session, one
-    connection per host, one scheduler and one poller per host, the pipelines and the ledger.
-
-    Everything is opened lazily on first use and cached; safe to use from many threads. Get the
-    process-wide one with :func:`runtime`; :meth:`close` releases it all.
-    """
-
-    def __init__(self, settings: Settings, xnat_config: XnatConfig) -> None:
-        self.settings = settings
-        self.xnat_config = xnat_config
-        self.ledger = Ledger(settings.state_dir)
-        self._lock = threading.RLock()
-        self._xnat: xnat.XnatSession | None = None
-        self._hosts: dict[str, Host] = {}
-        self._schedulers: dict[str, Scheduler] = {}
-        self._pollers: dict[str, HostPoller] = {}
-        self._pipelines: dict[str, Pipeline] = {}
-        self._digests: dict[tuple[str, str], str | None] = {}
-        self._target_locks: dict[tuple[str, str, str], threading.Lock] = {}
-        self._closed = False
-
-    def __repr__(self) -> str:
-        server = public_url(self.xnat_config.url)
-        hosts = sorted(self.settings.hosts)
-        return f"Runtime(settings={self.settings.source!r}, xnat={server!r}, hosts={hosts!r})"
-
-    @property
-    def xnat(self) -> xnat.XnatSession:
-        """The logged-in XNAT session (connects on first use: 1 request)."""
-        with self._lock:
-            if self._xnat is None:
-                self._xnat = xnat.connect(self.xnat_config)
-            return self._xnat
-
-    def host_config(self, name: str) -> HostConfig:
-        """The configuration of host ``name``."""
-        return self.settings.host(name)
-
-    def host(self, name: str) -> Host:
-        """The open host ``name`` (one connection, reused)."""
-        with self._lock:
-            if name not in self._hosts:
-                self._hosts[name] = open_host(self.host_config(name))
-            return self._hosts[name]
-
-    def scheduler(self, name: str) -> Scheduler:
-        """The scheduler of host ``name``."""
-        with self._lock:
-            if name not in self._schedulers:
-                cfg = self.host_config(name)
-                self._schedulers[name] = make_scheduler(
-                    self.host(name).runner, cfg.scheduler, workdir=cfg.workdir
-                )
-            return self._schedulers[name]
-
-    def poller(self, name: str) -> HostPoller:
-        """The one poller of host ``name``: every job waited on there is polled together."""
-        with self._lock:
-            if name not in self._pollers:
-                sched = self.scheduler(name)
-                self._pollers[name] = HostPoller(sched, sched.config)
-            return self._pollers[name]
-
-    def pipeline(self, name: str) -> Pipeline:
-        """The pipeline ``name`` as the settings define it."""
-        with self._lock:
-            if name not in self._pipelines:
-                self._pipelines[name] = self.settings.pipeline(name)
-            return self._pipelines[name]
-
-    def image_digest(self, host: str, pipeline: Pipeline) -> str | None:
-        """The digest of ``pipeline``'s image on ``host`` (asked once per process)."""
-        runtime = effective_runtime(pipeline, self.host_config(host).container_runtime)
-        key = (host, pipeline.name)
-        with self._lock:
-            if key not in self._digests:
-                self._digests[key] = image_digest(self.host(host).runner, runtime, pipeline.image)
-            return self._digests[key]
-
-    def target_lock(self, t: Target) -> threading.Lock:
-        """A lock per (host, pipeline, experiment): two threads of one process never submit
-        the same experiment at once."""
-        with self._lock:
-            return self._target_locks.setdefault(
-                (t.host, t.pipeline, t.experiment), threading.Lock()
-            )
-
-    def close(self) -> None:
-        """Stop the pollers and close the hosts and the XNAT session."""
-        with self._lock:
-            self._closed = True
-            pollers, self._pollers = list(self._pollers.values()), {}
-            hosts, self._hosts = list(self._hosts.values()), {}
-            self._schedulers = {}
-            session, self._xnat = self._xnat, None
-        for poller in pollers:
-            poller.close()
-        for host in hosts:
-            host.close()
-        if session is not None:
-            session.close()
-
-
-_RUNTIMES: dict[str, Runtime] = {}
-_RUNTIMES_LOCK = threading.Lock()
-
-
-def _runtime_key(settings: Settings, xnat_config: XnatConfig) -> str:
-    password = xnat_config.password.get_secret_value().encode()
-    secret = hashlib.sha256(password).hexdigest()
-    return "\n".join([settings.model_dump_json(), xnat_config.model_dump_json(), secret])
-
-
-def runtime(settings: Settings, xnat_config: XnatConfig) -> Runtime:
-    """The process-wide :class:`Runtime` for these settings and XNAT configuration (made on
-    first use, shared by every flow and task of the process)."""
-    key = _runtime_key(settings, xnat_config)
-    with _RUNTIMES_LOCK:
-        rt = _RUNTIMES.get(key)
-        if rt is None or rt._closed:
-            rt = _RUNTIMES[key] = Runtime(settings, xnat_config)
-        return rt
-
-
-def close_runtimes() -> None:
-    """Close every process-wide runtime (end of a process, or of a test)."""
-    with _RUNTIMES_LOCK:
-        found = list(_RUNTIMES.values())
-        _RUNTIMES.clear()
-    for rt in found:
-        rt.close()
-
-
 # --- helpers ------------------------------------------------------------------------------
 
 
@@ -303,16 +171,29 @@ def _name(t: Target) -> str:
     return f"{t.pipeline} for {t.project}/{t.label}"
 
 
+# Every file on Y is read and written through the host's own methods, never ``host.fs``: they
+# turn a connection dropped mid-read into SSHConnectError, which the tasks retry.
+
+
 def _read_json(host: Host, path: str) -> Any:
-    try:
-        with host.fs.open(path, "rb") as fh:
-            return json.loads(fh.read())
-    except FileNotFoundError:
-        return None
+    raw = host.read_bytes(path)
+    return None if raw is None else json.loads(raw)
 
 
-def _exists(host: Host, path: str) -> bool:
-    return bool(host.fs.exists(path))
+def _read_record(host: Host, jobdir: jd.JobDir) -> jd.JobRecord | None:
+    return jd.decode_record(host.read_bytes(jobdir.registry), jobdir)
+
+
+def _write_record(host: Host, jobdir: jd.JobDir, record: jd.JobRecord) -> None:
+    host.write_atomic(jobdir.registry, jd.encode_record(record))
+
+
+def _read_exit_code(host: Host, jobdir: jd.JobDir) -> int | None:
+    return jd.decode_exit_code(host.read_bytes(jobdir.exit_code), jobdir)
+
+
+def _read_run_info(host: Host, jobdir: jd.JobDir) -> jd.RunInfo | None:
+    return jd.decode_run_info(host.read_bytes(jobdir.run_info))
 
 
 def _inputs_digest(files: Sequence[FileRef]) -> str:
@@ -329,7 +210,7 @@ def _staged_inputs(host: Host, jobdir: jd.JobDir) -> list[FileRef]:
 
 def _update(host: Host, jobdir: jd.JobDir, record: jd.JobRecord, **fields: Any) -> jd.JobRecord:
     new = record.model_copy(update=fields)
-    jd.write_record(host.fs, jobdir, new)
+    _write_record(host, jobdir, new)
     return new
 
 
@@ -428,7 +309,7 @@ def _assess(rt: Runtime, t: Target, *, retry_failed: bool, mutate: bool) -> Deci
     status = xnat.resource_status(rt.xnat, t.experiment, pipe.resource, pipe.version)
     host = rt.host(t.host)
     jobdir = _jobdir(rt, t)
-    record = jd.read_record(host.fs, jobdir)
+    record = _read_record(host, jobdir)
     if status.done:
         # no ledger entry here: t.last_modified may predate the upload; pending() and
         # upload() record fresh ones
@@ -460,7 +341,7 @@ def _assess(rt: Runtime, t: Target, *, retry_failed: bool, mutate: bool) -> Deci
                 JobId(record.job_id),
             )
     if record.state in (JobState.COMPLETED.value, UPLOADED):
-        if _exists(host, jobdir.archive(pipe.archive_name)):
+        if host.exists(jobdir.archive(pipe.archive_name)):
             return Decision(
                 Action.COLLECT,
                 f"job {record.job_id} finished and its archive is on {t.host}; {status.reason}",
@@ -507,32 +388,26 @@ def _resolve_submitting(
             rt, t, jobdir, record.model_copy(update={"job_id": job.job_id}), job.status
         )
     else:
-        code = jd.read_exit_code(rt.host(t.host).fs, jobdir)
+        code = _read_exit_code(rt.host(t.host), jobdir)
         if code is None:
             return None
-        run = jd.read_run_info(rt.host(t.host).fs, jobdir)
+        run = _read_run_info(rt.host(t.host), jobdir)
         job_id = (run.job_id if run else None) or record.job_id or "unknown"
         new = _from_marker(rt, t, jobdir, record.model_copy(update={"job_id": job_id}))
     if mutate:
-        jd.write_record(rt.host(t.host).fs, jobdir, new)
+        _write_record(rt.host(t.host), jobdir, new)
     return new
 
 
 def _log_tail(host: Host, jobdir: jd.JobDir) -> str:
-    try:
-        with host.fs.open(jobdir.log, "rb") as fh:
-            size = fh.seek(0, 2)
-            fh.seek(max(0, size - _LOG_TAIL_CHARS))
-            data: bytes = fh.read()
-    except FileNotFoundError:
-        return ""
-    return data.decode("utf-8", "replace")
+    data = host.read_bytes(jobdir.log, tail=_LOG_TAIL_CHARS)
+    return "" if data is None else data.decode("utf-8", "replace")
 
 
 def _from_marker(rt: Runtime, t: Target, jobdir: jd.JobDir, record: jd.JobRecord) -> jd.JobRecord:
     """The record of a job that left the queue, as its exit marker tells (no marker: LOST is
     for the poller to decide after its grace period, so the job stays live)."""
-    code = jd.read_exit_code(rt.host(t.host).fs, jobdir)
+    code = _read_exit_code(rt.host(t.host), jobdir)
     if code is None:
         return record.model_copy(update={"state": JobState.PENDING.value})
     state = JobState.COMPLETED if code == 0 else JobState.FAILED
@@ -567,7 +442,7 @@ def _with_status(
         return record.model_copy(update={"state": live.value})
     code = status.exit_code
     if code is None:
-        code = jd.read_exit_code(rt.host(t.host).fs, jobdir)
+        code = _read_exit_code(rt.host(t.host), jobdir)
     state, reason = status.state, status.reason or f"the scheduler reports {status.native}"
     if state is JobState.COMPLETED and code not in (None, 0):
         state, reason = JobState.FAILED, f"exit marker says {code} though the scheduler says done"
@@ -582,7 +457,7 @@ def _refresh(
     status = rt.scheduler(t.host).poll([job_id])[job_id]
     new = _with_status(rt, t, jobdir, record, status)
     if mutate and new != record:
-        jd.write_record(rt.host(t.host).fs, jobdir, new)
+        _write_record(rt.host(t.host), jobdir, new)
     return new
 
 
@@ -668,7 +543,7 @@ def build(rt: Runtime, t: Target, selection: xnat.SelectedInputs) -> JobSpec:
     pipe = rt.pipeline(t.pipeline)
     host = rt.host(t.host)
     jobdir = _jobdir(rt, t)
-    current = jd.read_record(host.fs, jobdir)
+    current = _read_record(host, jobdir)
     if current is not None and current.job_id and _live(current.state):
         raise PipelineError(
             f"{_name(t)}: job {current.job_id} is {current.state.lower()} in {jobdir.root} on "
@@ -677,9 +552,9 @@ def build(rt: Runtime, t: Target, selection: xnat.SelectedInputs) -> JobSpec:
     inputs = [f.path for f in selection.files]
     script = _script(rt, t, pipe, inputs)
     manifest = [{"path": f.path, "size": f.size, "md5": f.md5} for f in selection.files]
-    host.fs.makedirs(jobdir.root, exist_ok=True)
-    jd.write_text(host.fs, posixpath.join(jobdir.root, INPUTS_MANIFEST), json.dumps(manifest))
-    jd.write_text(host.fs, jobdir.script, script)
+    host.makedirs(jobdir.root)
+    host.write_atomic(posixpath.join(jobdir.root, INPUTS_MANIFEST), json.dumps(manifest).encode())
+    host.write_atomic(jobdir.script, script.encode())
     for stale in (jobdir.exit_code, jobdir.archive(pipe.archive_name)):
         host.remove(stale)
     nonce = secrets.token_hex(4)
@@ -741,7 +616,7 @@ def submit(rt: Runtime, t: Target, spec: JobSpec) -> JobId:
     jobdir = _jobdir(rt, t)
     sched = rt.scheduler(t.host)
     with rt.target_lock(t), _submit_lock(host, jobdir, t):
-        old = jd.read_record(host.fs, jobdir)
+        old = _read_record(host, jobdir)
         if old is not None and old.state == SUBMITTING:
             old = _resolve_submitting(rt, t, jobdir, old, mutate=True)
         if old is not None and old.job_id and _live(old.state):
@@ -770,7 +645,7 @@ def submit(rt: Runtime, t: Target, spec: JobSpec) -> JobId:
                 "inputs_digest": _inputs_digest(_staged_inputs(host, jobdir)),
             }
         )
-        jd.write_record(host.fs, jobdir, record)
+        _write_record(host, jobdir, record)
         found = sched.find(spec.tag)
         if found:
             job_id = found[0].job_id
@@ -794,7 +669,7 @@ def wait(rt: Runtime, t: Target, job_id: JobId, timeout: float | None = None) ->
     TimeoutError after ``timeout`` seconds (the job keeps running)."""
     host = rt.host(t.host)
     jobdir = _jobdir(rt, t)
-    record = jd.read_record(host.fs, jobdir)
+    record = _read_record(host, jobdir)
     if record is not None and record.job_id == job_id and not _live(record.state):
         if record.state in (JobState.COMPLETED.value, UPLOADED):
             extra = record.model_extra or {}
@@ -837,7 +712,7 @@ def collect(rt: Runtime, t: Target) -> FileRef:
     host = rt.host(t.host)
     jobdir = _jobdir(rt, t)
     ref = transfers.describe(host, jobdir.archive(pipe.archive_name), root=jobdir.root)
-    run = jd.read_run_info(host.fs, jobdir)
+    run = _read_run_info(host, jobdir)
     if (
         run is not None
         and run.archive_md5
@@ -885,7 +760,7 @@ def _provenance(rt: Runtime, t: Target, record: jd.JobRecord | None) -> dict[str
         scheduler=cfg.scheduler.kind,
         job_id=record.job_id if record else None,
         host=t.host,
-        run=jd.read_run_info(host.fs, jobdir),
+        run=_read_run_info(host, jobdir),
         x2c_version=_version(),
         source_url=rt.xnat_config.url,
         project=t.project,
@@ -904,7 +779,7 @@ def upload(
     pipe = rt.pipeline(t.pipeline)
     host = rt.host(t.host)
     jobdir = _jobdir(rt, t)
-    record = jd.read_record(host.fs, jobdir)
+    record = _read_record(host, jobdir)
     if record is not None and record.version != pipe.version:
         raise PipelineError(
             f"{_name(t)}: the job on {t.host} ran pipeline version {record.version}, the "
@@ -945,7 +820,7 @@ def clean(rt: Runtime, t: Target) -> bool:
     if rt.settings.keep_workdir:
         log.info("%s: keeping %s on %s (keep_workdir)", _name(t), jobdir.root, t.host)
         return False
-    record = jd.read_record(host.fs, jobdir)
+    record = _read_record(host, jobdir)
     if record is not None and _live(record.state):
         raise PipelineError(
             f"{_name(t)}: job {record.job_id} is still {record.state.lower()}; not removing "

@@ -509,19 +509,6 @@ def test_the_job_script_never_holds_the_password(
         recipe.build(rt, hostile, selection)
 
 
-def test_runtime_is_shared_per_settings(xnat_server: Any, tmp_path: Path) -> None:
-    settings = make_settings(xnat_server, tmp_path, local_host(tmp_path))
-    try:
-        first = recipe.runtime(settings, xnat_cfg(xnat_server))
-        assert recipe.runtime(settings, xnat_cfg(xnat_server)) is first
-        assert first.host("local") is first.host("local")
-        assert first.poller("local") is first.poller("local")
-        other = make_settings(xnat_server, tmp_path, local_host(tmp_path), keep_workdir=True)
-        assert recipe.runtime(other, xnat_cfg(xnat_server)) is not first
-    finally:
-        recipe.close_runtimes()
-
-
 def test_submit_refuses_while_another_process_submits(
     rt: Runtime, project: str, xnat_server: Any
 ) -> None:

@@ -3,7 +3,9 @@ this same machine, so the venv's python works through ``path_prepend``."""
 
 from __future__ import annotations
 
+import os
 import shlex
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -13,6 +15,7 @@ from typing import Any
 import pytest
 
 from tests.fixtures.cluster import Cluster
+from tests.x2c.hosts.helpers import sshd_pids_for_client_port
 from tests.x2c.test_recipe import (
     QUICK,
     VENV_BIN,
@@ -25,6 +28,7 @@ from tests.x2c.test_recipe import (
 from x2c import jobdir as jd
 from x2c import recipe
 from x2c.config import HostConfig, SchedulerConfig
+from x2c.errors import SSHConnectError
 from x2c.recipe import Action, Runtime, Target
 from x2c.xnat import resource_status
 
@@ -188,3 +192,36 @@ def test_hostile_labels_over_slurm(rt: Runtime, xnat_server: Any, tmp_path: Path
     assert status.done and status.provenance is not None
     assert status.provenance["source"]["subject"] == "--wrap"
     assert not list(tmp_path.rglob("PWNED*"))
+
+
+def test_a_connection_dropped_while_reading_the_registry_is_retryable(
+    rt: Runtime, xnat_server: Any, cluster: Cluster, tmp_path: Path
+) -> None:
+    """decide() reads the job registry on Y: a drop during that read is SSHConnectError (the
+    one error the tasks retry), and the retried decide reconnects and goes on. The drop:
+    this connection's sshd processes are frozen until keepalives give up, then killed."""
+    quick = rt.host_config("cluster").model_copy(
+        update={"keepalive_interval": 0.5, "keepalive_count_max": 2}
+    )
+    rt2 = Runtime(make_settings(xnat_server, tmp_path, quick), rt.xnat_config)
+    try:
+        project = xnat_server.new_project("RCS")
+        add_session(xnat_server, project, "H9", "H9_MR1", index=9)
+        [t] = recipe.targets(rt2, project, "demo", "cluster")
+        host = rt2.host("cluster")
+        client = host.fs.client
+        pids = sshd_pids_for_client_port(cluster.port, client.get_extra_info("sockname")[1])
+        assert pids
+        try:
+            for pid in pids:
+                os.kill(pid, signal.SIGSTOP)
+            with pytest.raises(SSHConnectError, match="cluster"):
+                recipe.decide(rt2, t)
+            assert client.is_closed()
+        finally:
+            for pid in pids:
+                os.kill(pid, signal.SIGKILL)
+        assert recipe.decide(rt2, t).action is Action.SUBMIT
+        assert host.generation == 1
+    finally:
+        rt2.close()

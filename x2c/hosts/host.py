@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -76,6 +77,27 @@ class Host(ABC):
     @abstractmethod
     def size(self, path: str) -> int:
         """Return the size in bytes of the file ``path``."""
+
+    @abstractmethod
+    def exists(self, path: str) -> bool:
+        """Whether ``path`` exists; a lost connection raises, it never reads as "missing"."""
+
+    @abstractmethod
+    def read_bytes(self, path: str, *, tail: int | None = None) -> bytes | None:
+        """The whole content of the small file ``path`` (its last ``tail`` bytes if given), or
+        None when it does not exist. For registry entries, markers and log tails; stream
+        large files with :meth:`read_file`."""
+
+    @abstractmethod
+    def makedirs(self, path: str) -> None:
+        """Create the directory ``path`` and its parents; an existing one is fine."""
+
+    def write_atomic(self, path: str, data: bytes) -> None:
+        """Replace ``path`` with ``data`` atomically: readers see the old or the new content,
+        never a partial one (a temporary name beside it, then :meth:`rename`)."""
+        tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+        self.write_file(tmp, [data])
+        self.rename(tmp, path)
 
     def close(self) -> None:  # noqa: B027 (nothing to release by default)
         """Release the connection; the host cannot be used afterwards."""
@@ -157,6 +179,35 @@ class LocalHost(Host):
             return os.stat(path).st_size
         except OSError as exc:
             raise self._error(exc, "stat", path) from exc
+
+    def exists(self, path: str) -> bool:
+        """:func:`os.stat` succeeds; only "no such file" reads as missing."""
+        try:
+            os.stat(path)
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise self._error(exc, "stat", path) from exc
+        return True
+
+    def read_bytes(self, path: str, *, tail: int | None = None) -> bytes | None:
+        """The content (or last ``tail`` bytes) of the local file ``path``; None if missing."""
+        try:
+            with open(path, "rb") as handle:
+                if tail is not None:
+                    handle.seek(max(0, handle.seek(0, os.SEEK_END) - tail))
+                return handle.read()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise self._error(exc, "read", path) from exc
+
+    def makedirs(self, path: str) -> None:
+        """:func:`os.makedirs` with ``exist_ok``."""
+        try:
+            os.makedirs(path, exist_ok=True)
+        except OSError as exc:
+            raise self._error(exc, "create the directory", path) from exc
 
 
 def open_host(cfg: HostConfig) -> Host:

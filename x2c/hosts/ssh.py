@@ -163,6 +163,13 @@ def translate_ssh_error(
             found = link
             break
     where = f"{host} ({target})" if target != host else host
+    if found is None and _is_sftp_pool_exhausted(exc):
+        return SSHConnectError(
+            f"could not {action} on {where}: no SFTP channel could be opened (the connection "
+            "was lost, or the server refused more sessions); check that the host is up, then "
+            "run again",
+            host=host,
+        )
     if found is None:
         os_error = next((e for e in _chain(exc) if isinstance(e, OSError)), None)
         if os_error is None:
@@ -181,6 +188,13 @@ def translate_ssh_error(
     return _translate_asyncssh(
         found, where=where, host=host, action=action, argv=argv, host_key_hint=host_key_hint
     )
+
+
+def _is_sftp_pool_exhausted(exc: BaseException) -> bool:
+    """sshfs's channel pool swallows the ChannelOpenError of a lost connection (or of a server
+    at MaxSessions) and raises a bare ValueError without a cause (sshfs pools/base.py
+    ``_maybe_new_channel``, pools/hard.py and soft.py ``get``): the ChannelOpenError row."""
+    return type(exc) is ValueError and "Can't create any SFTP connections" in str(exc)
 
 
 def _translate_asyncssh(
@@ -539,6 +553,30 @@ class SSHHost(Host):
     def size(self, path: str) -> int:
         """SFTP stat of ``path``."""
         return int(self._io(f"stat {path!r}", lambda fs: fs.info(path)["size"]))
+
+    def exists(self, path: str) -> bool:
+        """SFTP stat of ``path``: only "no such file" reads as missing (fsspec's ``exists``)."""
+        return bool(self._io(f"stat {path!r}", lambda fs: fs.exists(path)))
+
+    def read_bytes(self, path: str, *, tail: int | None = None) -> bytes | None:
+        """Read the small file ``path`` (or its last ``tail`` bytes) over SFTP; None if
+        missing."""
+
+        def read(fs: Any) -> bytes | None:
+            try:
+                with fs.open(path, "rb") as handle:
+                    if tail is not None:
+                        handle.seek(max(0, handle.seek(0, 2) - tail))
+                    data: bytes = handle.read()
+                    return data
+            except FileNotFoundError:  # sshfs's rewrap of SFTPNoSuchFile, nothing else
+                return None
+
+        return self._io(f"read {path!r}", read)
+
+    def makedirs(self, path: str) -> None:
+        """SFTP mkdir of ``path`` and its missing parents."""
+        self._io(f"create the directory {path!r}", lambda fs: fs.makedirs(path, exist_ok=True))
 
 
 class SSHRunner:

@@ -49,6 +49,27 @@ def test_file_methods_under_a_hostile_path(weird_tmp: Path) -> None:
         host.write_file(str(weird_tmp / "no" / "dir"), [b"x"])
 
 
+def test_small_file_methods_under_a_hostile_path(weird_tmp: Path) -> None:
+    host = LocalHost()
+    top = str(weird_tmp / "job 'dir'")
+    path = f"{top}/sub/job.json"
+    assert not host.exists(top)
+    assert host.read_bytes(path) is None
+    host.makedirs(f"{top}/sub")
+    host.makedirs(f"{top}/sub")  # an existing directory is fine
+    host.write_atomic(path, b"first")
+    host.write_atomic(path, b"0123456789")  # replaces, leaves no temporary file behind
+    assert host.exists(path)
+    assert host.read_bytes(path) == b"0123456789"
+    assert host.read_bytes(path, tail=4) == b"6789"
+    assert host.read_bytes(path, tail=100) == b"0123456789"
+    assert sorted(p.name for p in (weird_tmp / "job 'dir'" / "sub").iterdir()) == ["job.json"]
+    with pytest.raises(TransferError, match="could not read"):
+        host.read_bytes(top)  # a directory is an error, not "missing"
+    with pytest.raises(TransferError, match="could not create"):
+        host.write_atomic(f"{top}/no/such/dir", b"x")
+
+
 def test_missing_program_is_a_remote_command_error() -> None:
     with pytest.raises(RemoteCommandError, match="not installed"):
         LocalHost().runner.run(["x2c-no-such-program"])

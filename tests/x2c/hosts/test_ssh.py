@@ -11,6 +11,7 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import asyncssh
@@ -275,6 +276,71 @@ def test_file_methods(ssh_host: Host, remote_tmp: str) -> None:
         ssh_host.write_file(f"{remote_tmp}/no/such/dir/x", [b"x"])
 
 
+def test_small_file_methods(ssh_host: Host, remote_tmp: str) -> None:
+    path = f"{remote_tmp}/sub/job 'x'.json"
+    assert not ssh_host.exists(remote_tmp)
+    assert ssh_host.read_bytes(path) is None
+    ssh_host.makedirs(f"{remote_tmp}/sub")
+    ssh_host.makedirs(f"{remote_tmp}/sub")  # an existing directory is fine
+    ssh_host.write_atomic(path, b"first")
+    ssh_host.write_atomic(path, b"0123456789")  # replaces, leaves no temporary file behind
+    assert ssh_host.exists(path)
+    assert ssh_host.read_bytes(path) == b"0123456789"
+    assert ssh_host.read_bytes(path, tail=4) == b"6789"
+    assert ssh_host.read_bytes(path, tail=100) == b"0123456789"
+    listing = ssh_host.runner.run(["ls", "-A", f"{remote_tmp}/sub"])
+    assert listing.stdout == "job 'x'.json\n"
+    with pytest.raises(TransferError):
+        ssh_host.write_atomic(f"{remote_tmp}/no/such/dir", b"x")
+
+
+@pytest.mark.parametrize(
+    ("operation", "warm"),
+    [
+        pytest.param(lambda host, path: host.read_bytes(path), True, id="read_bytes"),
+        pytest.param(lambda host, path: host.read_bytes(path), False, id="read_bytes-cold"),
+        pytest.param(lambda host, path: host.read_bytes(path, tail=3), True, id="tail"),
+        pytest.param(lambda host, path: host.exists(path), True, id="exists"),
+        pytest.param(lambda host, path: host.write_atomic(path, b"new"), True, id="write_atomic"),
+        pytest.param(lambda host, path: host.makedirs(path + ".d"), True, id="makedirs"),
+    ],
+)
+def test_a_connection_dropped_during_a_small_file_call_is_ssh_connect_error(
+    cluster: Cluster, remote_tmp: str, operation: Callable[[Host, str], object], warm: bool
+) -> None:
+    """The recipe reads the registry, markers and logs through these calls: a drop while one is
+    in flight must be SSHConnectError (the tasks retry only that), and the next call
+    reconnects. The drop: this connection's sshd processes are frozen (SIGSTOP) so the call
+    hangs until keepalives give up, then killed. ``warm``: SFTP was used before the drop (a
+    request dies in flight); cold: sshfs must open its first SFTP channel on the dead
+    connection (its pool then raises a bare ValueError)."""
+    cfg = ssh_cfg(cluster, keepalive_interval=0.2, keepalive_count_max=2)
+    with open_host(cfg) as host:
+        path = f"{remote_tmp}/job.json"
+        made = host.runner.run(
+            ["sh", "-c", 'mkdir -p "$1" && printf old > "$2"', "sh", remote_tmp, path]
+        )
+        assert made.returncode == 0, made.stderr
+        if warm:
+            assert host.read_bytes(path) == b"old"
+        client = host.fs.client
+        pids = sshd_pids_for_client_port(cluster.port, client.get_extra_info("sockname")[1])
+        assert pids
+        try:
+            for pid in pids:
+                os.kill(pid, signal.SIGSTOP)
+            with pytest.raises(SSHConnectError, match="testcluster") as caught:
+                operation(host, path)
+            assert client.is_closed()
+            assert caught.value.host == "testcluster"
+        finally:
+            for pid in pids:
+                os.kill(pid, signal.SIGKILL)
+        assert host.read_bytes(path) in (b"old", b"new")
+        assert host.generation == 1
+        assert connections_from(os.getpid(), cluster.port) == 1
+
+
 # -- the error mapping is complete ---------------------------------------------------------------
 
 EXPECTED: dict[str, type[Exception]] = {
@@ -342,5 +408,8 @@ def test_os_errors_and_sshfs_rewrapped_errors() -> None:
         assert type(_translate(exc)) is SSHAuthError
     assert type(_translate(FileNotFoundError(errno.ENOENT, "gone"))) is TransferError
     assert _translate(ValueError("not ours")) is None
+    # sshfs's pool drops the ChannelOpenError of a lost connection and raises this instead
+    pool = _translate(ValueError("Can't create any SFTP connections!"))
+    assert type(pool) is SSHConnectError
     already = SSHConnectError("kept")
     assert _translate(already) is already
