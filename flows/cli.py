@@ -49,6 +49,8 @@ from x2c.errors import ConfigError, JobFailedError, X2CError
 SEED_PIPELINE = "freesurfer6-hippocampal"
 _SCHEDULERS = ("local", "slurm", "sge", "pbs", "lsf")
 _RUNTIMES = ("apptainer", "singularity", "docker", "podman", "none")
+_USAGE = """x2c [-v] --config XNAT.cfg --experiment EXP --host HOST --output DIR [options]
+       x2c [-v] COMMAND [options]    (COMMAND: run, status, demo, devxnat; x2c -h for all)"""
 
 
 # --- the seed form ---------------------------------------------------------------------------
@@ -178,22 +180,56 @@ def cmd_status(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) ->
 
 def _add_selection(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--settings", default="x2c.yaml", help="the x2c settings file (default: ./x2c.yaml)"
+        "--settings",
+        default="x2c.yaml",
+        metavar="FILE",
+        help="the x2c settings file (default: ./x2c.yaml)",
     )
     p.add_argument(
-        "project", nargs="?", default=None, help="an XNAT project (default: every one in projects:)"
+        "project",
+        nargs="?",
+        default=None,
+        metavar="PROJECT",
+        help="an XNAT project (default: every one under projects:)",
     )
     p.add_argument(
-        "experiments", nargs="*", help="experiments of PROJECT (accession IDs or labels)"
+        "experiments",
+        nargs="*",
+        metavar="EXPERIMENT",
+        help="experiments of PROJECT (accession IDs or labels; default: all)",
     )
-    p.add_argument("--pipeline", default=None, help="only this pipeline (or: run it for PROJECT)")
-    p.add_argument("--host", default=None, help="only this host (or: run on it for PROJECT)")
+    p.add_argument(
+        "--pipeline",
+        default=None,
+        metavar="P",
+        help="only the projects: entries with this pipeline (or, with PROJECT and --host: this "
+        "pipeline, listed or not)",
+    )
+    p.add_argument(
+        "--host",
+        default=None,
+        metavar="HOST",
+        help="only the projects: entries on this host (or, with PROJECT and --pipeline: this "
+        "host, listed or not)",
+    )
+
+
+def _positive(text: str) -> int:
+    """An ``argparse`` type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``x2c`` parser: the seed form's options and the subcommands."""
     parser = argparse.ArgumentParser(
         prog="x2c",
+        usage=_USAGE,
         description="Run neuroimaging pipelines for XNAT sessions on a cluster that cannot "
         "reach XNAT, orchestrated by Prefect.",
         epilog="seed form: x2c --config XNAT.cfg --experiment EXP --host HOST --output DIR "
@@ -203,22 +239,29 @@ def build_parser() -> argparse.ArgumentParser:
         "-v", "--verbose", action="store_true", help="show Prefect's and x2c's logs"
     )
     seed = parser.add_argument_group("the seed form (one experiment)")
-    seed.add_argument("--config", help="pyxnat .cfg file (JSON: server, user, password)")
     seed.add_argument(
-        "--experiment", help="the experiment's accession ID (or label, with --project)"
+        "--config", metavar="XNAT.cfg", help="pyxnat .cfg file (JSON: server, user, password)"
+    )
+    seed.add_argument(
+        "--experiment",
+        metavar="EXP",
+        help="the experiment's accession ID (or label, with --project)",
     )
     seed.add_argument("--project", help="the experiment's project (looked up when not given)")
     seed.add_argument("--host", help="'local', an ~/.ssh/config alias, or a host of --settings")
-    seed.add_argument("--output", help="work directory on HOST (the job directories go here)")
+    seed.add_argument(
+        "--output", metavar="DIR", help="work directory on HOST (the job directories go here)"
+    )
     seed.add_argument(
         "--pipeline",
         default=SEED_PIPELINE,
-        help=f"shipped pipeline or a pipeline file ({SEED_PIPELINE})",
+        metavar="P",
+        help=f"a shipped pipeline's name or a pipeline file (default: {SEED_PIPELINE})",
     )
     seed.add_argument(
         "--dry-run", action="store_true", help="print what it would do; change nothing"
     )
-    seed.add_argument("--settings", help="an x2c settings file for everything else")
+    seed.add_argument("--settings", metavar="FILE", help="an x2c settings file for everything else")
     seed.add_argument(
         "--scheduler", choices=_SCHEDULERS, help="HOST's scheduler (local: local; else slurm)"
     )
@@ -227,8 +270,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=_RUNTIMES,
         help="HOST's container runtime (local: none; else apptainer)",
     )
-    seed.add_argument("--ssh-config", help="ssh_config file for the alias (default ~/.ssh/config)")
-    seed.add_argument("--known-hosts", help="known_hosts file (default: the ssh_config's)")
+    seed.add_argument(
+        "--ssh-config", metavar="FILE", help="ssh_config file for the alias (default ~/.ssh/config)"
+    )
+    seed.add_argument(
+        "--known-hosts", metavar="FILE", help="known_hosts file (default: the ssh_config's)"
+    )
     seed.add_argument(
         "--keep", action="store_true", help="keep the work directory after the upload"
     )
@@ -236,7 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--retry-failed", action="store_true", help="resubmit a job that failed before"
     )
 
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", prog="x2c")
     run = sub.add_parser(
         "run",
         help="process a project, a list of its experiments, or every configured project",
@@ -266,12 +313,16 @@ def build_parser() -> argparse.ArgumentParser:
         "the demo pipeline on this machine through the real flows, upload the results with "
         "provenance, and print what happened. Exit 0 only when every session is done.",
     )
-    demo.add_argument("--sessions", type=int, default=4, help="synthetic sessions (4)")
+    demo.add_argument(
+        "--sessions", type=_positive, default=4, metavar="N", help="synthetic sessions (4)"
+    )
     demo.add_argument(
         "--runtime", choices=("auto", "podman", "none"), default="auto",
         help="podman with localhost/x2c-demo:latest, or bare (auto: podman when it works)",
     )  # fmt: skip
-    demo.add_argument("--dir", help="keep everything in this directory (default: a temporary one)")
+    demo.add_argument(
+        "--dir", metavar="DIR", help="keep everything in this directory (default: a temporary one)"
+    )
     demo.add_argument("--keep", action="store_true", help="keep the temporary directory")
     demo.add_argument("--serve", action="store_true", help="keep serving XNAT after, until Ctrl-C")
     demo.set_defaults(func=cmd_demo)
@@ -302,6 +353,11 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
         _configure_logging(True, prefect=False)
         func = lambda a, _env, _out: int(a.func(a))  # noqa: E731
     elif args.command is not None:
+        if args.experiment or args.config:
+            parser.error(
+                f"--experiment and --config belong to the seed form, not to x2c {args.command}: "
+                "give one or the other"
+            )
         _configure_logging(args.verbose, prefect=args.command in ("run", "demo"))
         func = args.func
     elif args.experiment or args.config:

@@ -47,12 +47,27 @@ class _Progress(logging.Handler):
         print(f"  [{self.finished}] {name}: {state}", file=self.out, flush=True)
 
 
+class _WithoutTraceback(logging.Formatter):
+    """Formats a record as ``inner`` does, without its traceback: when a run fails, Prefect's
+    console line names the exception and the table at the end gives the reason, so the
+    traceback is noise unless ``--verbose`` asks for it."""
+
+    def __init__(self, inner: logging.Formatter | None) -> None:
+        super().__init__()
+        self.inner = inner or logging.Formatter()
+
+    def format(self, record: logging.LogRecord) -> str:
+        bare = logging.makeLogRecord(record.__dict__)  # the other handlers keep the traceback
+        bare.exc_info, bare.exc_text, bare.stack_info = None, None, None
+        return self.inner.format(bare)
+
+
 @contextmanager
 def prefect_session(*, quick: bool, verbose: bool, out: TextIO) -> Iterator[None]:
     """Import Prefect and run the block with per-experiment progress lines on ``out``; Prefect's
-    own console output only at warning level unless ``verbose``. ``quick`` turns the flow-run
-    heartbeat off (each run then ends ~1 s sooner; crash detection by heartbeat is lost, which
-    a short interactive run does not need)."""
+    own console output only at warning level and without tracebacks unless ``verbose``.
+    ``quick`` turns the flow-run heartbeat off (each run then ends ~1 s sooner; crash
+    detection by heartbeat is lost, which a short interactive run does not need)."""
     import prefect.main  # noqa: F401  (configures Prefect's logging, once per process)
     from prefect.settings import (
         PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
@@ -68,6 +83,8 @@ def prefect_session(*, quick: bool, verbose: bool, out: TextIO) -> Iterator[None
     if not verbose:
         for handler in logging.getLogger().handlers:
             handler.setLevel(logging.WARNING)
+            if not isinstance(handler.formatter, _WithoutTraceback):
+                handler.setFormatter(_WithoutTraceback(handler.formatter))
     flow_logger.addHandler(progress)
     try:
         with temporary_settings(updates=updates):

@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from x2c.config import XnatConfig
-from x2c.errors import ConfigError
+from x2c.errors import ConfigError, X2CError
 
 _PIPELINE_SUFFIXES = (".yaml", ".yml", ".toml")
 VENV_BIN = str(Path(sys.executable).parent)
@@ -28,8 +28,14 @@ def home_of(env: Mapping[str, str]) -> Path:
 
 
 def load(path: str, env: Mapping[str, str]) -> Any:
+    """The settings file at ``path``, validated; a missing one says how to name another."""
     from x2c.settings import load_settings
 
+    if not Path(path).expanduser().exists():
+        where = "" if Path(path).expanduser().is_absolute() else f" in {Path.cwd()}"
+        raise ConfigError(
+            f"cannot read settings file {path}: no such file{where}; give --settings FILE"
+        )
     return load_settings(path, env=env)
 
 
@@ -41,6 +47,30 @@ def pipeline_ref(pipeline: str) -> tuple[str, str]:
         path = str(Path(pipeline).resolve())
         return load_pipeline(path).name, path
     return pipeline, pipeline
+
+
+def with_pipeline(listed: list[str], pipeline: str) -> tuple[list[str], str]:
+    """``pipelines:`` with the seed form's ``--pipeline`` in it, and that pipeline's name. A
+    file is added (the settings need not list it); a name one of the listed files defines is
+    there already; any other name must be a shipped pipeline, added when the settings list
+    others (an empty list already means every shipped one). Checked here, before XNAT is
+    contacted, so a typo fails at once."""
+    from x2c.pipelines import builtin_pipeline, load_pipeline
+
+    try:
+        name, ref = pipeline_ref(pipeline)
+        if ref in listed:
+            return listed, name
+        if ref == name:
+            files = [r for r in listed if r.endswith(_PIPELINE_SUFFIXES)]
+            if any(load_pipeline(r).name == name for r in files):
+                return listed, name
+            builtin_pipeline(name)
+            if not listed:
+                return listed, name
+        return [*listed, ref], name
+    except X2CError as exc:
+        raise ConfigError(f"--pipeline {pipeline}: {exc}") from exc
 
 
 def seed_settings(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[Any, str]:
@@ -86,11 +116,7 @@ def seed_settings(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[Any
             host[key] = str(Path(value).expanduser().resolve())
     hosts[args.host] = host
     base["hosts"] = hosts
-    name, ref = pipeline_ref(args.pipeline)
-    listed = list(base.get("pipelines", []))
-    if listed and ref not in listed:
-        listed.append(ref)
-    base["pipelines"] = listed
+    base["pipelines"], name = with_pipeline(list(base.get("pipelines", [])), args.pipeline)
     if args.keep:
         base["keep_workdir"] = True
     base.setdefault("state_dir", str(home_of(env) / ".x2c" / "state"))

@@ -17,7 +17,8 @@ import pytest
 import requests
 import yaml
 
-from flows.cli import main
+from flows.cli import build_parser, main
+from flows.settings import seed_settings
 from tests.fixtures.cluster import Cluster
 from tests.fixtures.xnat_server import XnatServer
 from x2c import recipe
@@ -131,6 +132,100 @@ def test_errors_are_one_line_with_exit_code_1(
         main(["--experiment", "E"])
     assert exc.value.code == 2
     assert "the seed form needs --host" in capsys.readouterr().err
+
+
+def test_bad_invocations_say_what_to_do(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    dead = tmp_path / "dead.cfg"  # nothing listens on port 1: contacting XNAT would fail slowly
+    dead.write_text(json.dumps({"server": "http://127.0.0.1:1", "user": "u", "password": "p"}))
+    seed = ["--config", str(dead), "--experiment", "E", "--host", "local", "--output", "w"]
+    cases = [
+        # an unknown pipeline fails before XNAT is contacted (no retry warnings, one line)
+        ([*seed, "--pipeline", "nosuch", "--dry-run"], "--pipeline nosuch: no shipped pipeline"),
+        (["status"], f"x2c.yaml: no such file in {tmp_path}; give --settings FILE"),
+    ]
+    for argv, expected in cases:
+        assert main(argv) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("x2c: error: ") and err.count("\n") == 1, err
+        assert expected in err, err
+    usage = [
+        (["demo", "--sessions", "0"], "x2c demo: error: argument --sessions: must be 1 or more"),
+        ([*seed, "run"], "--experiment and --config belong to the seed form, not to x2c run"),
+    ]
+    for argv, expected in usage:
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        assert exc.value.code == 2
+        err = capsys.readouterr().err
+        assert expected in err and err.startswith("usage: x2c"), err
+
+
+def test_seed_form_takes_a_pipeline_file_or_a_listed_files_name(tmp_path: Path) -> None:
+    pipe = tmp_path / "mine.yaml"
+    pipe.write_text(
+        yaml.safe_dump(
+            {
+                "name": "mine",
+                "version": "1",
+                "inputs": {"scan_types": ["T1*"], "resource": "NIFTI", "pick": "first"},
+                "input_match": "*.nii*",
+                "image": "none",
+                "runtime": "none",
+                "command": ["true"],
+                "walltime": "00:05:00",
+                "outputs": ["out.txt"],
+                "archive": "MINE",
+                "resource": "MINE",
+            }
+        )
+    )
+    cfg = tmp_path / "xnat.cfg"
+    cfg.write_text(json.dumps({"server": "http://127.0.0.1:1", "user": "u", "password": "p"}))
+    listed = tmp_path / "x2c.yaml"
+    listed.write_text(
+        yaml.safe_dump(
+            {
+                "xnat": {"url": "http://127.0.0.1:1", "user": "u"},
+                "hosts": {"local": {"workdir": str(tmp_path / "w")}},
+                "pipelines": [str(pipe)],
+            }
+        )
+    )
+    env = {"HOME": str(tmp_path)}
+    seed = ["--experiment", "E", "--host", "local", "--output", str(tmp_path / "w")]
+    for extra in (
+        ["--config", str(cfg), "--pipeline", str(pipe)],  # a file, no settings file
+        ["--settings", str(listed), "--pipeline", "mine"],  # the name of a listed file
+        ["--settings", str(listed), "--pipeline", "demo"],  # a shipped one beside it
+    ):
+        args = build_parser().parse_args([*seed, *extra])
+        settings, name = seed_settings(args, env)
+        assert settings.pipeline(name).name == name, extra
+    assert name == "demo" and len(settings.pipelines) == 2
+
+
+def test_a_failed_batch_prints_its_reason_without_a_traceback(
+    tmp_path: Path, xnat_server: XnatServer
+) -> None:
+    settings = tmp_path / "x2c.yaml"
+    settings.write_text(
+        yaml.safe_dump(
+            {
+                "xnat": {"config": str(write_cfg(tmp_path / "xnat.cfg", xnat_server))},
+                "hosts": {"local": {"workdir": str(tmp_path / "work")}},
+                "pipelines": ["demo"],
+            }
+        )
+    )
+    done = x2c("run", "--settings", str(settings), "NOPE", "--pipeline", "demo", "--host",
+               "local", "--quick", home=tmp_path)  # fmt: skip
+    assert done.returncode == 1, done.stdout + done.stderr
+    row = next(line for line in done.stdout.splitlines() if line.startswith("NOPE (demo on local)"))
+    assert "failed" in row and "XnatNotFoundError" in row and "'NOPE'" in row, row
+    assert "Traceback" not in done.stderr, done.stderr
 
 
 @pytest.mark.cluster
