@@ -44,11 +44,17 @@ from x2c.recipe import Target
 MAX_WORKERS = 32
 
 
+class ExperimentFailed(Exception):
+    """Ends an ``experiment-<label>`` task Failed, carrying the experiment's result (args[0])
+    so the batch still reports its reason and log tail."""
+
+
 @task(name="experiment", task_run_name="experiment-{t.label}", cache_policy=NO_CACHE)
 def run_experiment(
     settings_path: str, t: Target, retry_failed: bool = False, wait_timeout_s: float | None = None
 ) -> ExperimentResult:
-    """Run ``process_experiment`` for ``t`` and return its result, failed or not."""
+    """Run ``process_experiment`` for ``t`` and return its result; a failed experiment raises
+    :class:`ExperimentFailed`, so this task ends Failed and the batch's graph shows it red."""
     state = process_experiment(
         settings_path=settings_path,
         project=t.project,
@@ -62,12 +68,19 @@ def run_experiment(
         wait_timeout_s=wait_timeout_s,
         return_state=True,
     )
-    return result_of(state, t)
+    result = result_of(state, t)
+    if result.failed:
+        raise ExperimentFailed(result)
+    return result
 
 
-def result_of(state: State[Any], t: Target) -> ExperimentResult:
-    """The :class:`ExperimentResult` a child run left, also when it crashed without one."""
-    data = state.result(raise_on_failure=False)
+def result_of(state: State[Any], t: Target, data: Any = None) -> ExperimentResult:
+    """The :class:`ExperimentResult` a run left (``data``, else its state's result), also when
+    it failed (carried by :class:`ExperimentFailed`) or crashed without one."""
+    if data is None:
+        data = state.result(raise_on_failure=False)
+    if isinstance(data, ExperimentFailed):
+        data = data.args[0]
     if isinstance(data, ExperimentResult):
         return data
     reason = f"{type(data).__name__}: {data}" if isinstance(data, BaseException) else ""
@@ -103,8 +116,8 @@ def fan_out(
     results: dict[str, ExperimentResult] = {}
     for done, future in enumerate(as_completed(futures), start=1):
         t = by_future[future.task_run_id]
-        state = future.state
-        results[t.experiment] = result_of(state, t) if state.is_failed() else future.result()
+        data = future.result(raise_on_failure=False)
+        results[t.experiment] = result_of(future.state, t, data)
         report_progress(progress, done, len(targets), title)
     ordered = [results[t.experiment] for t in targets]
     publish_results(key, title, ordered)

@@ -178,6 +178,19 @@ def test_five_experiments_under_an_in_flight_limit_of_two(
     assert "failing on purpose for FAIL5" in summary
     assert "progress" in arts and arts["progress"].data == 100.0
 
+    # the batch's graph shows the failure: the failing experiment's task run is Failed, the rest
+    # Completed
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id]))
+        )
+    nodes = {r.name: r.state_type.value for r in runs if r.name.startswith("experiment-")}
+    assert nodes["experiment-FAIL5_MR1"] == "FAILED", nodes
+    assert {nodes[f"experiment-S{k}_MR1"] for k in (1, 2, 3, 4)} == {"COMPLETED"}, nodes
+
     # The second batch: checks only. No job, no upload; the failure is reported again.
     xnat_server.reset_counts()
     again = process_experiments(
