@@ -147,6 +147,8 @@ def process_experiment(
     except NothingToProcessError as exc:
         out = result(SKIPPED, f"skipped: {exc.reason}")
     except JobFailedError as exc:
+        # decide raises it for a job that failed before and was not resubmitted: say so
+        facts["action"] = facts["action"] or "report_failed"
         out = result(FAILED, str(exc), job_id=exc.job_id or facts["job_id"], log_tail=exc.log_tail)
     except (X2CError, TimeoutError) as exc:
         out = result(FAILED, f"{type(exc).__name__}: {exc}")

@@ -39,7 +39,8 @@ class ExperimentResult:
 
     ``state`` is ``done`` (result verified on XNAT: made now or found there), ``skipped``
     (nothing to process) or ``failed``; ``action`` is what reconcile decided (``skip_done``,
-    ``attach``, ``collect``, ``submit``); ``in_flight`` the wall-clock seconds (epoch) between
+    ``attach``, ``collect``, ``submit``, or ``report_failed`` for a failure reported again);
+    ``in_flight`` the wall-clock seconds (epoch) between
     taking and giving back the host's in-flight slot, when one was taken.
     """
 

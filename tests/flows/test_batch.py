@@ -205,6 +205,7 @@ def test_five_experiments_under_an_in_flight_limit_of_two(
     assert set(second) == {*ok, no_input, failing, other}
     assert {second[e].action for e in ok} == {"skip_done"}
     assert second[failing].state == FAILED and second[no_input].state == SKIPPED
+    assert second[failing].action == "report_failed"
     assert len(trace.read_text().splitlines()) == 10, "no job was submitted again"
     counts = xnat_server.request_counts()
     total = sum(n for k, n in counts.items() if not k.split(" ", 1)[1].startswith("/x2c"))
