@@ -22,7 +22,9 @@ Prefect is imported only by the commands that run flows (``run``, ``demo``, the 
 pyxnat ``.cfg``, ``~/.netrc``, ``XNAT_PASS`` or a Prefect Secret block, never from the command
 line, and is never printed. Exit codes: 0 when every experiment is done (or had nothing to
 process), 1 when any failed or on an error, 2 on a usage error.
+
 This module parses the arguments and dispatches; the rest lives beside it:
+:mod:`flows.commands` (the seed form, ``run``, ``status``),
 :mod:`flows.settings` (settings files, the seed form's settings, the XNAT password),
 :mod:`flows.runs` (Prefect, progress lines, running ``process_experiments``),
 :mod:`flows.table` (the table and the failures) and :mod:`flows.demo` (``x2c demo``).
@@ -35,144 +37,18 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
+from flows.commands import cmd_run, cmd_seed, cmd_status
 from flows.demo import cmd_demo
-from flows.runs import Batch, prefect_session, run_batches
-from flows.settings import load, seed_settings, write_settings, xnat_config_of
-from flows.table import Row, cli_words, format_table, report
 from x2c.cli import add_devxnat_parser
-from x2c.errors import ConfigError, JobFailedError, X2CError
+from x2c.errors import X2CError
 
 SEED_PIPELINE = "freesurfer6-hippocampal"
 _SCHEDULERS = ("local", "slurm", "sge", "pbs", "lsf")
 _RUNTIMES = ("apptainer", "singularity", "docker", "podman", "none")
 _USAGE = """x2c [-v] --config XNAT.cfg --experiment EXP --host HOST --output DIR [options]
        x2c [-v] COMMAND [options]    (COMMAND: run, status, demo, devxnat; x2c -h for all)"""
-
-
-# --- the seed form ---------------------------------------------------------------------------
-
-
-def _seed_target(rt: Any, args: argparse.Namespace, pipeline: str) -> Any:
-    from x2c import recipe
-    from x2c.xnat import get_experiment
-
-    project = args.project or get_experiment(rt.xnat, args.experiment).project
-    return recipe.targets(rt, project, pipeline, args.host, [args.experiment])[0]
-
-
-def cmd_seed(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> int:
-    """The seed form: one experiment, or its dry run."""
-    from x2c import recipe
-
-    settings, pipeline = seed_settings(args, env)
-    if args.dry_run:
-        rt = recipe.Runtime(settings, xnat_config_of(settings, env))
-        try:
-            t = _seed_target(rt, args, pipeline)
-            for line in recipe.plan(rt, t):
-                print(line, file=out)
-        finally:
-            rt.close()
-        return 0
-    path = write_settings(settings, env)
-    rt = recipe.Runtime(settings, xnat_config_of(settings, env))
-    try:
-        t = _seed_target(rt, args, pipeline)
-    finally:
-        rt.close()
-    print(f"x2c: {pipeline} for {t.project}/{t.label} ({t.experiment}) on {t.host}", file=out)
-    with prefect_session(quick=True, verbose=args.verbose, out=out):
-        rows = run_batches(
-            path,
-            [Batch(t.project, pipeline, t.host, (t.experiment,))],
-            retry_failed=args.retry_failed,
-        )
-    return report(rows, out)
-
-
-# --- run and status --------------------------------------------------------------------------
-
-
-def batches_of(settings: Any, args: argparse.Namespace) -> list[Batch]:
-    """What ``run``/``status`` work on: the ``projects:`` entries of the settings (those of
-    PROJECT, or every one), or PROJECT with ``--pipeline``/``--host`` when given."""
-    experiments = tuple(args.experiments) or None
-    if args.project and args.pipeline and args.host:
-        return [Batch(args.project, args.pipeline, args.host, experiments)]
-    runs = [r for r in settings.projects if args.project in (None, r.project)]
-    runs = [r for r in runs if args.pipeline in (None, r.pipeline) and args.host in (None, r.host)]
-    if not runs:
-        what = f"project {args.project!r}" if args.project else "any project"
-        raise ConfigError(
-            f"{settings.source}: no projects entry for {what}; add one under projects:, or give "
-            "PROJECT with --pipeline and --host"
-        )
-    if experiments and len({r.project for r in runs}) > 1:
-        raise ConfigError("naming experiments needs PROJECT too")
-    return [Batch(r.project, r.pipeline, r.host, experiments) for r in runs]
-
-
-def cmd_run(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> int:
-    """``x2c run``: process a project, a list of its experiments, or every configured one."""
-    settings = load(args.settings, env)
-    batches = batches_of(settings, args)
-    for b in batches:
-        what = f"{len(b.experiments)} experiment(s)" if b.experiments else "every experiment"
-        print(f"x2c: {b.pipeline} on {b.host} for {what} of {b.project}", file=out)
-    with prefect_session(quick=args.quick, verbose=args.verbose, out=out):
-        rows = run_batches(
-            str(Path(args.settings).expanduser().resolve()), batches, retry_failed=args.retry_failed
-        )
-    return report(rows, out)
-
-
-def status_row(rt: Any, t: Any) -> Row:
-    """Where one target stands, from reconcile (``recipe.decide``): done, in flight with its
-    job id, finished but not uploaded, failed with its reason, or not started."""
-    from x2c import recipe
-    from x2c.recipe import Action
-
-    name = f"{t.project}/{t.label}"
-    try:
-        d = recipe.decide(rt, t)
-    except JobFailedError as exc:
-        why = str(exc).removeprefix(f"{t.pipeline} for {name}: ")
-        return Row(name, "failed", job_id=exc.job_id or "", reason=cli_words(why))
-    except X2CError as exc:
-        return Row(name, "error", reason=str(exc))
-    state = {
-        Action.SKIP_DONE: "done",
-        Action.ATTACH: "in flight",
-        Action.COLLECT: "finished",
-        Action.SUBMIT: "not started",
-    }[d.action]
-    return Row(name, state, job_id=str(d.job_id or ""), reason=d.reason)
-
-
-def cmd_status(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> int:
-    """``x2c status``: a table of where every experiment stands; exit 1 when any failed."""
-    from x2c import recipe
-
-    settings = load(args.settings, env)
-    rt = recipe.Runtime(settings, xnat_config_of(settings, env))
-    rows: list[Row] = []
-    try:
-        for b in batches_of(settings, args):
-            targets = recipe.targets(rt, b.project, b.pipeline, b.host, b.experiments)
-            with ThreadPoolExecutor(max_workers=8) as pool:
-                rows += list(pool.map(lambda t: status_row(rt, t), targets))
-    finally:
-        rt.close()
-    print(format_table(rows, columns=("experiment", "state", "job_id", "reason")), file=out)
-    counts: dict[str, int] = {}
-    for r in rows:
-        counts[r.state] = counts.get(r.state, 0) + 1
-    print("\n" + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())), file=out)
-    return 1 if any(r.state in ("failed", "error") for r in rows) else 0
 
 
 # --- the parser ------------------------------------------------------------------------------
