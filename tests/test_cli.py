@@ -14,12 +14,12 @@ import sys
 from pathlib import Path
 
 import pytest
-import requests
 import yaml
 
 from flows.cli import build_parser, main
 from flows.settings import seed_settings
 from tests.fixtures.cluster import Cluster
+from tests.fixtures.xnat_data import add_session
 from tests.fixtures.xnat_server import XnatServer
 from x2c import recipe
 from x2c.config import XnatConfig
@@ -69,30 +69,9 @@ def writes(server: XnatServer) -> dict[str, int]:
 
 def add_broken_session(server: XnatServer, project: str, label: str) -> str:
     """A session whose T1 'NIfTI' is not an image: the demo pipeline exits non-zero on it."""
-    auth = (server.user, server.password)
-    base = f"{server.url}/data/projects/{project}/subjects/{label}"
-    requests.put(base, auth=auth, timeout=30).raise_for_status()
-    resp = requests.put(
-        f"{base}/experiments/{label}_MR1",
-        params={"xsiType": "xnat:mrSessionData"},
-        auth=auth,
-        timeout=30,
+    return add_session(
+        server, project, label, f"{label}_MR1", body=b"this is not a NIfTI volume\n" * 20
     )
-    resp.raise_for_status()
-    eid = resp.text.strip()
-    scan = f"{server.url}/data/experiments/{eid}/scans/1"
-    requests.put(
-        scan, params={"xsiType": "xnat:mrScanData", "type": "T1"}, auth=auth, timeout=30
-    ).raise_for_status()
-    requests.put(f"{scan}/resources/NIFTI", auth=auth, timeout=30).raise_for_status()
-    requests.put(
-        f"{scan}/resources/NIFTI/files/T1.nii",
-        params={"inbody": "true"},
-        data=b"this is not a NIfTI volume\n" * 20,
-        auth=auth,
-        timeout=30,
-    ).raise_for_status()
-    return eid
 
 
 def test_help_starts_without_prefect() -> None:

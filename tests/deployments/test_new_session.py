@@ -16,8 +16,9 @@ from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterNam
 
 from flows.watch import watch_xnat
 from tests.deployments.conftest import PrefectServer
+from tests.fixtures.xnat_data import add_session, xnat_config
 from tests.fixtures.xnat_server import XnatServer
-from tests.flows.helpers import add_session, poll, write_settings, xnat_cfg
+from tests.flows.helpers import poll, write_settings
 from x2c import recipe
 from x2c.xnat import connect, resource_status
 
@@ -96,7 +97,7 @@ def test_a_new_session_is_processed_once_through_watcher_and_worker(
     finally:
         recipe.close_runtimes()
 
-    with connect(xnat_cfg(xnat_server)) as session:
+    with connect(xnat_config(xnat_server)) as session:
         status = resource_status(session, eid, "DEMO_STATS", "1.0.0")
     assert status.done, status.reason
     assert xnat_server.password not in repr(run.parameters)

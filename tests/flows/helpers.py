@@ -20,84 +20,11 @@ from prefect.client.schemas.filters import (
     LogFilter,
     LogFilterFlowRunId,
 )
-from pydantic import SecretStr
 
 from tests.fixtures.xnat_server import XnatServer
-from x2c.config import XnatConfig
-from x2c.devxnat.demo import nifti_bytes
-from x2c.xnat import XnatSession, connect, path_of
 
 VENV_BIN = str(Path(sys.executable).parent)
 T = TypeVar("T")
-
-
-def xnat_cfg(server: XnatServer) -> XnatConfig:
-    return XnatConfig(url=server.url, user=server.user, password=SecretStr(server.password))
-
-
-def _put(
-    s: XnatSession, *segments: str, params: dict[str, str] | None = None, body: bytes | None = None
-) -> str:
-    response = s.request(
-        "PUT",
-        path_of(*segments),
-        what="set up test data",
-        params=params,
-        body=(lambda: body) if body is not None else None,
-        accept=(200, 201),
-    )
-    return response.text.strip()
-
-
-def add_session(
-    server: XnatServer,
-    project: str,
-    subject: str,
-    label: str,
-    *,
-    scan_type: str = "T1",
-    index: int = 1,
-) -> str:
-    """Subject/experiment ``label`` with scan 1 of ``scan_type`` holding one real NIfTI in a
-    NIFTI resource; returns the experiment's accession ID."""
-    with connect(xnat_cfg(server)) as s:
-        _put(s, "data", "projects", project, "subjects", subject)
-        eid = _put(
-            s,
-            "data",
-            "projects",
-            project,
-            "subjects",
-            subject,
-            "experiments",
-            label,
-            params={"xsiType": "xnat:mrSessionData"},
-        )
-        _put(
-            s,
-            "data",
-            "experiments",
-            eid,
-            "scans",
-            "1",
-            params={"xsiType": "xnat:mrScanData", "type": scan_type, "quality": "usable"},
-        )
-        _put(s, "data", "experiments", eid, "scans", "1", "resources", "NIFTI")
-        _put(
-            s,
-            "data",
-            "experiments",
-            eid,
-            "scans",
-            "1",
-            "resources",
-            "NIFTI",
-            "files",
-            "T1.nii",
-            params={"inbody": "true"},
-            body=nifti_bytes(index),
-        )
-        return eid
 
 
 def write_settings(

@@ -17,8 +17,9 @@ import yaml
 from flows.batch import process_experiments
 from flows.experiment import process_experiment
 from tasks.report import DONE, FAILED, SKIPPED, ExperimentResult
+from tests.fixtures.xnat_data import add_session, xnat_config
 from tests.fixtures.xnat_server import XnatServer
-from tests.flows.helpers import add_session, artifacts_by_key, poll, write_settings, xnat_cfg
+from tests.flows.helpers import artifacts_by_key, poll, write_settings
 from x2c import recipe
 from x2c.xnat import connect, resource_status
 
@@ -159,7 +160,7 @@ def test_five_experiments_under_an_in_flight_limit_of_two(
     assert max_overlap(held) == 2, held  # never above the limit, and the limit was used
     print(f"\nmax in flight: {max_overlap(held)} (limit 2), max jobs at once: {max_overlap(jobs)}")
 
-    with connect(xnat_cfg(xnat_server)) as session:
+    with connect(xnat_config(xnat_server)) as session:
         for eid in ok:
             status = resource_status(session, eid, "TRACED", "1")
             assert status.done, status.reason

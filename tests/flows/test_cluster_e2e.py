@@ -29,8 +29,9 @@ from pyxnat import Interface
 from flows.batch import process_experiments
 from tasks.report import DONE, FAILED, SKIPPED, ExperimentResult
 from tests.fixtures.cluster import Cluster
+from tests.fixtures.xnat_data import add_session
 from tests.fixtures.xnat_server import XnatServer
-from tests.flows.helpers import VENV_BIN, add_session
+from tests.flows.helpers import VENV_BIN
 from tests.test_cli import add_broken_session
 from x2c import recipe
 

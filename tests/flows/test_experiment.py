@@ -12,15 +12,9 @@ import pytest
 from flows.experiment import process_experiment
 from tasks.limits import ensure_limits, host_limit
 from tasks.report import DONE, ExperimentResult
+from tests.fixtures.xnat_data import add_session, xnat_config
 from tests.fixtures.xnat_server import XnatServer
-from tests.flows.helpers import (
-    add_session,
-    artifacts_by_key,
-    poll,
-    recorded_text,
-    write_settings,
-    xnat_cfg,
-)
+from tests.flows.helpers import artifacts_by_key, poll, recorded_text, write_settings
 from x2c import recipe
 from x2c.xnat import connect, resource_status
 
@@ -68,7 +62,7 @@ def test_one_experiment_end_to_end_then_a_rerun_only_checks(
     assert (result.state, result.action, result.experiment) == (DONE, "submit", eid)
     assert result.job_id and result.in_flight is not None
     assert result.xnat_uri.endswith(f"/data/experiments/{eid}/resources/DEMO_STATS")
-    with connect(xnat_cfg(xnat_server)) as session:
+    with connect(xnat_config(xnat_server)) as session:
         status = resource_status(session, eid, "DEMO_STATS", "1.0.0")
     assert status.done, status.reason
     assert status.provenance is not None

@@ -9,8 +9,9 @@ import pytest
 
 from flows.nightly import nightly
 from tasks.report import DONE, SKIPPED, ExperimentResult
+from tests.fixtures.xnat_data import add_session
 from tests.fixtures.xnat_server import XnatServer
-from tests.flows.helpers import add_session, write_settings
+from tests.flows.helpers import write_settings
 from x2c import recipe
 
 

@@ -15,8 +15,9 @@ from prefect.variables import Variable
 from flows.experiment import process_experiment
 from flows.watch import ON_NEW_SESSION, watch_xnat
 from tasks.watch import variable_name
+from tests.fixtures.xnat_data import add_session
 from tests.fixtures.xnat_server import XnatServer
-from tests.flows.helpers import add_session, write_settings
+from tests.flows.helpers import write_settings
 from x2c import recipe
 
 

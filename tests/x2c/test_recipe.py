@@ -14,32 +14,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import SecretStr
 
+from tests.fixtures.xnat_data import add_session, put, xnat_config
 from x2c import jobdir as jd
 from x2c import recipe
-from x2c.config import HostConfig, SchedulerConfig, XnatConfig
+from x2c.config import HostConfig, SchedulerConfig
 from x2c.devxnat.demo import nifti_bytes
 from x2c.errors import JobFailedError, NothingToProcessError, PipelineError
 from x2c.recipe import Action, Runtime, Target
 from x2c.settings import Settings, XnatSource
-from x2c.xnat import XnatSession, connect, path_of, resource_status
+from x2c.xnat import connect, path_of, resource_status
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "settings"
 VENV_BIN = str(Path(sys.executable).parent)
 QUICK = {"poll_min_s": 0.2, "poll_max_s": 1.0, "exit_marker_grace_s": 3.0}
-
-
-def xnat_cfg(server: Any) -> XnatConfig:
-    return XnatConfig(
-        url=server.url,
-        user=server.user,
-        password=SecretStr(server.password),
-        timeout=10,
-        retries=2,
-        backoff_s=0.01,
-        backoff_max_s=0.05,
-    )
 
 
 def make_settings(server: Any, tmp: Path, host: HostConfig, **fields: Any) -> Settings:
@@ -59,71 +47,6 @@ def local_host(tmp: Path) -> HostConfig:
         scheduler=SchedulerConfig(kind="local", max_local_jobs=2, **QUICK),
         path_prepend=(VENV_BIN,),
     )
-
-
-def _put(
-    s: XnatSession, *segments: str, params: dict[str, str] | None = None, body: bytes | None = None
-) -> str:
-    response = s.request(
-        "PUT",
-        path_of(*segments),
-        what="set up test data",
-        params=params,
-        body=(lambda: body) if body is not None else None,
-        accept=(200, 201),
-    )
-    return response.text.strip()
-
-
-def add_session(
-    server: Any,
-    project: str,
-    subject: str,
-    label: str,
-    *,
-    scan_type: str = "T1",
-    index: int = 1,
-) -> str:
-    """Create subject/experiment ``label`` with scan 1 of ``scan_type`` holding a NIFTI
-    resource with one small real NIfTI; returns the experiment ID."""
-    with connect(xnat_cfg(server)) as s:
-        _put(s, "data", "projects", project, "subjects", subject)
-        eid = _put(
-            s,
-            "data",
-            "projects",
-            project,
-            "subjects",
-            subject,
-            "experiments",
-            label,
-            params={"xsiType": "xnat:mrSessionData"},
-        )
-        _put(
-            s,
-            "data",
-            "experiments",
-            eid,
-            "scans",
-            "1",
-            params={"xsiType": "xnat:mrScanData", "type": scan_type, "quality": "usable"},
-        )
-        _put(s, "data", "experiments", eid, "scans", "1", "resources", "NIFTI")
-        _put(
-            s,
-            "data",
-            "experiments",
-            eid,
-            "scans",
-            "1",
-            "resources",
-            "NIFTI",
-            "files",
-            "T1.nii",
-            params={"inbody": "true"},
-            body=nifti_bytes(index),
-        )
-        return eid
 
 
 class Counter:
@@ -174,7 +97,7 @@ def cycle(rt: Runtime, t: Target, **decide: Any) -> Any:
 @pytest.fixture
 def rt(xnat_server: Any, tmp_path: Path) -> Iterator[Runtime]:
     runtime = Runtime(
-        make_settings(xnat_server, tmp_path, local_host(tmp_path)), xnat_cfg(xnat_server)
+        make_settings(xnat_server, tmp_path, local_host(tmp_path)), xnat_config(xnat_server)
     )
     yield runtime
     runtime.close()
@@ -348,9 +271,9 @@ def test_a_rerun_after_a_crash_finishes_with_one_job_and_one_upload(
         poller.forget(job)
         expected = Action.COLLECT
     if crash == "mid_upload":
-        with connect(xnat_cfg(xnat_server)) as s:
-            _put(s, "data", "experiments", eid, "resources", "DEMO_STATS")
-            _put(
+        with connect(xnat_config(xnat_server)) as s:
+            put(s, "data", "experiments", eid, "resources", "DEMO_STATS")
+            put(
                 s,
                 "data",
                 "experiments",
@@ -587,8 +510,8 @@ def test_a_failure_seen_after_a_restart_keeps_its_log_and_fixed_inputs_rerun(
     assert (info.value.job_id, info.value.state, info.value.exit_code) == (job, "FAILED", 3)
     assert "boom on G1" in info.value.log_tail
 
-    with connect(xnat_cfg(xnat_server)) as s:  # someone fixes the input on XNAT
-        _put(
+    with connect(xnat_config(xnat_server)) as s:  # someone fixes the input on XNAT
+        put(
             s,
             "data",
             "experiments",
@@ -632,7 +555,7 @@ def test_full_cycle_in_podman_records_the_image_digest(
     host = local_host(tmp_path).model_copy(
         update={"container_runtime": "podman", "path_prepend": ()}
     )
-    rt = Runtime(make_settings(xnat_server, tmp_path, host), xnat_cfg(xnat_server))
+    rt = Runtime(make_settings(xnat_server, tmp_path, host), xnat_config(xnat_server))
     try:
         eid = add_session(xnat_server, project, "-P1", "P1..MR1", index=5)
         t = target_for(rt, project, eid)
@@ -670,7 +593,7 @@ def test_demo_settings_process_the_demo_project(fresh_xnat_server: Any, tmp_path
         state_dir=tmp_path / "state",
         runtime="none",
     )
-    rt = Runtime(settings, xnat_cfg(fresh_xnat_server))
+    rt = Runtime(settings, xnat_config(fresh_xnat_server))
     try:
         [run] = settings.projects
         todo = recipe.pending(rt, run.project, run.pipeline, run.host)

@@ -15,16 +15,9 @@ from typing import Any
 import pytest
 
 from tests.fixtures.cluster import Cluster
+from tests.fixtures.xnat_data import add_session, xnat_config
 from tests.x2c.hosts.helpers import sshd_pids_for_client_port
-from tests.x2c.test_recipe import (
-    QUICK,
-    VENV_BIN,
-    Counter,
-    add_session,
-    cycle,
-    make_settings,
-    xnat_cfg,
-)
+from tests.x2c.test_recipe import QUICK, VENV_BIN, Counter, cycle, make_settings
 from x2c import jobdir as jd
 from x2c import recipe
 from x2c.config import HostConfig, SchedulerConfig
@@ -46,7 +39,7 @@ def rt(xnat_server: Any, cluster: Cluster, tmp_path: Path) -> Iterator[Runtime]:
         scheduler=SchedulerConfig(kind="slurm", extra_args=("--oversubscribe",), **QUICK),
         path_prepend=(VENV_BIN,),
     )
-    runtime = Runtime(make_settings(xnat_server, tmp_path, host), xnat_cfg(xnat_server))
+    runtime = Runtime(make_settings(xnat_server, tmp_path, host), xnat_config(xnat_server))
     yield runtime
     runtime.close()
 

@@ -8,7 +8,8 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from tests.x2c.test_recipe import local_host, make_settings, xnat_cfg
+from tests.fixtures.xnat_data import xnat_config
+from tests.x2c.test_recipe import local_host, make_settings
 from x2c import recipe
 from x2c.runtime import _runtime_key, close_runtimes, runtime
 
@@ -16,12 +17,12 @@ from x2c.runtime import _runtime_key, close_runtimes, runtime
 def test_runtime_is_shared_per_settings(xnat_server: Any, tmp_path: Path) -> None:
     settings = make_settings(xnat_server, tmp_path, local_host(tmp_path))
     try:
-        first = recipe.runtime(settings, xnat_cfg(xnat_server))
-        assert recipe.runtime(settings, xnat_cfg(xnat_server)) is first
+        first = recipe.runtime(settings, xnat_config(xnat_server))
+        assert recipe.runtime(settings, xnat_config(xnat_server)) is first
         assert first.host("local") is first.host("local")
         assert first.poller("local") is first.poller("local")
         other = make_settings(xnat_server, tmp_path, local_host(tmp_path), keep_workdir=True)
-        assert recipe.runtime(other, xnat_cfg(xnat_server)) is not first
+        assert recipe.runtime(other, xnat_config(xnat_server)) is not first
     finally:
         recipe.close_runtimes()
 
@@ -29,14 +30,14 @@ def test_runtime_is_shared_per_settings(xnat_server: Any, tmp_path: Path) -> Non
 def test_a_closed_runtime_is_replaced(xnat_server: Any, tmp_path: Path) -> None:
     settings = make_settings(xnat_server, tmp_path, local_host(tmp_path))
     try:
-        first = runtime(settings, xnat_cfg(xnat_server))
+        first = runtime(settings, xnat_config(xnat_server))
         first.close()
-        second = runtime(settings, xnat_cfg(xnat_server))
+        second = runtime(settings, xnat_config(xnat_server))
         assert second is not first
-        assert runtime(settings, xnat_cfg(xnat_server)) is second
+        assert runtime(settings, xnat_config(xnat_server)) is second
     finally:
         close_runtimes()
-    assert runtime(settings, xnat_cfg(xnat_server)) is not second
+    assert runtime(settings, xnat_config(xnat_server)) is not second
     close_runtimes()
 
 
@@ -44,7 +45,7 @@ def test_the_key_tells_passwords_apart_without_holding_one(
     xnat_server: Any, tmp_path: Path
 ) -> None:
     settings = make_settings(xnat_server, tmp_path, local_host(tmp_path))
-    cfg = xnat_cfg(xnat_server)
+    cfg = xnat_config(xnat_server)
     other = cfg.model_copy(update={"password": SecretStr("another-secret")})
     key = _runtime_key(settings, cfg)
     assert key != _runtime_key(settings, other)
