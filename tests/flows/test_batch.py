@@ -184,11 +184,18 @@ def test_five_experiments_under_an_in_flight_limit_of_two(
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-    with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id]))
-        )
-    nodes = {r.name: r.state_type.value for r in runs if r.name.startswith("experiment-")}
+    wanted = {"experiment-FAIL5_MR1", *(f"experiment-S{k}_MR1" for k in (1, 2, 3, 4))}
+
+    def experiment_nodes() -> dict[str, str] | None:
+        # a task run is created under a provisional name and renamed from its template after
+        with get_client(sync_client=True) as client:
+            runs = client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id]))
+            )
+        found = {r.name: r.state_type.value for r in runs if r.state_type is not None}
+        return found if wanted <= set(found) else None
+
+    nodes = poll(experiment_nodes, "the batch's experiment-<label> task runs")
     assert nodes["experiment-FAIL5_MR1"] == "FAILED", nodes
     assert {nodes[f"experiment-S{k}_MR1"] for k in (1, 2, 3, 4)} == {"COMPLETED"}, nodes
 
