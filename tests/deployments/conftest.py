@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -29,15 +28,10 @@ from prefect.settings import (
     temporary_settings,
 )
 
+from tests.fixtures.xnat_server import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 90.0
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass
@@ -45,7 +39,7 @@ class PrefectServer:
     """A running ``prefect server start`` subprocess."""
 
     home: Path
-    port: int = field(default_factory=_free_port)
+    port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
 
     @property

@@ -113,3 +113,13 @@ def artifacts_by_key(flow_run_id: UUID) -> dict[str, Any]:
             artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
         )
     return {a.key or str(a.type): a for a in arts}
+
+
+def max_overlap(windows: Sequence[tuple[float, float]]) -> int:
+    """The most windows open at one instant (an end at t comes before a start at t)."""
+    events = sorted([(a, 1) for a, _ in windows] + [(b, -1) for _, b in windows])
+    best = now = 0
+    for _, step in events:
+        now += step
+        best = max(best, now)
+    return best

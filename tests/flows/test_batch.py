@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,7 +20,7 @@ from flows.experiment import process_experiment
 from tasks.report import DONE, FAILED, SKIPPED, ExperimentResult
 from tests.fixtures.xnat_data import add_session, xnat_config
 from tests.fixtures.xnat_server import XnatServer
-from tests.flows.helpers import artifacts_by_key, poll, write_settings
+from tests.flows.helpers import artifacts_by_key, max_overlap, poll, write_settings
 from x2c import recipe
 from x2c.recipe import Target
 from x2c.xnat import connect, resource_status
@@ -72,16 +72,6 @@ def traced_pipeline(path: Path, trace: Path) -> Path:
         )
     )
     return path
-
-
-def max_overlap(windows: Sequence[tuple[float, float]]) -> int:
-    """The most windows open at one instant (an end at t comes before a start at t)."""
-    events = sorted([(a, 1) for a, _ in windows] + [(b, -1) for _, b in windows])
-    best = now = 0
-    for _, step in events:
-        now += step
-        best = max(best, now)
-    return best
 
 
 def job_windows(trace: Path) -> list[tuple[float, float]]:

@@ -19,7 +19,7 @@ import hashlib
 import json
 import subprocess
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -31,23 +31,13 @@ from tasks.report import DONE, FAILED, SKIPPED, ExperimentResult
 from tests.fixtures.cluster import Cluster
 from tests.fixtures.xnat_data import add_session
 from tests.fixtures.xnat_server import XnatServer
-from tests.flows.helpers import VENV_BIN
+from tests.flows.helpers import VENV_BIN, max_overlap
 from tests.test_cli import add_broken_session
 from x2c import recipe
 
 pytestmark = pytest.mark.cluster
 
 LIMIT = 2
-
-
-def max_overlap(windows: Sequence[tuple[float, float]]) -> int:
-    """The most windows open at one instant (an end at t comes before a start at t)."""
-    events = sorted([(a, 1) for a, _ in windows] + [(b, -1) for _, b in windows])
-    best = now = 0
-    for _, step in events:
-        now += step
-        best = max(best, now)
-    return best
 
 
 class QueueSampler:

@@ -4,11 +4,11 @@ socket through a fault-injecting proxy."""
 
 from __future__ import annotations
 
-import socket
 from typing import Any
 
 import pytest
 
+from tests.fixtures.xnat_server import free_port
 from tests.x2c.xnat.conftest import Requests, xnat_config
 from tests.x2c.xnat.faultproxy import Fault, FaultProxy
 from x2c.errors import XnatAuthError, XnatError, XnatNotFoundError, XnatTransientError
@@ -44,14 +44,8 @@ def test_unknown_host_says_check_the_host_name(xnat_server: Any) -> None:
     assert not isinstance(info.value, XnatTransientError)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_refused_connection_is_transient_and_retried(xnat_server: Any) -> None:
-    url = f"http://127.0.0.1:{_free_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     with pytest.raises(XnatTransientError, match="connection refused") as info:
         connect(xnat_config(xnat_server, url=url, retries=2))
     assert url in str(info.value) and xnat_server.user in str(info.value)
