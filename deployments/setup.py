@@ -1,8 +1,7 @@
 """Create what the deployments in ``prefect.yaml`` need on a Prefect server: the process work
-pool and x2c's global concurrency limits, sized from the x2c settings file.
-
-Run it once per server, and again after changing a host's ``max_in_flight`` or
-``limits.xnat_transfers`` (it updates the limits to match the file)::
+pool. (x2c holds no Prefect concurrency limits: the places in flight on each host are claims
+on the host itself, see :mod:`x2c.claims`, so a crashed process or server never keeps them.)
+The settings file is loaded to check it before anything is deployed from it::
 
     python -m deployments.setup --config x2c.yaml
     prefect deploy --all
@@ -22,7 +21,6 @@ from prefect.client.schemas.actions import WorkPoolCreate
 from prefect.exceptions import ObjectNotFound
 from prefect.workers.process import ProcessWorker
 
-from tasks.limits import ensure_limits, wanted_limits
 from x2c.errors import ConfigError
 from x2c.settings import Settings, load_settings
 
@@ -50,14 +48,12 @@ def ensure_work_pool(name: str = WORK_POOL) -> bool:
         return True
 
 
-def setup(settings: Settings, *, work_pool: str = WORK_POOL) -> dict[str, int]:
-    """Create the work pool and create or update every limit; return the limits set."""
-    if ensure_work_pool(work_pool):
-        log.info("created the process work pool %s", work_pool)
-    limits = ensure_limits(wanted_limits(settings), update=True)
-    for name, slots in limits.items():
-        log.info("global concurrency limit %s = %d", name, slots)
-    return limits
+def setup(settings: Settings, *, work_pool: str = WORK_POOL) -> bool:
+    """Create the work pool unless it exists; True when it was created."""
+    created = ensure_work_pool(work_pool)
+    log.info("process work pool %s %s", work_pool, "created" if created else "exists")
+    log.info("settings %s: hosts %s", settings.source, ", ".join(sorted(settings.hosts)))
+    return created
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -12,7 +12,7 @@ runs one experiment (accession ID, or label with ``--project``) with ``--pipelin
 transfer and command it would make, and the job script, and changes nothing. Subcommands carry
 the rest::
 
-    x2c run     [--settings x2c.yaml] [PROJECT [EXPERIMENT ...]]   # a project, or a list
+    x2c run     [--settings x2c.yaml] [--detach] [PROJECT [EXPERIMENT ...]]   # passes
     x2c status  [--settings x2c.yaml] [PROJECT [EXPERIMENT ...]]   # done / in flight / failed
     x2c demo                                                       # the whole loop, locally
     x2c devxnat --data DIR --password-file FILE [--demo-data N]    # the XNAT-compatible server
@@ -26,7 +26,7 @@ process), 1 when any failed or on an error, 2 on a usage error.
 This module parses the arguments and dispatches; the rest lives beside it:
 :mod:`flows.commands` (the seed form, ``run``, ``status``),
 :mod:`flows.settings` (settings files, the seed form's settings, the XNAT password),
-:mod:`flows.runs` (Prefect, progress lines, running ``process_experiments``),
+:mod:`flows.runs` (Prefect, progress lines, running ``reconcile`` passes),
 :mod:`flows.table` (the table and the failures) and :mod:`flows.demo` (``x2c demo``).
 """
 
@@ -163,11 +163,17 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser(
         "run",
         help="process a project, a list of its experiments, or every configured project",
-        description="Process experiments through the process-experiments flow, under the "
-        "per-host and XNAT limits; prints a line per experiment as it finishes, then a table.",
+        description="Run reconcile passes (the x2c-reconcile flow) until every experiment is "
+        "done, skipped or failed: each pass collects the jobs that ended and submits new ones "
+        "into the hosts' free places; prints a line per experiment as it ends, then a table.",
     )
     _add_selection(run)
     run.add_argument("--retry-failed", action="store_true", help="resubmit jobs that failed before")
+    run.add_argument(
+        "--detach",
+        action="store_true",
+        help="one pass: submit what fits, print it, and leave the jobs to later passes",
+    )
     run.add_argument(
         "--quick", action="store_true", help="no flow-run heartbeat (faster; no crash detection)"
     )
@@ -176,8 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser(
         "status",
         help="where each experiment stands: done, in flight, failed (why), not started",
-        description="Reconcile each experiment (read-mostly: XNAT's result, the job registry on "
-        "the host, one scheduler poll) and print a table. Does not need Prefect.",
+        description="Where each experiment stands, read only (XNAT's result, the claims and "
+        "job registry on each host, one scheduler look per host), as a table. Does not need "
+        "Prefect.",
     )
     _add_selection(status)
     status.set_defaults(func=cmd_status)

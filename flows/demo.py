@@ -21,7 +21,7 @@ from typing import TextIO
 
 import yaml
 
-from flows.runs import Batch, prefect_session, run_batches
+from flows.runs import Scope, prefect_session, run_passes
 from flows.settings import VENV_BIN
 from flows.table import report
 from x2c.config import ContainerRuntime
@@ -140,12 +140,17 @@ def cmd_demo(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> i
             )
             print(
                 f"x2c demo: the demo pipeline on this machine (local scheduler), {how}; "
-                "Prefect's flows: process-experiments -> one process-experiment per session",
+                "Prefect's flow: x2c-reconcile passes until every session is done",
                 file=out,
             )
             with prefect_session(quick=True, verbose=args.verbose, out=out):
-                rows = run_batches(
-                    str(path), [Batch(DEMO_PROJECT, "demo", "local")], retry_failed=False
+                rows = run_passes(
+                    str(path),
+                    Scope(DEMO_PROJECT, "demo", "local"),
+                    retry_failed=False,
+                    detach=False,
+                    out=out,
+                    intervals=(0.5, 2.0),
                 )
             print("", file=out)
             code = report(rows, out)

@@ -1,5 +1,6 @@
-"""``watch_xnat``: start ``process-experiment`` once for every session that arrived since the last
-look.
+"""``watch_xnat``: start a pass (the ``on-new-session`` deployment of ``reconcile``) once for every
+session that arrived since the last look: it stages and submits the session at once; the
+interval ``reconcile`` passes collect its result.
 
 Why ``run_deployment`` with an idempotency key rather than events and a deployment trigger:
 exactly-once must survive a crash between "started the run" and "saved the mark", two watchers
@@ -31,7 +32,7 @@ from tasks.watch import (
 )
 from x2c.xnat import Experiment
 
-ON_NEW_SESSION = "process-experiment/on-new-session"
+ON_NEW_SESSION = "x2c-reconcile/on-new-session"
 
 
 @flow(name="watch-xnat")
@@ -64,8 +65,6 @@ def watch_xnat(
                 run.project,
                 e.id,
                 e.label,
-                e.subject,
-                e.last_modified,
                 run.pipeline,
                 run.host,
             )

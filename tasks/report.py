@@ -1,4 +1,6 @@
-"""What one experiment's run came to, and the artifacts that show it in the Prefect UI.
+"""The artifacts that show a pass in the Prefect UI: a table of every experiment (state, job
+id, host, since, reason), a markdown summary with the counts and every failure's reason and log
+tail, and per experiment one keyed artifact whose versions are its history.
 
 Artifacts carry names, states, job ids, reasons, log tails and XNAT locations only: never a
 parameter value that could be a secret (there is none: flows take the settings file's path).
@@ -8,19 +10,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
-from uuid import UUID
+from dataclasses import asdict
 
-from prefect.artifacts import (
-    create_markdown_artifact,
-    create_progress_artifact,
-    create_table_artifact,
-    update_progress_artifact,
-)
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-DONE = "done"
-SKIPPED = "skipped"
-FAILED = "failed"
+from x2c.reconcile import DONE, FAILED, IN_FLIGHT, PENDING, SKIPPED, Row
+
+STATES = (DONE, IN_FLIGHT, PENDING, SKIPPED, FAILED)
+HISTORY_ACTIONS = frozenset({"submit", "collect", "ended"})
+"""What a pass did to an experiment that goes into its history artifact."""
 
 _TAIL_LINES = 20
 _TABLE_REASON_CHARS = (
@@ -31,37 +29,6 @@ _TABLE_REASON_CHARS = (
 # would vanish as an HTML tag, ``*.nii`` start emphasis. Underscores only count at a word's edge,
 # so ``S001_MR1`` stays as it is.
 _MARKUP = re.compile(r"[\\`*\[\]<>#|]|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")
-
-
-@dataclass(frozen=True)
-class ExperimentResult:
-    """One experiment's outcome: small and serialisable (it is the flow run's result).
-
-    ``state`` is ``done`` (result verified on XNAT: made now or found there), ``skipped``
-    (nothing to process) or ``failed``; ``action`` is what reconcile decided (``skip_done``,
-    ``attach``, ``collect``, ``submit``, or ``report_failed`` for a failure reported again);
-    ``in_flight`` the wall-clock seconds (epoch) between
-    taking and giving back the host's in-flight slot, when one was taken.
-    """
-
-    project: str
-    experiment: str
-    label: str
-    pipeline: str
-    host: str
-    state: str
-    action: str = ""
-    job_id: str = ""
-    duration_s: float = 0.0
-    reason: str = ""
-    xnat_uri: str = ""
-    log_tail: str = ""
-    in_flight: tuple[float, float] | None = None
-
-    @property
-    def failed(self) -> bool:
-        """True when the experiment failed."""
-        return self.state == FAILED
 
 
 def artifact_key(*parts: str) -> str:
@@ -75,17 +42,25 @@ def _short(text: str, limit: int = _TABLE_REASON_CHARS) -> str:
     return flat if len(flat) <= limit else flat[: limit - 1].rstrip() + "\u2026"
 
 
-def _row(r: ExperimentResult) -> dict[str, str]:
+_row_keys = ("experiment", "state", "action", "job id", "host", "since", "reason", "XNAT result")
+
+
+def _row(r: Row) -> dict[str, str]:
     return {
         "experiment": f"{r.project}/{r.label}",
         "state": r.state,
         "action": r.action,
         "job id": r.job_id,
         "host": r.host,
-        "duration (s)": f"{r.duration_s:.1f}",
+        "since": r.since,
         "reason": _short(r.reason),
         "XNAT result": r.xnat_uri,
     }
+
+
+def counts(rows: Sequence[Row]) -> str:
+    """``3 done, 1 in flight, 0 pending, 0 skipped, 1 failed``."""
+    return ", ".join(f"{sum(r.state == s for r in rows)} {s}" for s in STATES)
 
 
 def tail(text: str, lines: int = _TAIL_LINES) -> str:
@@ -110,15 +85,9 @@ def _link(uri: str) -> str:
     return f"<{uri}>" if re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*:[^\s<>]*", uri) else md_text(uri)
 
 
-def summary_markdown(title: str, results: Sequence[ExperimentResult]) -> str:
+def summary_markdown(title: str, results: Sequence[Row]) -> str:
     """A markdown summary: counts, then every failure with its reason and log tail."""
-    counts = {s: sum(r.state == s for r in results) for s in (DONE, SKIPPED, FAILED)}
-    lines = [
-        f"# {md_text(title)}",
-        "",
-        f"{len(results)} experiment(s): {counts[DONE]} done, {counts[SKIPPED]} skipped, "
-        f"{counts[FAILED]} failed.",
-    ]
+    lines = [f"# {md_text(title)}", "", f"{len(results)} experiment(s): {counts(results)}."]
     failed = [r for r in results if r.failed]
     if failed:
         lines += ["", "## Failed", ""]
@@ -139,37 +108,47 @@ def summary_markdown(title: str, results: Sequence[ExperimentResult]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def publish_results(key: str, title: str, results: Sequence[ExperimentResult]) -> None:
+def publish_results(key: str, title: str, results: Sequence[Row]) -> None:
     """The table of every experiment (keyed ``key``; reasons cut to one short line) and the
-    markdown summary (``key-summary``: whole reasons, log tails)."""
+    markdown summary (``key-summary``: counts, whole reasons, log tails)."""
     create_table_artifact(
         key=key,
-        table=[_row(r) for r in results],
-        description=f"{title}: every experiment (whole reasons and log tails: {key}-summary)",
+        table=[_row(r) for r in results] or [dict.fromkeys(_row_keys, "")],
+        description=f"{title}: {counts(results)} (whole reasons and log tails: {key}-summary)",
     )
     create_markdown_artifact(
         key=f"{key}-summary", markdown=summary_markdown(title, results), description=title
     )
 
 
-def start_progress(total: int, what: str) -> UUID:
-    """A progress artifact at 0 %, for a fan-out over ``total`` experiments."""
-    artifact_id: UUID = create_progress_artifact(  # type: ignore[assignment]  # sync call
-        progress=0.0, description=f"{what}: 0 of {total} finished"
-    )
-    return artifact_id
+def history_key(r: Row) -> str:
+    """The artifact key whose versions are one experiment's history."""
+    return artifact_key("x2c", r.project, r.label, r.pipeline)
 
 
-def report_progress(artifact_id: UUID, finished: int, total: int, what: str) -> None:
-    """Move the progress artifact to ``finished`` of ``total``."""
-    percent = 100.0 * finished / total if total else 100.0
-    update_progress_artifact(
-        artifact_id=artifact_id,
-        progress=percent,
-        description=f"{what}: {finished} of {total} finished",
-    )
+def publish_history(rows: Sequence[Row]) -> int:
+    """A new version of each experiment's history artifact for what this pass did to it
+    (submitted, collected, found ended); experiments the pass only looked at cost nothing.
+    Returns how many were written."""
+    written = 0
+    for r in rows:
+        if r.action not in HISTORY_ACTIONS:
+            continue
+        job = f", job {r.job_id} on {r.host}" if r.job_id else f", on {r.host}"
+        text = [f"**{md_text(r.state)}** ({md_text(r.action)}{md_text(job)}): {md_text(r.reason)}"]
+        if r.xnat_uri:
+            text.append(f"result: {_link(r.xnat_uri)}")
+        if r.log_tail:
+            text += ["", *code_block(tail(r.log_tail))]
+        create_markdown_artifact(
+            key=history_key(r),
+            markdown="\n".join(text) + "\n",
+            description=f"{r.pipeline} for {r.project}/{r.label}: one version per change",
+        )
+        written += 1
+    return written
 
 
-def as_dicts(results: Sequence[ExperimentResult]) -> list[dict[str, object]]:
+def as_dicts(results: Sequence[Row]) -> list[dict[str, object]]:
     """Plain dicts, e.g. for JSON output."""
     return [asdict(r) for r in results]

@@ -1,27 +1,28 @@
-"""Submit the job to the host's scheduler, exactly once per experiment (registry + find)."""
+"""Claim free places on the hosts, then launch each claimed experiment: select its inputs,
+stage them X -> Y (verified), build the job script and submit it, exactly once."""
 
 from __future__ import annotations
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.common import RETRIES, RETRY_DELAYS_S, retry_transient, run_logger
-from x2c import recipe
+from tasks.common import run_logger
+from x2c import reconcile
 from x2c.recipe import Runtime, Target
-from x2c.schedulers import JobId, JobSpec
+from x2c.reconcile import Row, Survey
 
 
-@task(
-    name="submit",
-    task_run_name="submit-{t.label}",
-    retries=RETRIES,
-    retry_delay_seconds=RETRY_DELAYS_S,
-    retry_condition_fn=retry_transient,
-    cache_policy=NO_CACHE,
-)
-def submit_job(rt: Runtime, t: Target, spec: JobSpec) -> JobId:
-    """Hand the script to the scheduler; a retry after a lost connection finds the job the
-    first attempt made instead of submitting another (the registry's "submitting" entry)."""
-    job_id = recipe.submit(rt, t, spec)
-    run_logger().info("%s: submitted as job %s on %s", t.label, job_id, t.host)
-    return job_id
+@task(name="claim-places", cache_policy=NO_CACHE)
+def claim_places(rt: Runtime, s: Survey) -> tuple[list[Target], list[Row]]:
+    """Claim the survey's chosen experiments on Y (one command per host, under its lock)."""
+    granted, denied = reconcile.claim_places(rt, s)
+    run_logger().info("%d place(s) claimed, %d taken by another run", len(granted), len(denied))
+    return granted, denied
+
+
+@task(name="submit", task_run_name="submit-{t.label}", cache_policy=NO_CACHE)
+def submit_experiment(rt: Runtime, t: Target) -> Row:
+    """Select, stage, build and submit one claimed experiment."""
+    row = reconcile.launch(rt, t)
+    run_logger().info("%s: %s (%s)", t.label, row.state, row.reason)
+    return row

@@ -31,7 +31,7 @@ from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
 from prefect.variables import Variable
 
-from tasks.common import RETRIES, RETRY_DELAYS_S, retry_transient, run_logger
+from tasks.common import run_logger
 from x2c import xnat
 from x2c.recipe import Runtime
 from x2c.xnat import Experiment
@@ -153,9 +153,6 @@ def save_mark(name: str, mark: Mark) -> None:
 @task(
     name="list-sessions",
     task_run_name="list-sessions-{project}",
-    retries=RETRIES,
-    retry_delay_seconds=RETRY_DELAYS_S,
-    retry_condition_fn=retry_transient,
     cache_policy=NO_CACHE,
 )
 def list_sessions(rt: Runtime, project: str) -> list[Experiment]:
@@ -172,8 +169,8 @@ def idempotency_key(pipeline: str, experiment: str) -> str:
 @task(
     name="start-run",
     task_run_name="start-{project}-{label}",
-    retries=RETRIES,
-    retry_delay_seconds=RETRY_DELAYS_S,
+    retries=2,
+    retry_delay_seconds=5,
     cache_policy=NO_CACHE,
 )
 def start_run(
@@ -182,23 +179,19 @@ def start_run(
     project: str,
     experiment: str,
     label: str,
-    subject: str,
-    last_modified: str,
     pipeline: str,
     host: str,
 ) -> str:
-    """Start (at most once, ever) the deployment's run for one new session; return its id."""
+    """Start (at most once, ever) the deployment's pass for one new session (it stages and
+    submits at once; later reconcile passes collect it); return the run's id."""
     run: FlowRun = run_deployment(  # type: ignore[assignment]  # sync here, never a coroutine
         deployment,
         parameters={
             "settings_path": settings_path,
             "project": project,
-            "experiment": experiment,
-            "label": label,
-            "subject": subject,
-            "last_modified": last_modified,
             "pipeline": pipeline,
             "host": host,
+            "experiments": [experiment],
         },
         flow_run_name=f"{project}-{label}",
         idempotency_key=idempotency_key(pipeline, experiment),

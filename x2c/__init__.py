@@ -41,9 +41,10 @@ from x2c.jobdir import (
 )
 from x2c.jobscript import job_argv, render_job_script
 from x2c.pipelines import Pipeline, builtin_pipeline, builtin_pipelines, load_pipeline
-from x2c.poller import HostPoller, JobOutcome, PollerRegistry
+from x2c.poller import judge, poll_jobs
 from x2c.provenance import build_provenance
 from x2c.recipe import Action, Decision, Target
+from x2c.reconcile import Row, ScopeEntry, run_pass, scope_of
 from x2c.runtime import Runtime
 from x2c.schedulers import JobId, JobSpec, JobState, JobStatus, Scheduler, make_scheduler
 from x2c.selection import InputSelection
@@ -86,13 +87,11 @@ __all__ = [
     "HostByteSource",
     "HostConfig",
     "HostKeyError",
-    "HostPoller",
     "InputSelection",
     "IntegrityError",
     "JobDir",
     "JobFailedError",
     "JobId",
-    "JobOutcome",
     "JobRecord",
     "JobSpec",
     "JobState",
@@ -102,11 +101,11 @@ __all__ = [
     "NothingToProcessError",
     "Pipeline",
     "PipelineError",
-    "PollerRegistry",
     "RemoteCommandError",
     "RemoteError",
     "ResourceState",
     "ResourceStatus",
+    "Row",
     "RunInfo",
     "Runner",
     "Runtime",
@@ -117,6 +116,7 @@ __all__ = [
     "SchedulerConfig",
     "SchedulerError",
     "SchedulerOutputError",
+    "ScopeEntry",
     "SelectedInputs",
     "Settings",
     "StageReport",
@@ -149,17 +149,21 @@ __all__ = [
     "is_done",
     "job_argv",
     "job_dir",
+    "judge",
     "list_experiments",
     "load_pipeline",
     "load_settings",
     "load_xnat_config",
     "make_scheduler",
     "open_host",
+    "poll_jobs",
     "read_exit_code",
     "read_record",
     "read_run_info",
     "render_job_script",
     "resource_status",
+    "run_pass",
+    "scope_of",
     "select_inputs",
     "stage",
     "upload_archive",

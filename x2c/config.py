@@ -96,6 +96,18 @@ class HostConfig(_Frozen):
     )
     max_in_flight: int = Field(default=50, ge=1, description="Experiments in flight on this host")
     max_transfers: int = Field(default=4, ge=1, description="Parallel file transfers")
+    max_submit_per_pass: int | None = Field(
+        default=None,
+        ge=1,
+        description="Submissions one pass may make on this host (sites limit sbatch calls per "
+        "minute); no cap by default",
+    )
+    claim_stale_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="A claim on an experiment (a pass staging or submitting it) not renewed for "
+        "this long was left by a crash and is taken over",
+    )
     connect_timeout: float = Field(default=30.0, gt=0, description="Seconds to open SSH")
     keepalive_interval: float = Field(
         default=30.0, ge=0, description="Seconds between SSH keepalives (0 disables them)"

@@ -19,6 +19,8 @@ collects the archive from it and keeps the job registry entry in it)::
       manifest.md5    md5sum lines of every packed output file, relative to outputs/
       <archive>       the packed result, e.g. FS6_HIPPO.zip
       job.json        the job registry entry (:class:`JobRecord`)
+      inflight        the experiment's claim on one of the host's in-flight places
+      finishing       a pass is collecting and uploading the result (:mod:`x2c.claims`)
 
 Paths here are POSIX strings, not :class:`pathlib.Path`, because the host may be remote. The
 ``encode_*``/``decode_*`` functions turn the files' bytes into x2c types and back, for callers
@@ -54,6 +56,8 @@ EXIT_CODE = "exit_code"
 RUN_INFO = "run.env"
 MANIFEST = "manifest.md5"
 REGISTRY = "job.json"
+CLAIM = "inflight"
+FINISHING = "finishing"
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
@@ -159,7 +163,7 @@ class JobRecord(BaseModel):
     ``state`` is the last state the orchestrator saw (a ``JobState`` value, as text).
     """
 
-    model_config = ConfigDict(frozen=True, extra="allow")
+    model_config = ConfigDict(frozen=True, extra="ignore")
 
     job_id: str
     scheduler: str
@@ -171,7 +175,21 @@ class JobRecord(BaseModel):
     state: str
     project: str = ""
     subject: str = ""
+    label: str = ""
     archive: str = ""
+    tag: str = ""
+    """The scheduler tag of the build that was (or is being) submitted: ``find(tag)``."""
+    inputs_digest: str = ""
+    """sha256 over the staged inputs' (path, size, md5): did the inputs change since?"""
+    exit_code: int | None = None
+    reason: str = ""
+    """Why the job ended as it did (the scheduler's words or the exit marker's)."""
+    log_tail: str = ""
+    left_queue_at: float | None = None
+    """When a pass first saw the job gone from the queue with no exit marker (epoch seconds on
+    the orchestrator): it is LOST once the exit-marker grace has passed since."""
+    unknown_since: float | None = None
+    """When a pass first saw a state x2c does not know (epoch seconds): failed after a bound."""
 
 
 @dataclass(frozen=True)

@@ -3,12 +3,13 @@ that a nightly run over an unchanged project costs one listing request and nothi
 
 One JSON file per (project, pipeline) under ``<state_dir>/ledger/``, mapping an experiment's
 accession ID to the experiment's ``last_modified`` when x2c last verified it, the pipeline
-version, and the verdict: ``done`` (the result resource was verified on XNAT) or ``nothing``
-(no input matched; the reason is kept). An entry counts only while both the ``last_modified``
-and the version still match: any change on XNAT or a new pipeline version sends the
-experiment back through a real check. The ledger is a cache: deleting it costs requests,
-never correctness. Writes are atomic (temporary file, then rename) and serialised by a lock
-file, so several worker processes can share one state directory.
+version, and the verdict: ``done`` (the result resource was verified on XNAT), ``nothing``
+(no input matched; the reason is kept) or ``failed`` (the job failed; reported again, without a
+request, until the experiment or the pipeline version changes). An entry counts only while
+both the ``last_modified`` and the version still match: any change on XNAT or a new pipeline
+version sends the experiment back through a real check. The ledger is a cache: deleting it
+costs requests, never correctness. Writes are atomic (temporary file, then rename) and
+serialised by a lock file, so several worker processes can share one state directory.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 DONE = "done"
 NOTHING = "nothing"
+FAILED = "failed"
 
 
 def is_fresh(entry: Mapping[str, Any] | None, last_modified: str, version: str) -> bool:

@@ -1,52 +1,35 @@
-"""The recipe: one experiment through select, stage, build, submit, wait, collect, upload, clean.
+"""The recipe's steps for one experiment: select, stage, build, submit, collect, upload, clean,
+and the dry run (:func:`plan`). Each is a small Prefect-free function that calls ONE layer
+module; :mod:`x2c.reconcile` runs them in short passes and ``tasks/`` wraps each pass phase.
 
-Each step is a small Prefect-free function that calls ONE layer module, so ``tasks/`` wraps each
-in one task. :func:`decide` reconciles an experiment toward the desired state (DESIGN.md, "State
-and idempotence") and says which step comes next::
-
-    d = decide(rt, t)                       # SKIP_DONE | ATTACH | COLLECT | SUBMIT
-    if d.action is Action.SUBMIT:
-        sel = select(rt, t); stage(rt, t, sel); spec = build(rt, t, sel); job = submit(rt, t, spec)
-    elif d.action in (Action.ATTACH, Action.COLLECT):
-        job = d.job_id
-    if d.action is not Action.SKIP_DONE:
-        outcome = wait(rt, t, job)           # returns at once for a job already recorded done
-        receipt = upload(rt, t, collect(rt, t), outcome)
-        clean(rt, t)
-
-What survives a crash of the orchestrator is the job registry entry (``job.json`` in the job
-directory on Y, :mod:`x2c.jobdir`), the job itself (detached), the files on Y and the resource on
-XNAT. Where a crash happens, and what the rerun's :func:`decide` does:
+What survives a crash of the orchestrator is the experiment's claim and job registry entry
+(``inflight`` and ``job.json`` in the job directory on Y, :mod:`x2c.claims`, :mod:`x2c.jobdir`),
+the job itself (detached), the files on Y and the resource on XNAT. Where a pass is killed, and
+what the next pass does:
 
 =====================================  =======================================================
-crash                                  the rerun
+killed                                 the next pass
 =====================================  =======================================================
-during select/stage/build              SUBMIT; stage skips the files already verified on Y,
-                                       build writes a new tag and removes a stale exit marker
-after ``submitting`` was recorded,     ``find(tag)`` finds nothing and no exit marker exists:
-before sbatch ran                      SUBMIT (the first and only job)
-after sbatch, before the registry      ``find(tag)`` finds the job: ATTACH, or COLLECT once it
-got the job id                         ended; if the scheduler already forgot it (SLURM's
-                                       MinJobAge) the exit marker and run.env prove it ran
-while waiting                          one poll confirms it queued/running: ATTACH
-after the job ended, unrecorded        read as the poller would (the scheduler's final state,
-                                       else the exit marker): COLLECT, or JobFailedError
-mid-upload                             the resource has no provenance (INCOMPLETE): COLLECT;
-                                       upload replaces the partial resource
-after the verified upload, before      SKIP_DONE, and the job directory of the finished job
-the registry write or the clean        is removed
+after claiming, during select/stage/   the claim has no job; once it is ``claim_stale_s`` old
+build                                  one pass takes it over and launches again (stage skips
+                                       the files already verified on Y, build writes a new tag)
+after ``submitting`` was recorded,     the stale claim's ``find(tag)`` finds nothing and no
+before sbatch ran                      exit marker exists: launched again (the only job)
+after sbatch, before the registry      ``find(tag)`` finds the job: in flight, or ended; if
+got the job id                         the scheduler already forgot it (SLURM's MinJobAge) the
+                                       exit marker and run.env tell how it ended
+while the job runs                     the poll sees it queued/running: nothing to do
+after the job ended, unrecorded        the poll judges it (:func:`x2c.poller.judge`)
+mid-upload                             the resource has no provenance (INCOMPLETE): the
+                                       finishing claim goes stale, the upload is redone
+after the verified upload, before      the result is DONE on XNAT: kept as it is, the job
+the clean                              directory is removed
 =====================================  =======================================================
 
-Two orchestrator processes on one experiment (a watcher run and the nightly, say) cannot both
-submit: :func:`submit` holds an atomic ``mkdir`` lock in the job directory on Y and re-reads the
-registry under it; a lock older than :data:`STALE_LOCK_MIN` minutes was left by a crash and is
-taken over.
-
-A failed job is reported failed again by every rerun (:class:`JobFailedError`, the registry
-keeps its state, exit code, reason and log tail) and is resubmitted only when the pipeline
-version or the selected inputs changed, or when the caller passes ``retry_failed=True``: a
-failing input does not silently burn cluster hours every night, and fixing the input on XNAT or
-releasing a new pipeline version is enough to try again.
+A failed job is reported failed again by every pass (the registry keeps its state, exit code,
+reason and log tail; the ledger answers without a request) and is launched again only when the
+pipeline version or the selected inputs changed, or when the caller passes
+``retry_failed=True``: a failing input does not silently burn cluster hours every night.
 
 Secrets: a :class:`Target` holds names only; the XNAT password reaches the HTTP client and
 nothing else (job scripts are rendered with ``forbidden=xnat_forbidden(cfg)``, provenance and
@@ -62,8 +45,8 @@ import logging
 import posixpath
 import secrets
 import shlex
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -75,7 +58,6 @@ from x2c.errors import (
     JobFailedError,
     NothingToProcessError,
     PipelineError,
-    SubmissionError,
     XnatNotFoundError,
 )
 from x2c.hosts import Host
@@ -86,9 +68,8 @@ from x2c.jobscript import (
     render_job_script,
     xnat_forbidden,
 )
-from x2c.ledger import DONE, is_fresh
 from x2c.pipelines import Pipeline
-from x2c.poller import JobOutcome
+from x2c.poller import SUBMITTING, UPLOADED, is_live, is_success, judge
 from x2c.provenance import build_provenance, public_url
 
 # tasks/ and flows/ name these through the recipe (recipe.Runtime, recipe.runtime(...),
@@ -98,6 +79,7 @@ from x2c.runtime import close_runtimes as close_runtimes
 from x2c.runtime import runtime as runtime
 from x2c.schedulers import JobId, JobSpec, JobState, JobStatus
 from x2c.schedulers.base import job_name
+from x2c.schedulers.markers import Probe
 from x2c.schedulers.slurm import sbatch_argv
 from x2c.sources import FileRef
 
@@ -107,10 +89,6 @@ INPUTS_MANIFEST = "inputs.json"
 """In the job directory: the staged inputs (path, size, md5), for provenance and for telling
 whether a failed job's inputs changed."""
 
-SUBMITTING = "submitting"
-UPLOADED = "uploaded"
-"""Registry states of x2c's own besides the scheduler's (``JobState`` values)."""
-
 _LOG_TAIL_CHARS = 4000
 
 
@@ -119,7 +97,7 @@ class Target:
     """One experiment to process with one pipeline on one host: names only, never a secret.
 
     ``experiment`` is the XNAT accession ID (``XNAT_E00001``), ``label`` its label;
-    ``last_modified`` is what the listing said (for the nightly ledger; may be empty).
+    ``last_modified`` is what the listing said (for the ledger; may be empty).
     """
 
     project: str
@@ -129,15 +107,17 @@ class Target:
     pipeline: str
     host: str
     last_modified: str = ""
+    inserted: str = ""
+    """XNAT's ``insert_date``: passes submit the oldest sessions first."""
 
 
 class Action(enum.Enum):
-    """What :func:`decide` found to be the next step for a target."""
+    """What the dry run (:func:`plan`) found to be the next step for a target."""
 
     SKIP_DONE = "skip_done"
     """The verified result of this pipeline version is on XNAT."""
     ATTACH = "attach"
-    """A job is queued or running: wait for it, never submit again."""
+    """A job is queued or running: a pass polls it, never submits again."""
     COLLECT = "collect"
     """The job finished and its archive is on Y: collect and upload."""
     SUBMIT = "submit"
@@ -146,7 +126,7 @@ class Action(enum.Enum):
 
 @dataclass(frozen=True)
 class Decision:
-    """The outcome of :func:`decide`: the ``action``, why (a user's sentence), and the job it
+    """What :func:`plan` decided: the ``action``, why (a user's sentence), and the job it
     concerns (ATTACH and COLLECT)."""
 
     action: Action
@@ -172,7 +152,7 @@ def _name(t: Target) -> str:
 
 
 # Every file on Y is read and written through the host's own methods, never ``host.fs``: they
-# turn a connection dropped mid-read into SSHConnectError, which the tasks retry.
+# turn a connection dropped mid-read into SSHConnectError, which passes report and retry.
 
 
 def _read_json(host: Host, path: str) -> Any:
@@ -186,10 +166,6 @@ def _read_record(host: Host, jobdir: jd.JobDir) -> jd.JobRecord | None:
 
 def _write_record(host: Host, jobdir: jd.JobDir, record: jd.JobRecord) -> None:
     host.write_atomic(jobdir.registry, jd.encode_record(record))
-
-
-def _read_exit_code(host: Host, jobdir: jd.JobDir) -> int | None:
-    return jd.decode_exit_code(host.read_bytes(jobdir.exit_code), jobdir)
 
 
 def _read_run_info(host: Host, jobdir: jd.JobDir) -> jd.RunInfo | None:
@@ -215,27 +191,64 @@ def _update(host: Host, jobdir: jd.JobDir, record: jd.JobRecord, **fields: Any) 
 
 
 def _failure(rt: Runtime, t: Target, record: jd.JobRecord, note: str = "") -> JobFailedError:
-    extra = dict(record.model_extra or {})
-    code = extra.get("exit_code")
-    reason = str(extra.get("reason", ""))
     log_path = _jobdir(rt, t).log
     return JobFailedError(
         f"{_name(t)}: job {record.job_id} on {record.host} ended {record.state} "
-        f"(exit {code}): {reason}; its log is {t.host}:{log_path}"
+        f"(exit {record.exit_code}): {record.reason}; its log is {t.host}:{log_path}"
         + (note or "; fix the cause, then run again with retry_failed=True"),
         job_id=record.job_id,
         state=record.state,
-        exit_code=code if isinstance(code, int) else None,
-        reason=reason,
-        log_tail=str(extra.get("log_tail", "")),
+        exit_code=record.exit_code,
+        reason=record.reason,
+        log_tail=record.log_tail,
     )
+
+
+def read_record(rt: Runtime, t: Target) -> jd.JobRecord | None:
+    """The job registry entry of ``t`` on its host (None: no job recorded)."""
+    return _read_record(rt.host(t.host), _jobdir(rt, t))
+
+
+def record_failure(rt: Runtime, t: Target, reason: str) -> None:
+    """Record in ``t``'s registry entry that its result could not be used (an archive gone,
+    damaged or unsafe): the experiment is reported failed until something changes."""
+    host = rt.host(t.host)
+    jobdir = _jobdir(rt, t)
+    record = _read_record(host, jobdir)
+    if record is not None:
+        _update(host, jobdir, record, state=JobState.FAILED.value, reason=reason)
 
 
 # --- listing ------------------------------------------------------------------------------
 
 
-def _target(e: xnat.Experiment, pipeline: str, host: str) -> Target:
-    return Target(e.project, e.id, e.label, e.subject, pipeline, host, e.last_modified)
+def choose(
+    found: Sequence[xnat.Experiment],
+    project: str,
+    pipeline: str,
+    host: str,
+    experiments: Sequence[str] | None = None,
+) -> list[Target]:
+    """The targets of a project listing ``found``: every experiment, or those named in
+    ``experiments`` (accession IDs or labels). Raises :class:`XnatNotFoundError` naming the
+    experiments the project does not have."""
+
+    def target(e: xnat.Experiment) -> Target:
+        return Target(
+            e.project, e.id, e.label, e.subject, pipeline, host, e.last_modified, e.insert_date
+        )
+
+    if experiments is None:
+        return [target(e) for e in found]
+    by_name = {e.id: e for e in found} | {e.label: e for e in found}
+    missing = [name for name in experiments if name not in by_name]
+    if missing:
+        raise XnatNotFoundError(
+            f"project {project!r} has no experiment {', '.join(map(repr, missing))} "
+            "(by accession ID or label); check the names, or the user's access"
+        )
+    chosen = dict.fromkeys(by_name[name].id for name in experiments)
+    return [target(e) for e in found if e.id in chosen]
 
 
 def targets(
@@ -245,220 +258,73 @@ def targets(
     host: str,
     experiments: Sequence[str] | None = None,
 ) -> list[Target]:
-    """The targets of ``project`` for ``pipeline`` on ``host``: every experiment, or those
-    named in ``experiments`` (accession IDs or labels). One listing request. Raises
-    :class:`XnatNotFoundError` naming the experiments the project does not have."""
+    """The targets of ``project`` for ``pipeline`` on ``host`` (see :func:`choose`): one
+    listing request."""
     rt.pipeline(pipeline)
     rt.host_config(host)
-    found = xnat.list_experiments(rt.xnat, project)
-    if experiments is None:
-        return [_target(e, pipeline, host) for e in found]
-    by_name = {e.id: e for e in found} | {e.label: e for e in found}
-    missing = [name for name in experiments if name not in by_name]
-    if missing:
-        raise XnatNotFoundError(
-            f"project {project!r} has no experiment {', '.join(map(repr, missing))} "
-            "(by accession ID or label); check the names, or the user's access"
-        )
-    chosen = dict.fromkeys(by_name[name].id for name in experiments)
-    return [_target(e, pipeline, host) for e in found if e.id in chosen]
+    return choose(xnat.list_experiments(rt.xnat, project), project, pipeline, host, experiments)
 
 
-def pending(rt: Runtime, project: str, pipeline: str, host: str) -> list[Target]:
-    """The targets of ``project`` not yet done, for the nightly run. One listing, plus a
-    ``resource_status`` (2 requests) only for experiments the local ledger does not already
-    know as verified done (or as having nothing to process) at their current
-    ``last_modified`` and this pipeline version."""
-    pipe = rt.pipeline(pipeline)
-    known = rt.ledger.entries(project, pipeline)
-    todo, done = [], []
-    for t in targets(rt, project, pipeline, host):
-        if is_fresh(known.get(t.experiment), t.last_modified, pipe.version):
-            continue
-        status = xnat.resource_status(rt.xnat, t.experiment, pipe.resource, pipe.version)
-        if status.done:
-            done.append((t.experiment, t.last_modified, DONE, ""))
-        else:
-            todo.append(t)
-    rt.ledger.record(project, pipeline, pipe.version, done)
-    log.info("project %s, pipeline %s: %d experiments to process", project, pipeline, len(todo))
-    return todo
+# --- what a job left behind -----------------------------------------------------------------
 
 
-# --- reconcile ----------------------------------------------------------------------------
+def _probe(host: Host, jobdir: jd.JobDir) -> Probe:
+    code = jd.decode_exit_code(host.read_bytes(jobdir.exit_code), jobdir)
+    written = host.exists(jobdir.exit_code)
+    data = host.read_bytes(jobdir.log, tail=_LOG_TAIL_CHARS)
+    return Probe(written, code, "" if data is None else data.decode("utf-8", "replace"))
 
 
-def decide(rt: Runtime, t: Target, *, retry_failed: bool = False) -> Decision:
-    """Where ``t`` stands and what to do next; never submits, never waits.
-
-    The verified result on XNAT -> SKIP_DONE (removing a leftover job directory of an upload
-    that finished); a job queued or running (the registry on Y, confirmed by one poll) ->
-    ATTACH; a finished job with its archive -> COLLECT; otherwise SUBMIT. A registry entry
-    ``submitting`` (a crash between sbatch and the registry write) is resolved with the
-    scheduler's ``find(tag)``, so no duplicate job is ever made. A failed job raises
-    :class:`JobFailedError` again, unless its pipeline version or inputs changed or
-    ``retry_failed`` is set (then SUBMIT).
-    """
-    decision = _assess(rt, t, retry_failed=retry_failed, mutate=True)
-    log.info("%s: %s (%s)", _name(t), decision.action.value, decision.reason)
-    return decision
-
-
-def _assess(rt: Runtime, t: Target, *, retry_failed: bool, mutate: bool) -> Decision:
-    pipe = rt.pipeline(t.pipeline)
-    status = xnat.resource_status(rt.xnat, t.experiment, pipe.resource, pipe.version)
+def resolve_submitting(rt: Runtime, t: Target, record: jd.JobRecord) -> jd.JobRecord | None:
+    """A claim gone stale left ``submitting``: the job exists (``find(tag)``), ran (its exit
+    marker), or was never made (None). Returns the entry as it should now read; writes
+    nothing."""
+    sched = rt.scheduler(t.host)
+    found = sched.find(record.tag) if record.tag else []
     host = rt.host(t.host)
     jobdir = _jobdir(rt, t)
-    record = _read_record(host, jobdir)
-    if status.done:
-        # no ledger entry here: t.last_modified may predate the upload; pending() and
-        # upload() record fresh ones
-        note = ""
-        finished = record is not None and record.state in (JobState.COMPLETED.value, UPLOADED)
-        if finished and not rt.settings.keep_workdir:
-            if mutate:
-                _remove(host, jobdir)
-            note = "; the job directory its finished job left is removed"
-        return Decision(Action.SKIP_DONE, status.reason + note)
-    if record is None:
-        return Decision(Action.SUBMIT, f"{status.reason}; no job recorded on {t.host}")
-    if record.state == SUBMITTING:
-        record = _resolve_submitting(rt, t, jobdir, record, mutate)
-        if record is None:
-            return Decision(Action.SUBMIT, "an interrupted submission left no job; submitting")
-    if record.version != pipe.version and not _live(record.state):
-        return Decision(
-            Action.SUBMIT, f"the job on {t.host} ran version {record.version}, not {pipe.version}"
-        )
-    if _live(record.state):
-        if mutate:  # the dry run does not poll (a poll of the local scheduler launches jobs)
-            record = _refresh(rt, t, jobdir, record, mutate)
-        if _live(record.state):
-            seen = "is" if mutate else "was last recorded as"
-            return Decision(
-                Action.ATTACH,
-                f"job {record.job_id} {seen} {record.state.lower()}",
-                JobId(record.job_id),
+    if found:
+        job = sorted(found, key=lambda f: f.job_id)[-1]
+        if len(found) > 1:
+            log.warning(
+                "%s: %d jobs carry tag %s; following %s",
+                _name(t),
+                len(found),
+                record.tag,
+                job.job_id,
             )
-    if record.state in (JobState.COMPLETED.value, UPLOADED):
-        if host.exists(jobdir.archive(pipe.archive_name)):
-            return Decision(
-                Action.COLLECT,
-                f"job {record.job_id} finished and its archive is on {t.host}; {status.reason}",
-                JobId(record.job_id),
-            )
-        return Decision(Action.SUBMIT, f"job {record.job_id} finished but its archive is gone")
-    # the job failed: report it again unless something changed or the caller asks
-    if retry_failed:
-        return Decision(Action.SUBMIT, f"retrying job {record.job_id} ({record.state}) as asked")
-    recorded = (record.model_extra or {}).get("inputs_digest")
+        pending = record.model_copy(update={"job_id": job.job_id, "state": "PENDING"})
+        return judge(pending, job.status, _probe(host, jobdir), time.time(), sched.config)
+    probe = _probe(host, jobdir)
+    if not probe.written:
+        return None
+    run = _read_run_info(host, jobdir)
+    job_id = (run.job_id if run else None) or record.job_id or "unknown"
+    pending = record.model_copy(update={"job_id": job_id, "state": "PENDING"})
+    gone = JobStatus(JobState.LEFT_QUEUE)
+    return judge(pending, gone, probe, time.time(), sched.config)
+
+
+def check_failed(rt: Runtime, t: Target) -> None:
+    """Raise :class:`JobFailedError` when ``t``'s last job failed with the current pipeline
+    version and the inputs it would select now (nothing changed: do not burn cluster hours
+    again); otherwise return (no job, a job of another version, or changed inputs)."""
+    pipe = rt.pipeline(t.pipeline)
+    record = read_record(rt, t)
+    if record is None or record.version != pipe.version:
+        return
+    if is_live(record.state) or is_success(record.state) or record.state == SUBMITTING:
+        return
     selection = xnat.select_inputs(rt.xnat, t.experiment, pipe.inputs)
-    if recorded != _inputs_digest(selection.files):
-        return Decision(Action.SUBMIT, f"the inputs changed since job {record.job_id} failed")
+    if record.inputs_digest != _inputs_digest(selection.files):
+        log.info("%s: the inputs changed since job %s failed", _name(t), record.job_id)
+        return
     raise _failure(
         rt,
         t,
         record,
         "; inputs and pipeline version unchanged, pass retry_failed=True to run it again",
     )
-
-
-def _live(state: str) -> bool:
-    if state in (SUBMITTING, UPLOADED):
-        return False
-    try:
-        return not JobState(state).is_final
-    except ValueError:
-        return False
-
-
-def _resolve_submitting(
-    rt: Runtime, t: Target, jobdir: jd.JobDir, record: jd.JobRecord, mutate: bool
-) -> jd.JobRecord | None:
-    """A crash left ``submitting``: the job exists (find by tag), ran (exit marker), or not."""
-    tag = str((record.model_extra or {}).get("tag", ""))
-    found = rt.scheduler(t.host).find(tag) if tag else []
-    if found:
-        job = sorted(found, key=lambda f: f.job_id)[-1]
-        if len(found) > 1:
-            log.warning(
-                "%s: %d jobs carry tag %s; attaching to %s", _name(t), len(found), tag, job.job_id
-            )
-        new = _with_status(
-            rt, t, jobdir, record.model_copy(update={"job_id": job.job_id}), job.status
-        )
-    else:
-        code = _read_exit_code(rt.host(t.host), jobdir)
-        if code is None:
-            return None
-        run = _read_run_info(rt.host(t.host), jobdir)
-        job_id = (run.job_id if run else None) or record.job_id or "unknown"
-        new = _from_marker(rt, t, jobdir, record.model_copy(update={"job_id": job_id}))
-    if mutate:
-        _write_record(rt.host(t.host), jobdir, new)
-    return new
-
-
-def _log_tail(host: Host, jobdir: jd.JobDir) -> str:
-    data = host.read_bytes(jobdir.log, tail=_LOG_TAIL_CHARS)
-    return "" if data is None else data.decode("utf-8", "replace")
-
-
-def _from_marker(rt: Runtime, t: Target, jobdir: jd.JobDir, record: jd.JobRecord) -> jd.JobRecord:
-    """The record of a job that left the queue, as its exit marker tells (no marker: LOST is
-    for the poller to decide after its grace period, so the job stays live)."""
-    code = _read_exit_code(rt.host(t.host), jobdir)
-    if code is None:
-        return record.model_copy(update={"state": JobState.PENDING.value})
-    state = JobState.COMPLETED if code == 0 else JobState.FAILED
-    return _ended(rt, t, jobdir, record, state, code, f"left the queue; exit marker says {code}")
-
-
-def _ended(
-    rt: Runtime,
-    t: Target,
-    jobdir: jd.JobDir,
-    record: jd.JobRecord,
-    state: JobState,
-    code: int | None,
-    reason: str,
-) -> jd.JobRecord:
-    update: dict[str, Any] = {"state": state.value, "exit_code": code, "reason": reason}
-    if not state.is_success:
-        update["log_tail"] = _log_tail(rt.host(t.host), jobdir)
-    return record.model_copy(update=update)
-
-
-def _with_status(
-    rt: Runtime, t: Target, jobdir: jd.JobDir, record: jd.JobRecord, status: JobStatus
-) -> jd.JobRecord:
-    """``record`` updated with what the scheduler said, the way the poller reads it: a final
-    state is the scheduler's (COMPLETED with a non-zero exit marker is FAILED), a job that left
-    the queue is decided by its exit marker."""
-    if status.state is JobState.LEFT_QUEUE:
-        return _from_marker(rt, t, jobdir, record)
-    if not status.state.is_final:
-        live = JobState.PENDING if status.state is JobState.UNKNOWN else status.state
-        return record.model_copy(update={"state": live.value})
-    code = status.exit_code
-    if code is None:
-        code = _read_exit_code(rt.host(t.host), jobdir)
-    state, reason = status.state, status.reason or f"the scheduler reports {status.native}"
-    if state is JobState.COMPLETED and code not in (None, 0):
-        state, reason = JobState.FAILED, f"exit marker says {code} though the scheduler says done"
-    return _ended(rt, t, jobdir, record, state, code, reason)
-
-
-def _refresh(
-    rt: Runtime, t: Target, jobdir: jd.JobDir, record: jd.JobRecord, mutate: bool
-) -> jd.JobRecord:
-    """Ask the scheduler once about a job the registry says is live."""
-    job_id = JobId(record.job_id)
-    status = rt.scheduler(t.host).poll([job_id])[job_id]
-    new = _with_status(rt, t, jobdir, record, status)
-    if mutate and new != record:
-        _write_record(rt.host(t.host), jobdir, new)
-    return new
 
 
 # --- the steps ----------------------------------------------------------------------------
@@ -544,7 +410,7 @@ def build(rt: Runtime, t: Target, selection: xnat.SelectedInputs) -> JobSpec:
     host = rt.host(t.host)
     jobdir = _jobdir(rt, t)
     current = _read_record(host, jobdir)
-    if current is not None and current.job_id and _live(current.state):
+    if current is not None and current.job_id and is_live(current.state):
         raise PipelineError(
             f"{_name(t)}: job {current.job_id} is {current.state.lower()} in {jobdir.root} on "
             f"{t.host}; attach to it (decide says ATTACH) instead of building a new one"
@@ -563,146 +429,40 @@ def build(rt: Runtime, t: Target, selection: xnat.SelectedInputs) -> JobSpec:
     return _spec(rt, t, pipe, tag)
 
 
-SUBMIT_LOCK = ".submit-lock"
-"""A directory made atomically (mkdir) in the job directory while one process submits."""
-
-STALE_LOCK_MIN = 10
-"""A submit lock older than this many minutes was left by a crash and is taken over."""
-
-# exit 0: taken; 75: held by someone else; 66: no job directory. A lock older than $2
-# minutes is taken over.
-_LOCK = r"""[ -d "${1%/*}" ] || exit 66
-mkdir -- "$1" 2>/dev/null && exit 0
-[ -n "$(find "$1" -maxdepth 0 -mmin +"$2" 2>/dev/null)" ] && rmdir -- "$1" 2>/dev/null \
-  && mkdir -- "$1" 2>/dev/null && exit 0
-exit 75
-"""
-
-
-@contextmanager
-def _submit_lock(host: Host, jobdir: jd.JobDir, t: Target) -> Iterator[None]:
-    """Hold the job directory's submit lock on Y: two orchestrator processes never submit the
-    same experiment at once (the registry alone cannot tell them apart)."""
-    lock = posixpath.join(jobdir.root, SUBMIT_LOCK)
-    argv = ["sh", "-c", _LOCK, "x2c-lock", lock, str(STALE_LOCK_MIN)]
-    done = host.runner.run(argv)
-    if done.returncode == 66:
-        raise SubmissionError(
-            f"{_name(t)}: the job directory {jobdir.root} does not exist on {t.host}; "
-            "build the job before submitting it",
-            argv=argv,
-        )
-    if done.returncode != 0:
-        raise SubmissionError(
-            f"{_name(t)}: another x2c process is submitting this experiment on {t.host} "
-            f"({lock} exists); run again later, or remove it if no x2c is running",
-            stderr=done.stderr,
-            argv=argv,
-        )
-    try:
-        yield
-    finally:
-        host.runner.run(["rmdir", "--", lock])
-
-
 def submit(rt: Runtime, t: Target, spec: JobSpec) -> JobId:
-    """Submit ``spec`` exactly once: under a lock on Y, record ``submitting`` with its tag, look
-    for a job already carrying that tag, submit only if there is none, then record the job id.
-    A job the registry already knows as queued or running (or that an interrupted submission
-    left behind) is returned instead of a new one. Raises :class:`SubmissionError` while
-    another orchestrator process is submitting the same experiment."""
+    """Submit ``spec`` once. The caller holds the experiment's claim (:mod:`x2c.claims`), so
+    no other pass submits it meanwhile: record ``submitting`` with the build's tag (a crash
+    from here on is resolved by ``find(tag)``), submit, then record the job id. A job the
+    registry already knows as queued or running is returned instead of a new one."""
     pipe = rt.pipeline(t.pipeline)
     host = rt.host(t.host)
     jobdir = _jobdir(rt, t)
     sched = rt.scheduler(t.host)
-    with rt.target_lock(t), _submit_lock(host, jobdir, t):
-        old = _read_record(host, jobdir)
-        if old is not None and old.state == SUBMITTING:
-            old = _resolve_submitting(rt, t, jobdir, old, mutate=True)
-        if old is not None and old.job_id and _live(old.state):
-            log.info(
-                "%s: job %s is already %s; not submitting again",
-                _name(t),
-                old.job_id,
-                old.state.lower(),
-            )
-            return JobId(old.job_id)
-        record = jd.JobRecord.model_validate(
-            {
-                "job_id": "",
-                "scheduler": sched.kind,
-                "host": t.host,
-                "pipeline": pipe.name,
-                "version": pipe.version,
-                "experiment": t.experiment,
-                "submitted_at": datetime.now(UTC),
-                "state": SUBMITTING,
-                "project": t.project,
-                "subject": t.subject,
-                "archive": pipe.archive_name,
-                "tag": spec.tag,
-                "label": t.label,
-                "inputs_digest": _inputs_digest(_staged_inputs(host, jobdir)),
-            }
-        )
-        _write_record(host, jobdir, record)
-        found = sched.find(spec.tag)
-        if found:
-            job_id = found[0].job_id
-            log.warning(
-                "%s: job %s already carries tag %s; not submitting again",
-                _name(t),
-                job_id,
-                spec.tag,
-            )
-        else:
-            job_id = sched.submit(spec)
-        _update(host, jobdir, record, job_id=job_id, state=JobState.PENDING.value)
+    old = _read_record(host, jobdir)
+    if old is not None and old.job_id and is_live(old.state):
+        log.info("%s: job %s is already %s", _name(t), old.job_id, old.state.lower())
+        return JobId(old.job_id)
+    record = jd.JobRecord(
+        job_id="",
+        scheduler=sched.kind,
+        host=t.host,
+        pipeline=pipe.name,
+        version=pipe.version,
+        experiment=t.experiment,
+        submitted_at=datetime.now(UTC),
+        state=SUBMITTING,
+        project=t.project,
+        subject=t.subject,
+        label=t.label,
+        archive=pipe.archive_name,
+        tag=spec.tag,
+        inputs_digest=_inputs_digest(_staged_inputs(host, jobdir)),
+    )
+    _write_record(host, jobdir, record)
+    job_id = sched.submit(spec)
+    _update(host, jobdir, record, job_id=job_id, state=JobState.PENDING.value)
     log.info("%s: submitted job %s on %s", _name(t), job_id, t.host)
     return job_id
-
-
-def wait(rt: Runtime, t: Target, job_id: JobId, timeout: float | None = None) -> JobOutcome:
-    """Wait for ``job_id`` through the host's shared poller and record how it ended in the
-    registry. Returns at once for a job the registry already records as completed. Raises
-    :class:`JobFailedError` (state, exit code, reason, log tail) when it did not succeed,
-    TimeoutError after ``timeout`` seconds (the job keeps running)."""
-    host = rt.host(t.host)
-    jobdir = _jobdir(rt, t)
-    record = _read_record(host, jobdir)
-    if record is not None and record.job_id == job_id and not _live(record.state):
-        if record.state in (JobState.COMPLETED.value, UPLOADED):
-            extra = record.model_extra or {}
-            return JobOutcome(
-                job_id,
-                JobState.COMPLETED,
-                extra.get("exit_code", 0),
-                str(extra.get("reason", "recorded as completed")),
-                str(extra.get("log_tail", "")),
-            )
-        if record.state != SUBMITTING:
-            raise _failure(rt, t, record)
-    poller = rt.poller(t.host)
-    poller.register(job_id, exit_marker=jobdir.exit_code, log=jobdir.log)
-    outcome = poller.wait(job_id, timeout)
-    poller.forget(job_id)
-    if record is not None and record.job_id == job_id:
-        record = _update(
-            host,
-            jobdir,
-            record,
-            state=outcome.state.value,
-            exit_code=outcome.exit_code,
-            reason=outcome.reason,
-            log_tail=outcome.log_tail[-_LOG_TAIL_CHARS:],
-        )
-    log.info("%s: job %s ended %s", _name(t), job_id, outcome.state.value)
-    if not outcome.ok:
-        if record is None or record.job_id != job_id:
-            outcome.raise_for_state()
-        assert record is not None
-        raise _failure(rt, t, record)
-    return outcome
 
 
 def collect(rt: Runtime, t: Target) -> FileRef:
@@ -769,13 +529,12 @@ def _provenance(rt: Runtime, t: Target, record: jd.JobRecord | None) -> dict[str
     )
 
 
-def upload(
-    rt: Runtime, t: Target, archive: FileRef, outcome: JobOutcome | None = None
-) -> xnat.UploadReceipt:
+def upload(rt: Runtime, t: Target, archive: FileRef) -> xnat.UploadReceipt:
     """Stream the archive from Y to XNAT as the pipeline's result resource (replacing a partial
-    one), with its provenance written last, verified by listing it back; then record
-    ``uploaded`` in the registry and the experiment in the ledger. ``outcome`` may be None
-    (COLLECT after a restart): the registry and ``run.env`` supply the facts."""
+    or outdated one: the caller checked it is not a verified result of this version), with its
+    provenance written last, verified by listing it back; then record ``uploaded`` in the
+    registry and the experiment in the ledger. The registry and ``run.env`` supply the
+    job's facts."""
     pipe = rt.pipeline(t.pipeline)
     host = rt.host(t.host)
     jobdir = _jobdir(rt, t)
@@ -785,8 +544,6 @@ def upload(
             f"{_name(t)}: the job on {t.host} ran pipeline version {record.version}, the "
             f"current one is {pipe.version}; run again to resubmit"
         )
-    if outcome is not None and not outcome.ok:
-        outcome.raise_for_state()
     provenance = _provenance(rt, t, record)
     receipt = xnat.upload_files(
         rt.xnat,
@@ -821,7 +578,7 @@ def clean(rt: Runtime, t: Target) -> bool:
         log.info("%s: keeping %s on %s (keep_workdir)", _name(t), jobdir.root, t.host)
         return False
     record = _read_record(host, jobdir)
-    if record is not None and _live(record.state):
+    if record is not None and is_live(record.state):
         raise PipelineError(
             f"{_name(t)}: job {record.job_id} is still {record.state.lower()}; not removing "
             f"{jobdir.root}"
@@ -832,6 +589,40 @@ def clean(rt: Runtime, t: Target) -> bool:
 
 
 # --- dry run ------------------------------------------------------------------------------
+
+
+def _assess(rt: Runtime, t: Target) -> Decision:
+    """Where ``t`` stands, read-only (the dry run never polls: a poll of the local scheduler
+    launches jobs); raises :class:`JobFailedError` for a failure that would be reported."""
+    pipe = rt.pipeline(t.pipeline)
+    status = xnat.resource_status(rt.xnat, t.experiment, pipe.resource, pipe.version)
+    if status.done:
+        return Decision(Action.SKIP_DONE, status.reason)
+    record = read_record(rt, t)
+    if record is not None and record.state == SUBMITTING:
+        record = resolve_submitting(rt, t, record)
+    if record is None:
+        return Decision(Action.SUBMIT, f"{status.reason}; no job recorded on {t.host}")
+    if is_live(record.state):
+        return Decision(
+            Action.ATTACH,
+            f"job {record.job_id} was last recorded as {record.state.lower()}",
+            JobId(record.job_id),
+        )
+    if record.version != pipe.version:
+        return Decision(
+            Action.SUBMIT, f"the job on {t.host} ran version {record.version}, not {pipe.version}"
+        )
+    if is_success(record.state):
+        if rt.host(t.host).exists(_jobdir(rt, t).archive(pipe.archive_name)):
+            return Decision(
+                Action.COLLECT,
+                f"job {record.job_id} finished and its archive is on {t.host}; {status.reason}",
+                JobId(record.job_id),
+            )
+        return Decision(Action.SUBMIT, f"job {record.job_id} finished but its archive is gone")
+    check_failed(rt, t)
+    return Decision(Action.SUBMIT, f"the inputs changed since job {record.job_id} failed")
 
 
 def _submit_line(rt: Runtime, t: Target, spec: JobSpec) -> str:
@@ -854,7 +645,7 @@ def plan(rt: Runtime, t: Target) -> list[str]:
     where = f"{cfg.ssh or t.host}:{shlex.quote(jobdir.root)}"
     lines = [f"# {_name(t)} ({t.experiment}) on {t.host}, pipeline version {pipe.version}"]
     try:
-        decision = _assess(rt, t, retry_failed=False, mutate=False)
+        decision = _assess(rt, t)
     except JobFailedError as exc:
         return [*lines, f"report failed: {exc}"]
     lines.append(f"decide: {decision.action.value}: {decision.reason}")

@@ -2,7 +2,7 @@
 
 Use :func:`runtime` at the entry point of a flow or command (after loading the settings and the
 XNAT configuration once) to get the :class:`Runtime` every later step receives: one XNAT
-session, one connection, scheduler and poller per host, the pipelines and the ledger, each
+session, one connection and scheduler per host, the pipelines and the ledger, each
 opened on first use and reused by every flow and task of the process. Call
 :func:`close_runtimes` when the process (or a test) ends. Build a :class:`Runtime` directly only
 for a short-lived, private one (a dry run, a test) and :meth:`Runtime.close` it yourself.
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from typing import TYPE_CHECKING
 
 from x2c import xnat
 from x2c.config import HostConfig, XnatConfig
@@ -21,18 +20,15 @@ from x2c.hosts import Host, open_host
 from x2c.jobscript import effective_runtime
 from x2c.ledger import Ledger
 from x2c.pipelines import Pipeline
-from x2c.poller import HostPoller
 from x2c.provenance import public_url
 from x2c.schedulers import Scheduler, make_scheduler
 from x2c.settings import Settings
 
-if TYPE_CHECKING:
-    from x2c.recipe import Target
-
 
 class Runtime:
     """What the recipe steps share in one process for one settings file: the XNAT session, one
-    connection per host, one scheduler and one poller per host, the pipelines and the ledger.
+    connection and one scheduler per host, the pipelines and the ledger, and ``xnat_slot``:
+    the XNAT transfers of the process (stage, upload) at most ``limits.xnat_transfers`` at once.
 
     Everything is opened lazily on first use and cached; safe to use from many threads. Get the
     process-wide one with :func:`runtime`; :meth:`close` releases it all.
@@ -46,10 +42,9 @@ class Runtime:
         self._xnat: xnat.XnatSession | None = None
         self._hosts: dict[str, Host] = {}
         self._schedulers: dict[str, Scheduler] = {}
-        self._pollers: dict[str, HostPoller] = {}
         self._pipelines: dict[str, Pipeline] = {}
         self._digests: dict[tuple[str, str], str | None] = {}
-        self._target_locks: dict[tuple[str, str, str], threading.Lock] = {}
+        self.xnat_slot = threading.BoundedSemaphore(settings.limits.xnat_transfers)
         self._closed = False
 
     def __repr__(self) -> str:
@@ -86,14 +81,6 @@ class Runtime:
                 )
             return self._schedulers[name]
 
-    def poller(self, name: str) -> HostPoller:
-        """The one poller of host ``name``: every job waited on there is polled together."""
-        with self._lock:
-            if name not in self._pollers:
-                sched = self.scheduler(name)
-                self._pollers[name] = HostPoller(sched, sched.config)
-            return self._pollers[name]
-
     def pipeline(self, name: str) -> Pipeline:
         """The pipeline ``name`` as the settings define it."""
         with self._lock:
@@ -110,24 +97,13 @@ class Runtime:
                 self._digests[key] = image_digest(self.host(host).runner, runtime, pipeline.image)
             return self._digests[key]
 
-    def target_lock(self, t: Target) -> threading.Lock:
-        """A lock per (host, pipeline, experiment): two threads of one process never submit
-        the same experiment at once."""
-        with self._lock:
-            return self._target_locks.setdefault(
-                (t.host, t.pipeline, t.experiment), threading.Lock()
-            )
-
     def close(self) -> None:
-        """Stop the pollers and close the hosts and the XNAT session."""
+        """Close the hosts and the XNAT session."""
         with self._lock:
             self._closed = True
-            pollers, self._pollers = list(self._pollers.values()), {}
             hosts, self._hosts = list(self._hosts.values()), {}
             self._schedulers = {}
             session, self._xnat = self._xnat, None
-        for poller in pollers:
-            poller.close()
         for host in hosts:
             host.close()
         if session is not None:

@@ -142,6 +142,11 @@ class Scheduler(ABC):
         """Ask about all ``ids`` in one scheduler call; a job the scheduler no longer lists is
         LEFT_QUEUE. Raises RemoteCommandError/SchedulerOutputError when the poll itself failed."""
 
+    def observe(self, ids: Sequence[JobId]) -> dict[JobId, JobStatus]:
+        """What :meth:`poll` says, without side effects (``x2c status`` only reads); the same
+        call for every scheduler but the local one, whose poll also starts queued jobs."""
+        return self.poll(ids)
+
     @abstractmethod
     def cancel(self, ids: Sequence[JobId]) -> None:
         """Cancel all ``ids`` in one call; jobs that already ended are ignored."""

@@ -184,6 +184,10 @@ class LocalScheduler(Scheduler):
         statuses = self._schedule()
         return absent(ids, {j: statuses[j] for j in ids if j in statuses})
 
+    def observe(self, ids: Sequence[JobId]) -> dict[JobId, JobStatus]:
+        statuses = self._scan()
+        return absent(ids, {j: statuses[j] for j in ids if j in statuses})
+
     def cancel(self, ids: Sequence[JobId]) -> None:
         if ids:
             self._run(["sh", "-c", _CANCEL, "x2c-cancel", self.state_dir, *ids], "local cancel")

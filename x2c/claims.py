@@ -1,0 +1,220 @@
+"""Claims on Y: which experiments are in flight on a host, and who may work on each.
+
+A job's life is independent of any orchestrator process, so what is "in flight" is kept where it
+survives every crash of Z: beside the job, in its job directory on the compute host. Two marker
+files, both touched and tested only under one ``flock`` on ``<workdir>/.x2c-claims.lock`` (a
+lock the kernel drops when its holder dies, and that compares no clocks but Y's own):
+
+- ``inflight``: the experiment holds one of the host's ``max_in_flight`` places, from the moment
+  a pass reserves it (before staging) until its result is uploaded or its failure recorded.
+  Counting these files IS the in-flight count, so the cap holds across concurrent passes,
+  processes and orchestrator machines. A pass that is staging or submitting renews its claim
+  (touches the file); a claim whose experiment has no job and that was not renewed for
+  ``HostConfig.claim_stale_s`` was left by a crash and is taken over, by one pass only.
+- ``finishing``: a pass is collecting and uploading the experiment's result; another pass
+  leaves it alone until the claim is released or goes stale.
+
+One remote command per host reads every claim with its registry entry (:func:`scan`), one
+reserves places for a whole pass (:func:`reserve`). Paths reach the fixed ``sh`` programs as
+positional arguments, never inside their text.
+"""
+
+from __future__ import annotations
+
+import logging
+import posixpath
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from x2c import jobdir as jd
+from x2c.errors import PipelineError, RemoteCommandError, SchedulerOutputError
+from x2c.hosts import Host
+
+log = logging.getLogger(__name__)
+
+LOCK_FILE = ".x2c-claims.lock"
+LOCK_WAIT_S = 120
+
+# $1 boundary, $2 workdir. One record per claimed job directory: ages in seconds by Y's clock.
+_SCAN = r"""b=$1; cd "$2" 2>/dev/null || { printf '%s END\n' "$b"; exit 0; }
+now=$(date +%s)
+for m in */*/inflight; do
+  [ -e "$m" ] || continue
+  d=${m%/inflight}
+  c=$(( now - $(stat -c %Y -- "$m" 2>/dev/null || echo "$now") ))
+  f=-
+  [ -e "$d/finishing" ] && f=$(( now - $(stat -c %Y -- "$d/finishing" 2>/dev/null || echo "$now") ))
+  printf '%s D %s %s %s\n' "$b" "$c" "$f" "$d"
+  cat -- "$d/job.json" 2>/dev/null
+  printf '\n'
+done
+printf '%s END\n' "$b"
+"""
+
+# $1 workdir, $2 cap, $3 stale seconds, then (mode, dir) pairs: mode n = a new claim within the
+# cap, t = take over a claim not renewed for $3 s. Prints "C dir" / "T dir" for each granted.
+_RESERVE = r"""mkdir -p -- "$1" && cd "$1" || exit 66
+exec 9>>"$4" || exit 67
+flock -x -w "$5" 9 || exit 75
+now=$(date +%s); cap=$2; stale=$3; shift 5
+n=0; for m in */*/inflight; do [ -e "$m" ] && n=$((n+1)); done
+while [ $# -ge 2 ]; do
+  mode=$1; d=$2; shift 2
+  if [ -e "$d/inflight" ]; then
+    [ "$mode" = t ] || continue
+    age=$(( now - $(stat -c %Y -- "$d/inflight" 2>/dev/null || echo "$now") ))
+    [ "$age" -ge "$stale" ] && touch -- "$d/inflight" && printf 'T %s\n' "$d"
+    continue
+  fi
+  [ "$n" -lt "$cap" ] || continue
+  mkdir -p -- "$d" && : > "$d/inflight" && { n=$((n+1)); printf 'C %s\n' "$d"; }
+done
+exit 0
+"""
+
+# $1 workdir, $2 dir, $3 stale seconds, $4 lock file, $5 wait: take the finishing claim.
+_FINISHING = r"""cd "$1" 2>/dev/null || exit 66
+[ -d "$2" ] || exit 66
+exec 9>>"$4" || exit 67
+flock -x -w "$5" 9 || exit 75
+if [ -e "$2/finishing" ]; then
+  age=$(( $(date +%s) - $(stat -c %Y -- "$2/finishing" 2>/dev/null || date +%s) ))
+  [ "$age" -ge "$3" ] || exit 73
+fi
+touch -- "$2/finishing"
+"""
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One claimed job directory as :func:`scan` found it: where, how long since its claim was
+    renewed, whether (and since when) a pass is finishing it, and its registry entry."""
+
+    jobdir: jd.JobDir
+    relpath: str
+    """``<pipeline>/<experiment>`` below the host's workdir (safe components)."""
+    age_s: int
+    finishing_age_s: int | None
+    record: jd.JobRecord | None
+
+
+def relpath(workdir: str, pipeline: str, experiment: str) -> str:
+    """The job directory of ``pipeline`` for ``experiment`` relative to ``workdir``."""
+    root = jd.job_dir(workdir, pipeline, experiment).root
+    return posixpath.relpath(root, posixpath.normpath(workdir))
+
+
+def _boundary() -> str:
+    return f"--x2c-{secrets.token_hex(8)}--"
+
+
+def scan(host: Host, workdir: str) -> dict[str, Claim]:
+    """Every claimed job directory under ``workdir`` on ``host``, by relative path, with its
+    registry entry: ONE command, whatever the number of jobs."""
+    boundary = _boundary()
+    done = host.runner.run(["sh", "-c", _SCAN, "x2c-scan", boundary, workdir])
+    if done.returncode != 0:
+        raise RemoteCommandError(
+            f"reading the claims under {workdir} on {host.name} failed: {done.stderr.strip()}",
+            host=host.name,
+            returncode=done.returncode,
+            stderr=done.stderr,
+        )
+    chunks = done.stdout.split(boundary + " ")
+    if not chunks or chunks[-1].strip() != "END":
+        raise SchedulerOutputError(
+            f"the claim scan on {host.name} ended early", output=done.stdout[-2000:]
+        )
+    found: dict[str, Claim] = {}
+    for chunk in chunks[1:-1]:
+        head, _, body = chunk.partition("\n")
+        parts = head.split(" ", 4)
+        if len(parts) != 4 or parts[0] != "D":
+            raise SchedulerOutputError(f"unexpected claim record {head!r}", output=head)
+        _, age, finishing, rel = parts
+        dirpath = jd.JobDir(posixpath.join(posixpath.normpath(workdir), rel))
+        try:
+            record = jd.decode_record(body.strip().encode() or None, dirpath)
+        except PipelineError as exc:
+            log.warning("%s on %s: %s", rel, host.name, exc)
+            record = None
+        found[rel] = Claim(
+            dirpath, rel, int(age), None if finishing == "-" else int(finishing), record
+        )
+    return found
+
+
+@dataclass(frozen=True)
+class Granted:
+    """What :func:`reserve` granted: new claims within the cap and stale claims taken over."""
+
+    new: tuple[str, ...]
+    taken_over: tuple[str, ...]
+
+
+def reserve(
+    host: Host,
+    workdir: str,
+    *,
+    cap: int,
+    stale_s: float,
+    new: Sequence[str] = (),
+    take_over: Sequence[str] = (),
+) -> Granted:
+    """Claim places on ``host`` under the host-wide lock: each of ``new`` (relative job
+    directories, in priority order) while fewer than ``cap`` claims exist, and each of
+    ``take_over`` whose claim was not renewed for ``stale_s``. One command."""
+    if not new and not take_over:
+        return Granted((), ())
+    argv = ["sh", "-c", _RESERVE, "x2c-reserve", workdir, str(cap), str(int(stale_s))]
+    argv += [LOCK_FILE, str(LOCK_WAIT_S)]
+    for mode, dirs in (("t", take_over), ("n", new)):
+        for d in dirs:
+            argv += [mode, d]
+    done = host.runner.run(argv)
+    if done.returncode != 0:
+        raise RemoteCommandError(
+            f"claiming experiments under {workdir} on {host.name} failed (exit "
+            f"{done.returncode}): {done.stderr.strip() or 'the claims lock was busy'}; the "
+            "next pass tries again",
+            host=host.name,
+            returncode=done.returncode,
+            stderr=done.stderr,
+        )
+    granted_new: list[str] = []
+    granted_old: list[str] = []
+    for line in done.stdout.splitlines():
+        mode, _, rel = line.partition(" ")
+        (granted_new if mode == "C" else granted_old).append(rel)
+    return Granted(tuple(granted_new), tuple(granted_old))
+
+
+def take_finishing(host: Host, workdir: str, rel: str, *, stale_s: float) -> bool:
+    """Take the finishing claim of ``rel``; False when another pass holds a fresh one (or the
+    job directory is gone)."""
+    argv = ["sh", "-c", _FINISHING, "x2c-finishing", workdir, rel, str(int(stale_s))]
+    done = host.runner.run([*argv, LOCK_FILE, str(LOCK_WAIT_S)])
+    if done.returncode in (66, 73):
+        return False
+    if done.returncode != 0:
+        raise RemoteCommandError(
+            f"taking the finishing claim of {rel} on {host.name} failed: {done.stderr.strip()}",
+            host=host.name,
+            returncode=done.returncode,
+            stderr=done.stderr,
+        )
+    return True
+
+
+def renew(host: Host, jobdir: jd.JobDir) -> None:
+    """Renew this pass's claim on ``jobdir`` (it is still staging or submitting)."""
+    host.runner.run(["touch", "-c", "--", posixpath.join(jobdir.root, jd.CLAIM)])
+
+
+def release(host: Host, jobdir: jd.JobDir, *, finishing_only: bool = False) -> None:
+    """Give the experiment's place on the host back (and any finishing claim)."""
+    paths = [posixpath.join(jobdir.root, jd.FINISHING)]
+    if not finishing_only:
+        paths.append(posixpath.join(jobdir.root, jd.CLAIM))
+    host.runner.run(["rm", "-f", "--", *paths])

@@ -1,0 +1,567 @@
+"""Reconcile passes: short, idempotent sweeps that move every experiment of a scope one step
+toward "its verified result is on XNAT", without ever waiting for a job.
+
+A pass over a scope (projects x pipelines x hosts, or named experiments) does, in this order:
+
+1. :func:`survey`: one XNAT listing per project (the ledger answers for experiments it already
+   knows at their current ``last_modified``: done, nothing to process, or failed); one claim
+   scan per host (:func:`x2c.claims.scan`: every experiment in flight there with its registry
+   entry); ONE scheduler poll per host for all of their jobs (:func:`x2c.poller.poll_jobs`).
+   Ended jobs are recorded; failed ones give their place back at once.
+2. :func:`finish` for each job that completed: collect, upload (verified, provenance last) and
+   clean, under the experiment's ``finishing`` claim. A verified result already on XNAT is
+   never replaced: the job directory is cleaned and the experiment is done.
+3. :func:`claim_places`: the oldest sessions not yet done, as many as the host has free places
+   (``max_in_flight`` minus the claims on Y), capped by ``max_submit_per_pass``; the claim is
+   made on Y under the host-wide lock, so concurrent passes never exceed the cap.
+4. :func:`launch` for each claimed experiment: select, stage, build, submit.
+
+Jobs still queued or running cost one line of the poll. A pass killed anywhere is finished by
+the next: a claim without a job is taken over once it goes stale, a ``submitting`` entry is
+resolved with ``find(tag)``, an upload cut halfway leaves a resource without provenance that
+the next finish replaces. Two passes at once make one job and one upload per experiment.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import UTC, datetime
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+
+from x2c import claims, recipe, xnat
+from x2c import jobdir as jd
+from x2c.errors import (
+    ConfigError,
+    JobFailedError,
+    NothingToProcessError,
+    SSHConnectError,
+    X2CError,
+    XnatTransientError,
+)
+from x2c.ledger import DONE as LEDGER_DONE
+from x2c.ledger import FAILED as LEDGER_FAILED
+from x2c.ledger import NOTHING as LEDGER_NOTHING
+from x2c.ledger import is_fresh
+from x2c.poller import SUBMITTING, Watched, is_live, is_success, poll_jobs
+from x2c.provenance import public_url
+from x2c.recipe import Runtime, Target
+from x2c.settings import Settings
+
+log = logging.getLogger(__name__)
+
+DONE = "done"
+SKIPPED = "skipped"
+FAILED = "failed"
+IN_FLIGHT = "in flight"
+PENDING = "pending"
+FINAL = frozenset({DONE, SKIPPED, FAILED})
+"""Row states: the first three end an experiment's part in a run; the others need more passes."""
+
+
+@dataclass(frozen=True)
+class ScopeEntry:
+    """One part of a pass's scope: ``pipeline`` on ``host`` for ``project`` (every experiment,
+    or the ``experiments`` named by accession ID or label)."""
+
+    project: str
+    pipeline: str
+    host: str
+    experiments: tuple[str, ...] | None = None
+
+
+def scope_of(
+    settings: Settings,
+    project: str | None = None,
+    pipeline: str | None = None,
+    host: str | None = None,
+    experiments: Sequence[str] | None = None,
+) -> list[ScopeEntry]:
+    """The scope a command or deployment names: the ``projects:`` entries of the settings (of
+    ``project``, or all; narrowed by ``pipeline``/``host``), or ``project`` with ``pipeline``
+    and ``host`` when all three are given. Raises :class:`ConfigError` when nothing matches."""
+    named = tuple(experiments) if experiments else None
+    if project and pipeline and host:
+        settings.pipeline(pipeline)
+        settings.host(host)
+        return [ScopeEntry(project, pipeline, host, named)]
+    runs = [
+        r
+        for r in settings.projects
+        if project in (None, r.project)
+        and pipeline in (None, r.pipeline)
+        and host in (None, r.host)
+    ]
+    if not runs:
+        what = f"project {project!r}" if project else "any project"
+        raise ConfigError(
+            f"{settings.source}: no projects entry for {what}; add one under projects:, or give "
+            "the project with its pipeline and host"
+        )
+    if named and len({r.project for r in runs}) > 1:
+        raise ConfigError("naming experiments needs their project too")
+    return [ScopeEntry(r.project, r.pipeline, r.host, named) for r in runs]
+
+
+@dataclass(frozen=True)
+class Row:
+    """Where one experiment stands after a pass, and what the pass did for it (``action``:
+    ``submit``, ``collect``, ``attach``, ``skip_done``, ``report_failed``, ``wait``)."""
+
+    project: str
+    experiment: str
+    label: str
+    pipeline: str
+    host: str
+    state: str
+    action: str = ""
+    job_id: str = ""
+    since: str = ""
+    """When the job was submitted (ISO 8601), for a job in flight or ended."""
+    reason: str = ""
+    xnat_uri: str = ""
+    log_tail: str = ""
+
+    @classmethod
+    def of(cls, t: Target, state: str, reason: str, **fields: str) -> Row:
+        """The row of target ``t``."""
+        return cls(
+            t.project, t.experiment, t.label, t.pipeline, t.host, state, reason=reason, **fields
+        )
+
+    @property
+    def final(self) -> bool:
+        """True when this run has nothing more to do for the experiment."""
+        return self.state in FINAL
+
+    @property
+    def failed(self) -> bool:
+        """True when the experiment failed."""
+        return self.state == FAILED
+
+
+Key = tuple[str, str, str]
+
+
+def key_of(t: Target) -> Key:
+    """What identifies an experiment's work: host, pipeline and accession ID."""
+    return (t.host, t.pipeline, t.experiment)
+
+
+@dataclass
+class Survey:
+    """What :func:`survey` found: the rows it could settle, the jobs to finish, and per host
+    the experiments to launch (checked on XNAT, oldest first), the stale claims to take over,
+    and the claims counted."""
+
+    targets: list[Target]
+    rows: dict[Key, Row] = field(default_factory=dict)
+    finish: list[Target] = field(default_factory=list)
+    launch: dict[str, list[Target]] = field(default_factory=dict)
+    take_over: dict[str, list[Target]] = field(default_factory=dict)
+    claimed: dict[str, int] = field(default_factory=dict)
+    polls: dict[str, int] = field(default_factory=dict)
+
+
+def _result_uri(rt: Runtime, t: Target) -> str:
+    pipe = rt.pipeline(t.pipeline)
+    server = public_url(rt.xnat_config.url)
+    return f"{server}/data/experiments/{t.experiment}/resources/{pipe.resource}"
+
+
+def _since(record: jd.JobRecord | None) -> str:
+    return record.submitted_at.isoformat(timespec="seconds") if record else ""
+
+
+def list_scope(rt: Runtime, scope: Iterable[ScopeEntry]) -> list[Target]:
+    """The targets of ``scope``: one listing request per project, whatever its entries."""
+    listings: dict[str, list[xnat.Experiment]] = {}
+    found: list[Target] = []
+    for entry in scope:
+        if entry.project not in listings:
+            listings[entry.project] = xnat.list_experiments(rt.xnat, entry.project)
+        found += recipe.choose(
+            listings[entry.project], entry.project, entry.pipeline, entry.host, entry.experiments
+        )
+    return found
+
+
+def survey(
+    rt: Runtime,
+    scope: Sequence[ScopeEntry],
+    *,
+    retry_failed: bool = False,
+    mutate: bool = True,
+) -> Survey:
+    """Steps 1 of a pass (see the module docstring). With ``mutate=False`` (``x2c status``)
+    nothing is written anywhere: ended jobs are reported as the poll saw them, every
+    experiment the ledger does not know is checked on XNAT, and no claim is touched."""
+    out = Survey(list_scope(rt, scope))
+    hosts = sorted({t.host for t in out.targets})
+    by_host: dict[str, dict[str, claims.Claim]] = {}
+    for name in hosts:
+        by_host[name] = _scan_and_poll(rt, name, mutate, out)
+    unknown: dict[str, list[Target]] = {name: [] for name in hosts}
+    for t in out.targets:
+        cfg = rt.host_config(t.host)
+        claim = by_host[t.host].get(claims.relpath(cfg.workdir, t.pipeline, t.experiment))
+        if claim is None:
+            row = _from_ledger(rt, t, retry_failed)
+            if row is None:
+                unknown[t.host].append(t)
+            else:
+                out.rows[key_of(t)] = row
+            continue
+        row = _claimed(rt, t, claim, out, retry_failed=retry_failed, mutate=mutate)
+        if row is None:
+            unknown[t.host].append(t)
+        else:
+            out.rows[key_of(t)] = row
+    for name in hosts:
+        _choose_launches(rt, name, unknown[name], out, retry_failed=retry_failed, mutate=mutate)
+    return out
+
+
+def _scan_and_poll(rt: Runtime, name: str, mutate: bool, out: Survey) -> dict[str, claims.Claim]:
+    cfg = rt.host_config(name)
+    host = rt.host(name)
+    found = claims.scan(host, cfg.workdir)
+    watched = {
+        rel: Watched(c.record, c.jobdir)
+        for rel, c in found.items()
+        if c.record is not None and c.record.job_id and is_live(c.record.state)
+    }
+    sched = rt.scheduler(name)
+    changed = poll_jobs(sched, watched, time.time(), observe=not mutate) if watched else {}
+    out.polls[name] = 1 if watched else 0
+    for rel, record in changed.items():
+        if mutate:
+            host.write_atomic(found[rel].jobdir.registry, jd.encode_record(record))
+        found[rel] = replace(found[rel], record=record)
+    out.claimed[name] = len(found)
+    return found
+
+
+def _from_ledger(rt: Runtime, t: Target, retry_failed: bool) -> Row | None:
+    """The row the ledger settles without a request, or None."""
+    pipe = rt.pipeline(t.pipeline)
+    entry = rt.ledger.entries(t.project, t.pipeline).get(t.experiment)
+    if not is_fresh(entry, t.last_modified, pipe.version):
+        return None
+    assert entry is not None
+    verdict, reason = entry.get("verdict"), str(entry.get("reason", ""))
+    if verdict == LEDGER_DONE:
+        return Row.of(
+            t,
+            DONE,
+            f"{pipe.resource} of version {pipe.version} is on XNAT (checked "
+            f"{entry.get('checked_at', '')})",
+            action="skip_done",
+            xnat_uri=_result_uri(rt, t),
+        )
+    if verdict == LEDGER_NOTHING:
+        return Row.of(t, SKIPPED, f"skipped: {reason}")
+    if verdict == LEDGER_FAILED and not retry_failed:
+        return Row.of(
+            t,
+            FAILED,
+            reason + "; fix the cause (or the inputs on XNAT), or run again with --retry-failed",
+            action="report_failed",
+            job_id=str(entry.get("job_id", "")),
+        )
+    return None
+
+
+def _claimed(
+    rt: Runtime,
+    t: Target,
+    claim: claims.Claim,
+    out: Survey,
+    *,
+    retry_failed: bool,
+    mutate: bool,
+) -> Row | None:
+    """The row of an experiment holding a place on its host (None: launch it again)."""
+    cfg = rt.host_config(t.host)
+    record = claim.record
+    if record is not None and record.state == SUBMITTING and claim.age_s >= cfg.claim_stale_s:
+        resolved = recipe.resolve_submitting(rt, t, record)
+        if resolved is not None and mutate:
+            rt.host(t.host).write_atomic(claim.jobdir.registry, jd.encode_record(resolved))
+        record = resolved
+    if record is None or (record.state == SUBMITTING and not record.job_id):
+        if claim.age_s < cfg.claim_stale_s:
+            return Row.of(
+                t,
+                IN_FLIGHT,
+                f"another run is staging and submitting it (claimed {claim.age_s} s ago)",
+                action="wait",
+            )
+        out.take_over.setdefault(t.host, []).append(t)
+        return Row.of(
+            t,
+            PENDING,
+            f"a run claimed it {claim.age_s} s ago and stopped; taking it over",
+            action="wait",
+        )
+    common = {"job_id": record.job_id, "since": _since(record)}
+    if is_live(record.state):
+        return Row.of(
+            t,
+            IN_FLIGHT,
+            f"job {record.job_id} is {record.state.lower()}",
+            action="attach",
+            **common,
+        )
+    if is_success(record.state):
+        if claim.finishing_age_s is not None and claim.finishing_age_s < cfg.claim_stale_s:
+            return Row.of(
+                t, IN_FLIGHT, "another run is uploading its result", action="wait", **common
+            )
+        out.finish.append(t)
+        return Row.of(
+            t, IN_FLIGHT, f"job {record.job_id} completed; collecting", action="collect", **common
+        )
+    # the job failed: give its place back; report it (again) unless asked to retry
+    if mutate:
+        claims.release(rt.host(t.host), claim.jobdir)
+        out.claimed[t.host] -= 1
+    reason = _failure_reason(rt, t, record)
+    if retry_failed:
+        return None
+    if mutate:
+        rt.ledger.record(
+            t.project,
+            t.pipeline,
+            rt.pipeline(t.pipeline).version,
+            [(t.experiment, t.last_modified, LEDGER_FAILED, reason)],
+        )
+    return Row.of(t, FAILED, reason, action="ended", log_tail=record.log_tail, **common)
+
+
+def _failure_reason(rt: Runtime, t: Target, record: jd.JobRecord) -> str:
+    log_path = jd.job_dir(rt.host_config(t.host).workdir, t.pipeline, t.experiment).log
+    return (
+        f"job {record.job_id} ended {record.state} (exit {record.exit_code}): {record.reason}; "
+        f"its log is {t.host}:{log_path}"
+    )
+
+
+def _choose_launches(
+    rt: Runtime,
+    name: str,
+    unknown: list[Target],
+    out: Survey,
+    *,
+    retry_failed: bool,
+    mutate: bool,
+) -> None:
+    """Check the oldest experiments not in flight on XNAT until the host's free places are
+    spoken for; the rest wait for a later pass (``pending``) unchecked."""
+    cfg = rt.host_config(name)
+    free = cfg.max_in_flight - out.claimed[name]
+    if cfg.max_submit_per_pass is not None:
+        free = min(free, cfg.max_submit_per_pass)
+    free -= len(out.take_over.get(name, []))
+    chosen: list[Target] = []
+    for t in sorted(unknown, key=lambda t: (t.inserted or "~", t.label)):
+        if mutate and len(chosen) >= free:
+            out.rows[key_of(t)] = Row.of(
+                t,
+                PENDING,
+                f"waiting for a place on {name} ({out.claimed[name]} of "
+                f"{cfg.max_in_flight} in flight)",
+                action="wait",
+            )
+            continue
+        row = check(rt, t, retry_failed=retry_failed, mutate=mutate)
+        if row is not None:
+            out.rows[key_of(t)] = row
+        elif mutate:
+            chosen.append(t)
+        else:
+            out.rows[key_of(t)] = Row.of(t, PENDING, "not started")
+    out.launch[name] = chosen
+
+
+def check(rt: Runtime, t: Target, *, retry_failed: bool = False, mutate: bool = True) -> Row | None:
+    """An experiment nobody is working on: its row when it needs no job (its verified result
+    is on XNAT; its last job failed and nothing changed since), else None. 2 XNAT requests,
+    plus the input selection only for a failed job whose experiment changed on XNAT."""
+    pipe = rt.pipeline(t.pipeline)
+    status = xnat.resource_status(rt.xnat, t.experiment, pipe.resource, pipe.version)
+    if status.done:
+        if mutate:
+            rt.ledger.record(
+                t.project,
+                t.pipeline,
+                pipe.version,
+                [(t.experiment, t.last_modified, LEDGER_DONE, "")],
+            )
+        return Row.of(t, DONE, status.reason, action="skip_done", xnat_uri=_result_uri(rt, t))
+    if retry_failed:
+        return None
+    try:
+        recipe.check_failed(rt, t)
+    except JobFailedError as exc:
+        if mutate:
+            rt.ledger.record(
+                t.project,
+                t.pipeline,
+                pipe.version,
+                [(t.experiment, t.last_modified, LEDGER_FAILED, str(exc))],
+            )
+        return Row.of(
+            t,
+            FAILED,
+            str(exc),
+            action="report_failed",
+            job_id=exc.job_id or "",
+            log_tail=exc.log_tail,
+        )
+    return None
+
+
+def claim_places(rt: Runtime, s: Survey) -> tuple[list[Target], list[Row]]:
+    """Claim the survey's chosen experiments on their hosts (one command per host): the targets
+    granted, in order, and a ``pending`` row for each one another pass got first."""
+    granted: list[Target] = []
+    denied: list[Row] = []
+    for name in sorted(set(s.launch) | set(s.take_over)):
+        cfg = rt.host_config(name)
+        rel = {
+            claims.relpath(cfg.workdir, t.pipeline, t.experiment): t
+            for t in [*s.take_over.get(name, []), *s.launch.get(name, [])]
+        }
+        got = claims.reserve(
+            rt.host(name),
+            cfg.workdir,
+            cap=cfg.max_in_flight,
+            stale_s=cfg.claim_stale_s,
+            new=[
+                claims.relpath(cfg.workdir, t.pipeline, t.experiment)
+                for t in s.launch.get(name, [])
+            ],
+            take_over=[
+                claims.relpath(cfg.workdir, t.pipeline, t.experiment)
+                for t in s.take_over.get(name, [])
+            ],
+        )
+        ok = set(got.new) | set(got.taken_over)
+        for r, t in rel.items():
+            if r in ok:
+                granted.append(t)
+            else:
+                denied.append(
+                    Row.of(t, PENDING, f"another run took the last places on {name}", action="wait")
+                )
+    return granted, denied
+
+
+TRANSIENT = (XnatTransientError, SSHConnectError)
+
+
+def _retry_note(exc: BaseException) -> str:
+    if isinstance(exc, TRANSIENT):
+        return "; the next pass tries again"
+    return ""
+
+
+def launch(rt: Runtime, t: Target) -> Row:
+    """Select, stage, build and submit a claimed experiment, renewing its claim between the
+    steps. Nothing to process gives the place back (``skipped``); an error before the
+    submission gives it back too (``failed`` for this run, tried again by the next pass)."""
+    host = rt.host(t.host)
+    jobdir = jd.job_dir(rt.host_config(t.host).workdir, t.pipeline, t.experiment)
+    submitted = False
+    try:
+        selection = recipe.select(rt, t)
+        claims.renew(host, jobdir)
+        with rt.xnat_slot:
+            recipe.stage(rt, t, selection)
+        claims.renew(host, jobdir)
+        spec = recipe.build(rt, t, selection)
+        claims.renew(host, jobdir)
+        submitted = True
+        job_id = recipe.submit(rt, t, spec)
+    except NothingToProcessError as exc:
+        claims.release(host, jobdir)
+        return Row.of(t, SKIPPED, f"skipped: {exc.reason}", action="submit")
+    except X2CError as exc:
+        if not submitted:
+            claims.release(host, jobdir)
+        return Row.of(t, FAILED, f"{type(exc).__name__}: {exc}{_retry_note(exc)}", action="submit")
+    return Row.of(
+        t,
+        IN_FLIGHT,
+        f"submitted as job {job_id}",
+        action="submit",
+        job_id=str(job_id),
+        since=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+
+
+def finish(rt: Runtime, t: Target) -> Row:
+    """Collect, upload and clean a completed job under the experiment's finishing claim. A
+    verified result of this pipeline version already on XNAT is kept as it is (never deleted
+    by a run that did not find it damaged); the job directory is cleaned either way."""
+    cfg = rt.host_config(t.host)
+    host = rt.host(t.host)
+    pipe = rt.pipeline(t.pipeline)
+    jobdir = jd.job_dir(cfg.workdir, t.pipeline, t.experiment)
+    rel = claims.relpath(cfg.workdir, t.pipeline, t.experiment)
+    if not claims.take_finishing(host, cfg.workdir, rel, stale_s=cfg.claim_stale_s):
+        return Row.of(t, IN_FLIGHT, "another run is uploading its result", action="wait")
+    record = recipe.read_record(rt, t)
+    common = {"job_id": record.job_id if record else "", "since": _since(record)}
+    try:
+        status = xnat.resource_status(rt.xnat, t.experiment, pipe.resource, pipe.version)
+        if status.done:
+            reason = f"job {common['job_id']} completed; {status.reason} (uploaded by another run)"
+            rt.ledger.record(
+                t.project,
+                t.pipeline,
+                pipe.version,
+                [(t.experiment, t.last_modified, LEDGER_DONE, "")],
+            )
+        else:
+            archive = recipe.collect(rt, t)
+            with rt.xnat_slot:
+                recipe.upload(rt, t, archive)
+            reason = f"job {common['job_id']} completed; result uploaded and verified"
+        removed = recipe.clean(rt, t)
+    except X2CError as exc:
+        claims.release(host, jobdir, finishing_only=True)
+        if isinstance(exc, TRANSIENT):
+            return Row.of(
+                t,
+                FAILED,
+                f"{type(exc).__name__}: {exc}; the next pass tries again",
+                action="collect",
+                **common,
+            )
+        recipe.record_failure(rt, t, f"{type(exc).__name__}: {exc}")
+        claims.release(host, jobdir)
+        return Row.of(t, FAILED, f"{type(exc).__name__}: {exc}", action="collect", **common)
+    if not removed:  # keep_workdir: the directory stays, its place is given back
+        claims.release(host, jobdir)
+    return Row.of(t, DONE, reason, action="collect", xnat_uri=_result_uri(rt, t), **common)
+
+
+def run_pass(
+    rt: Runtime, scope: Sequence[ScopeEntry], *, retry_failed: bool = False, workers: int = 8
+) -> list[Row]:
+    """One pass without Prefect (the flows run the same steps as tasks): a row per target."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    s = survey(rt, scope, retry_failed=retry_failed)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for t, row in zip(s.finish, pool.map(lambda t: finish(rt, t), s.finish), strict=True):
+            s.rows[key_of(t)] = row
+        granted, denied = claim_places(rt, s)
+        for row in denied:
+            s.rows[(row.host, row.pipeline, row.experiment)] = row
+        for t, row in zip(granted, pool.map(lambda t: launch(rt, t), granted), strict=True):
+            s.rows[key_of(t)] = row
+    return [s.rows[key_of(t)] for t in s.targets if key_of(t) in s.rows]
