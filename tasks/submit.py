@@ -12,7 +12,7 @@ from x2c.recipe import Runtime, Target
 from x2c.reconcile import Row, Survey
 
 
-@task(name="claim-places", cache_policy=NO_CACHE)
+@task(name="claim-places", task_run_name="claim-places", cache_policy=NO_CACHE)
 def claim_places(rt: Runtime, s: Survey) -> tuple[list[Target], list[Row]]:
     """Claim the survey's chosen experiments on Y (one command per host, under its lock)."""
     granted, denied = reconcile.claim_places(rt, s)

@@ -14,7 +14,7 @@ from x2c.recipe import Runtime
 from x2c.reconcile import ScopeEntry, Survey
 
 
-@task(name="survey", cache_policy=NO_CACHE)
+@task(name="survey", task_run_name="survey", cache_policy=NO_CACHE)
 def survey_scope(rt: Runtime, scope: Sequence[ScopeEntry], retry_failed: bool = False) -> Survey:
     """Where every experiment of ``scope`` stands, with the jobs to finish and the experiments
     to launch (see :func:`x2c.reconcile.survey`)."""

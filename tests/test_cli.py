@@ -19,7 +19,7 @@ import yaml
 from flows.cli import build_parser, main
 from flows.settings import seed_settings
 from tests.fixtures.cluster import Cluster
-from tests.fixtures.xnat_data import add_session
+from tests.fixtures.xnat_data import add_broken_session, add_session
 from tests.fixtures.xnat_server import XnatServer
 from x2c import recipe
 from x2c.config import XnatConfig
@@ -65,13 +65,6 @@ def writes(server: XnatServer) -> dict[str, int]:
         for route, n in server.request_counts().items()
         if not route.startswith(("GET ", "HEAD ")) and " /x2c/" not in route
     }
-
-
-def add_broken_session(server: XnatServer, project: str, label: str) -> str:
-    """A session whose T1 'NIfTI' is not an image: the demo pipeline exits non-zero on it."""
-    return add_session(
-        server, project, label, f"{label}_MR1", body=b"this is not a NIfTI volume\n" * 20
-    )
 
 
 def test_help_starts_without_prefect() -> None:

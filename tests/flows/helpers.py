@@ -37,6 +37,7 @@ def write_settings(
     max_in_flight: int = 2,
     max_local_jobs: int = 5,
     host: str = "local",
+    **host_fields: Any,
 ) -> Path:
     """A settings file: the local host with the local scheduler, the demo pipeline run bare by
     this venv's python, ``projects`` as (project, pipeline) on host ``local``. The password is
@@ -56,6 +57,7 @@ def write_settings(
                 "container_runtime": "none",
                 "path_prepend": [VENV_BIN],
                 "max_in_flight": max_in_flight,
+                **host_fields,
             }
         },
         "pipelines": list(pipelines),
@@ -123,3 +125,65 @@ def max_overlap(windows: Sequence[tuple[float, float]]) -> int:
         now += step
         best = max(best, now)
     return best
+
+
+# The job stamps its start and end into a trace file shared by all jobs, waits until the test
+# creates the release file (so that jobs are provably still running while passes come and go),
+# fails with exit 3 for subjects named FAIL*, and otherwise writes its one output.
+_HOLD = (
+    'trace="$2"; release="$3"; echo "start $(date +%s.%N) $1" >> "$trace"; '
+    'trap \'echo "end $(date +%s.%N) $1" >> "$trace"\' EXIT; '
+    'while [ ! -e "$release" ]; do sleep 0.1; done; '
+    'case "$1" in FAIL*) echo "failing on purpose for $1" >&2; exit 3;; esac; '
+    'echo "$1" > "$4/out.txt"'
+)
+
+
+def hold_pipeline(path: Path, trace: Path, release: Path) -> Path:
+    """A pipeline ``hold`` whose jobs run until ``release`` exists (see ``_HOLD``)."""
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "name": "hold",
+                "version": "1",
+                "inputs": {"scan_types": ["T1*"], "resource": "NIFTI", "pick": "first"},
+                "input_match": "*.nii*",
+                "image": "none",
+                "runtime": "none",
+                "command": [
+                    "sh",
+                    "-c",
+                    _HOLD,
+                    "hold",
+                    "{subject}",
+                    str(trace),
+                    str(release),
+                    "{outputs}",
+                ],
+                "walltime": "00:10:00",
+                "mem_mb": 64,
+                "outputs": ["out.txt"],
+                "archive": "HOLD",
+                "resource": "HOLD",
+            }
+        )
+    )
+    return path
+
+
+def job_windows(trace: Path) -> list[tuple[float, float]]:
+    """(start, end) of every job that wrote ``trace`` and ended."""
+    starts: dict[str, float] = {}
+    windows = []
+    for line in trace.read_text().splitlines():
+        kind, stamp, who = line.split(" ", 2)
+        if kind == "start":
+            starts[who] = float(stamp)
+        elif who in starts:
+            windows.append((starts.pop(who), float(stamp)))
+    return windows
+
+
+def claims_on(workdir: Path) -> int:
+    """Experiments holding an in-flight place under ``workdir`` (their ``inflight`` files)."""
+    return len(list(workdir.glob("*/*/inflight")))

@@ -24,9 +24,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from flows.batch import process_experiments
 from pyxnat import Interface
 
-from flows.batch import process_experiments
 from tasks.report import DONE, FAILED, SKIPPED, ExperimentResult
 from tests.fixtures.cluster import Cluster
 from tests.fixtures.xnat_data import add_session

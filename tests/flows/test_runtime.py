@@ -1,4 +1,4 @@
-"""Retries as Prefect runs them, and the XNAT password from a Prefect Secret block."""
+"""The XNAT password from a Prefect Secret block."""
 
 from __future__ import annotations
 
@@ -7,38 +7,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from prefect import flow, task
 from prefect.blocks.system import Secret
 
-from tasks.common import retry_transient
 from tasks.runtime import open_runtime
 from x2c import recipe
-from x2c.errors import ConfigError, JobFailedError, SSHConnectError
-
-attempts: dict[str, int] = {}
-
-
-@task(retries=2, retry_delay_seconds=0, retry_condition_fn=retry_transient)
-def flaky(kind: str) -> str:
-    attempts[kind] = attempts.get(kind, 0) + 1
-    if kind == "transient" and attempts[kind] < 3:
-        raise SSHConnectError("connection lost", host="hpc")
-    if kind == "job":
-        raise JobFailedError("job 7 failed", job_id="7", state="FAILED", exit_code=3)
-    return "ok"
-
-
-@flow
-def two_kinds() -> tuple[str, str]:
-    transient = flaky("transient")
-    job = flaky("job", return_state=True)
-    return transient, str(job.type.value)
-
-
-def test_transient_errors_are_retried_and_failed_jobs_are_not() -> None:
-    attempts.clear()
-    assert two_kinds() == ("ok", "FAILED")
-    assert attempts == {"transient": 3, "job": 1}
+from x2c.errors import ConfigError
 
 
 @pytest.fixture

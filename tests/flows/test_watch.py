@@ -1,4 +1,4 @@
-"""The watcher: one ``process-experiment`` run per new session, exactly once, also when the
+"""The watcher: one ``on-new-session`` pass per new session, exactly once, also when the
 same session is seen again, the mark is lost, or a session ties with the mark."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 from prefect.variables import Variable
 
-from flows.experiment import process_experiment
+from flows.reconcile import reconcile
 from flows.watch import ON_NEW_SESSION, watch_xnat
 from tasks.watch import variable_name
 from tests.fixtures.xnat_data import add_session
@@ -32,7 +32,7 @@ def runs_per_experiment(deployment_id: object) -> Counter[str]:
         runs = client.read_flow_runs(
             deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id]))
         )
-    return Counter(str(r.parameters["experiment"]) for r in runs)
+    return Counter(str(e) for r in runs for e in r.parameters["experiments"])
 
 
 def test_each_new_session_starts_exactly_one_run(
@@ -45,7 +45,7 @@ def test_each_new_session_starts_exactly_one_run(
     )
     monkeypatch.setenv("XNAT_PASS", xnat_server.password)
     # the deployment the watcher targets (nothing runs its runs here: counting them is the test)
-    deployment_id = process_experiment.to_deployment(
+    deployment_id = reconcile.to_deployment(
         name=ON_NEW_SESSION.split("/")[1], parameters={"settings_path": settings}
     ).apply()
     mark = variable_name(project, "demo")

@@ -1,5 +1,5 @@
-"""Every x2c task is declared the same way: transient-only retries, no caching, a run name that
-names the experiment."""
+"""Every x2c task is declared the same way: no Prefect retries (the next pass is the retry, so
+retry budgets never multiply), no caching, and per-experiment tasks named after the label."""
 
 from __future__ import annotations
 
@@ -7,39 +7,29 @@ import pytest
 from prefect import Task
 from prefect.cache_policies import NO_CACHE
 
-from tasks import build, collect, decide, select, stage, submit, targets, upload, wait, watch
-from tasks.common import RETRIES, retry_transient
+from tasks import submit, survey, upload, watch
 
-STEPS: list[Task[..., object]] = [
-    decide.decide,
-    select.select_inputs,
-    stage.stage_inputs,
-    build.build_job,
-    submit.submit_job,
-    wait.wait_job,
-    collect.collect_result,
+TASKS: list[Task[..., object]] = [
+    survey.survey_scope,
+    submit.claim_places,
+    submit.submit_experiment,
     upload.upload_result,
-    upload.clean_workdir,
-    targets.list_targets,
-    targets.pending_targets,
     watch.list_sessions,
 ]
 
 
-@pytest.mark.parametrize("step", STEPS, ids=lambda s: s.name)
-def test_steps_retry_only_transient_errors_and_never_cache(step: Task[..., object]) -> None:
-    assert step.retries == RETRIES
-    assert step.retry_condition_fn is retry_transient
+@pytest.mark.parametrize("step", TASKS, ids=lambda s: s.name)
+def test_pass_tasks_never_retry_and_never_cache(step: Task[..., object]) -> None:
+    assert step.retries == 0
     assert step.cache_policy is NO_CACHE
-    assert isinstance(step.task_run_name, str) and "{" in step.task_run_name
 
 
-def test_per_experiment_steps_are_named_after_the_label() -> None:
-    per_experiment = STEPS[:9]
-    assert all(s.task_run_name == f"{s.name}-{{t.label}}" for s in per_experiment)
+def test_per_experiment_tasks_are_named_after_the_label() -> None:
+    for step in (submit.submit_experiment, upload.upload_result):
+        assert step.task_run_name == f"{step.name}-{{t.label}}"
 
 
 def test_starting_a_run_is_retried_on_any_error_since_it_is_idempotent() -> None:
-    assert watch.start_run.retries == RETRIES
+    assert watch.start_run.retries == 2
     assert watch.start_run.retry_condition_fn is None
     assert watch.idempotency_key("demo", "XNAT_E00001") == "demo:XNAT_E00001"

@@ -7,16 +7,8 @@ import html
 
 from markdown_it import MarkdownIt
 
-from tasks.report import (
-    DONE,
-    FAILED,
-    SKIPPED,
-    ExperimentResult,
-    _row,
-    code_block,
-    md_text,
-    summary_markdown,
-)
+from tasks.report import _row, code_block, counts, history_key, md_text, summary_markdown
+from x2c.reconcile import DONE, FAILED, IN_FLIGHT, SKIPPED, Row
 
 LOG = """\
 Traceback (most recent call last):
@@ -27,15 +19,15 @@ not a fence: **bold**?
 x2c: step 1 (python3) failed"""
 
 
-def result(label: str, state: str, **kw: str) -> ExperimentResult:
-    return ExperimentResult(
+def result(label: str, state: str, **kw: str) -> Row:
+    return Row(
         project="P",
         experiment=f"E_{label}",
         label=label,
         pipeline="demo",
         host="hpc",
         state=state,
-        **kw,  # type: ignore[arg-type]
+        **kw,
     )
 
 
@@ -83,3 +75,9 @@ def test_table_reason_is_one_short_line() -> None:
     assert row["reason"].startswith("demo for P/S002_MR1: job 42 on hpc ended FAILED (exit 1): x")
     assert row["reason"].endswith("\u2026")
     assert _row(result("S1", DONE, reason="job 7 completed"))["reason"] == "job 7 completed"
+
+
+def test_counts_and_history_keys() -> None:
+    rows = [result("S1", DONE), result("S2", IN_FLIGHT), result("S3", FAILED)]
+    assert counts(rows) == "1 done, 1 in flight, 0 pending, 0 skipped, 1 failed"
+    assert history_key(result("S1_MR1", DONE)) == "x2c-p-s1-mr1-demo"
