@@ -60,10 +60,18 @@ def prefect_session(*, quick: bool, verbose: bool, out: TextIO) -> Iterator[None
     from prefect.settings import (
         PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
         PREFECT_SERVER_ANALYTICS_ENABLED,
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
         temporary_settings,
     )
 
-    updates: dict[Any, Any] = {PREFECT_SERVER_ANALYTICS_ENABLED: False}
+    # Prefect's temporary server (no PREFECT_API_URL) gets 20 s to start by default, which a
+    # busy two-core machine can miss; waiting longer costs nothing when it is quick.
+    updates: dict[Any, Any] = {
+        PREFECT_SERVER_ANALYTICS_ENABLED: False,
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS: max(
+            120, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value()
+        ),
+    }
     if quick:
         updates[PREFECT_FLOWS_HEARTBEAT_FREQUENCY] = None
     if not verbose:
@@ -73,7 +81,15 @@ def prefect_session(*, quick: bool, verbose: bool, out: TextIO) -> Iterator[None
                 handler.setFormatter(_WithoutTraceback(handler.formatter))
         logging.getLogger("prefect").setLevel(logging.WARNING)
     with temporary_settings(updates=updates):
-        yield
+        try:
+            yield
+        except RuntimeError as exc:  # Prefect's own start-up failures (its temporary server)
+            if "Prefect" not in str(exc):
+                raise
+            raise PrefectUnavailableError(
+                f"{exc} Set PREFECT_API_URL to a running Prefect server (see the README's "
+                "Production section), or try again when the machine is less busy"
+            ) from exc
 
 
 def _age_s(since: str, now: datetime) -> float | None:
@@ -163,6 +179,10 @@ def run_passes(
         )
         for r, k in zip(rows, keys, strict=True)
     ]
+
+
+class PrefectUnavailableError(X2CError):
+    """Prefect's API could not be reached or started (its message says what to do)."""
 
 
 class PassFailedError(X2CError):

@@ -19,10 +19,11 @@ import yaml
 from flows.cli import build_parser, main
 from flows.settings import seed_settings
 from tests.fixtures.cluster import Cluster
-from tests.fixtures.xnat_data import add_broken_session, add_session
+from tests.fixtures.xnat_data import add_broken_session
 from tests.fixtures.xnat_server import XnatServer
 from x2c import recipe
 from x2c.config import XnatConfig
+from x2c.schedulers import JobId
 from x2c.settings import load_settings, parse_settings, xnat_config
 from x2c.xnat import connect, resource_status
 
@@ -195,8 +196,8 @@ def test_a_failed_batch_prints_its_reason_without_a_traceback(
     done = x2c("run", "--settings", str(settings), "NOPE", "--pipeline", "demo", "--host",
                "local", "--quick", home=tmp_path)  # fmt: skip
     assert done.returncode == 1, done.stdout + done.stderr
-    row = next(line for line in done.stdout.splitlines() if line.startswith("NOPE (demo on local)"))
-    assert "failed" in row and "XnatNotFoundError" in row and "'NOPE'" in row, row
+    [line] = [line for line in done.stderr.splitlines() if line.startswith("x2c: error:")]
+    assert "XnatNotFoundError" in line and "'NOPE'" in line, line
     assert "Traceback" not in done.stderr, done.stderr
 
 
@@ -261,7 +262,7 @@ def test_seed_form_runs_one_experiment_here(tmp_path: Path, fresh_xnat_server: X
     assert done.returncode == 0, done.stdout + done.stderr
     assert server.password not in done.stdout + done.stderr
     assert "x2c: demo for DEMO/DEMO_S002_MR1 (X2C_E00002) on local" in done.stdout
-    assert "[1] DEMO-DEMO_S002_MR1: Completed" in done.stdout
+    assert "[1] DEMO/DEMO_S002_MR1: done (job " in done.stdout
     row = next(line for line in done.stdout.splitlines() if line.startswith("DEMO/DEMO_S002_MR1"))
     assert (
         re.search(r"\bdone\b", row) and "/data/experiments/X2C_E00002/resources/DEMO_STATS" in row
@@ -312,7 +313,7 @@ def test_run_reports_a_failure_and_status_shows_it(
     done = x2c("run", "--settings", str(settings), "DEMO", home=tmp_path)
     assert done.returncode == 1, done.stdout + done.stderr
     assert server.password not in done.stdout + done.stderr
-    assert len(re.findall(r"^  \[\d\] DEMO-", done.stdout, re.M)) == 4, done.stdout
+    assert len(re.findall(r"^  \[\d\] DEMO/", done.stdout, re.M)) == 4, done.stdout
     assert "4 experiment(s): 3 done, 0 skipped, 1 failed" in done.stdout
     assert "DEMO/BROKEN_MR1: " in done.stdout.split("failed:", 1)[1]  # reason + log tail
 
@@ -385,19 +386,23 @@ def test_status_shows_a_job_in_flight_with_its_id(
     )
     monkeypatch.setenv("XNAT_PASS", xnat_server.password)
     monkeypatch.setenv("HOME", str(tmp_path))
-    settings = load_settings(settings_path, env=os.environ)
-    rt = recipe.Runtime(settings, xnat_config(settings, env=os.environ))
-    t = recipe.targets(rt, "DEMO", "sleepy", "local", ["DEMO_S001_MR1"])[0]
-    selection = recipe.select(rt, t)
-    recipe.stage(rt, t, selection)
-    job = recipe.submit(rt, t, recipe.build(rt, t, selection))
+    argv = ["--settings", str(settings_path), "DEMO", "DEMO_S001_MR1"]
+    where = ["--pipeline", "sleepy", "--host", "local"]
+    detached = io.StringIO()
+    assert main(["run", "--detach", *argv, *where], out=detached) == 0, detached.getvalue()
+    assert "x2c: submitted 1 job(s)" in detached.getvalue()
+    job = re.search(r"DEMO/DEMO_S001_MR1: job (\S+) on local", detached.getvalue())
+    assert job is not None, detached.getvalue()
     try:
         out = io.StringIO()
-        argv = ["status", "--settings", str(settings_path), "DEMO", "DEMO_S001_MR1"]
-        code = main([*argv, "--pipeline", "sleepy", "--host", "local"], out=out)
-        assert code == 0, out.getvalue()
+        assert main(["status", *argv, *where], out=out) == 0, out.getvalue()
         row = next(line for line in out.getvalue().splitlines() if line.startswith("DEMO/"))
-        assert " in flight " in row and str(job) in row, row
+        assert " in flight " in row and job.group(1) in row, row
+        again = io.StringIO()
+        assert main(["status", *argv, *where], out=again) == 0
+        assert again.getvalue() == out.getvalue(), "status changes nothing"
     finally:
-        rt.scheduler("local").cancel([job])
+        settings = load_settings(settings_path, env=os.environ)
+        rt = recipe.Runtime(settings, xnat_config(settings, env=os.environ))
+        rt.scheduler("local").cancel([JobId(job.group(1))])
         rt.close()

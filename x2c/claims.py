@@ -212,6 +212,12 @@ def renew(host: Host, jobdir: jd.JobDir) -> None:
     host.runner.run(["touch", "-c", "--", posixpath.join(jobdir.root, jd.CLAIM)])
 
 
+def adopt(host: Host, jobdir: jd.JobDir) -> None:
+    """Claim a place for a job that exists without one (submitted by hand, or by a version of
+    x2c without claims): it is in flight, whatever the cap says."""
+    host.runner.run(["touch", "--", posixpath.join(jobdir.root, jd.CLAIM)])
+
+
 def release(host: Host, jobdir: jd.JobDir, *, finishing_only: bool = False) -> None:
     """Give the experiment's place on the host back (and any finishing claim)."""
     paths = [posixpath.join(jobdir.root, jd.FINISHING)]

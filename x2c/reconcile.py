@@ -26,9 +26,9 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import UTC, datetime
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 
 from x2c import claims, recipe, xnat
 from x2c import jobdir as jd
@@ -400,6 +400,21 @@ def check(rt: Runtime, t: Target, *, retry_failed: bool = False, mutate: bool = 
                 [(t.experiment, t.last_modified, LEDGER_DONE, "")],
             )
         return Row.of(t, DONE, status.reason, action="skip_done", xnat_uri=_result_uri(rt, t))
+    record = recipe.read_record(rt, t)
+    if record is not None and record.job_id and is_live(record.state):
+        if mutate:
+            claims.adopt(
+                rt.host(t.host),
+                jd.job_dir(rt.host_config(t.host).workdir, t.pipeline, t.experiment),
+            )
+        return Row.of(
+            t,
+            IN_FLIGHT,
+            f"job {record.job_id} was {record.state.lower()} without a claim; adopted",
+            action="attach",
+            job_id=record.job_id,
+            since=_since(record),
+        )
     if retry_failed:
         return None
     try:
