@@ -47,13 +47,20 @@ def one_pass(settings: Path, **params: Any) -> tuple[list[Row], Any]:
     return rows, state.state_details.flow_run_id
 
 
-def passes_until_final(settings: Path, timeout: float = 240.0, **params: Any) -> list[Row]:
-    """Passes until every experiment is done, skipped or failed (polling, with a deadline)."""
+def passes_until_final(settings: Path, timeout: float = 300.0, **params: Any) -> list[Row]:
+    """Passes until every experiment is done, skipped or failed (polling, with a deadline);
+    each experiment's row from the pass that ended it."""
     deadline = time.monotonic() + timeout
+    ended: dict[str, Row] = {}
     while True:
-        rows, _ = one_pass(settings, **params)
+        rows = one_pass(settings, **params)
+        if isinstance(rows, tuple):
+            rows = rows[0]
+        for r in rows:
+            if r.final:
+                ended.setdefault(r.experiment, r)
         if all(r.final for r in rows):
-            return rows
+            return [ended[r.experiment] for r in rows]
         assert time.monotonic() < deadline, [(r.label, r.state, r.reason) for r in rows]
         time.sleep(0.3)
 
