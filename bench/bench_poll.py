@@ -1,7 +1,8 @@
-"""Scheduler status calls per poll interval: x2c's one-call-per-host poller vs one squeue per job.
+"""Scheduler status calls per pass: x2c's one poll per host vs one squeue per job.
 
 Submits N sleeping jobs to the real SLURM (the test cluster), then for a few intervals measures
-(a) x2c: one ``HostPoller.poll_once()`` round = one ``squeue`` for all N jobs, and
+(a) x2c: one :func:`x2c.poller.poll_jobs` (what a pass does) = one ``squeue`` for all N jobs,
+and
 (b) the baseline: one ``squeue -h -j ID`` per job, as a naive per-job waiter would do.
 Prints calls per interval, seconds per interval and the ratios, then cancels every job it made.
 
@@ -18,6 +19,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -25,7 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from x2c.config import SchedulerConfig
 from x2c.hosts.base import Completed, Runner
 from x2c.hosts.local import LocalRunner
-from x2c.poller import HostPoller
+from x2c.jobdir import JobDir, JobRecord
+from x2c.poller import Watched, poll_jobs
 from x2c.schedulers.base import JobSpec, JobState
 from x2c.schedulers.slurm import SQUEUE_FORMAT, SlurmScheduler
 
@@ -66,17 +69,25 @@ def measure(runner: Counting, n: int, intervals: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="x2c-bench-") as tmp:
         ids = [sched.submit(_spec(Path(tmp), i)) for i in range(n)]
         try:
-            poller = HostPoller(sched, CFG, start=False)
-            for job in ids:
-                poller.register(job, exit_marker=str(Path(tmp) / job), log="")
+            now = datetime.now(UTC)
+            watched = {
+                job: Watched(
+                    JobRecord(
+                        job_id=job, scheduler="slurm", host=runner.name, pipeline="bench",
+                        version="1", experiment=job, submitted_at=now, state="PENDING",
+                    ),
+                    JobDir(str(Path(tmp) / f"job-{i}")),
+                )
+                for i, job in enumerate(ids)
+            }  # fmt: skip
             runner.counts.clear()
             t0 = time.perf_counter()
             for _ in range(intervals):
-                poller.poll_once()
+                changed = poll_jobs(sched, watched, time.time())
             x2c_s = (time.perf_counter() - t0) / intervals
             x2c_calls = sum(runner.counts.values()) / intervals
-            seen = {poller.status(j).state for j in ids}  # type: ignore[union-attr]
-            assert seen <= {JobState.PENDING, JobState.RUNNING}, seen
+            seen = {r.state for r in changed.values()} | {"PENDING"}
+            assert seen <= {JobState.PENDING.value, JobState.RUNNING.value}, seen
 
             runner.counts.clear()
             t0 = time.perf_counter()
