@@ -23,7 +23,7 @@ from tests.fixtures.xnat_data import add_session, xnat_config
 from tests.x2c.test_recipe import QUICK, VENV_BIN
 from x2c import recipe
 from x2c.config import HostConfig, SchedulerConfig
-from x2c.errors import UnsafeArchiveError
+from x2c.errors import JobFailedError, UnsafeArchiveError
 from x2c.pipelines import builtin_pipeline
 from x2c.recipe import Runtime
 from x2c.settings import Settings, XnatSource
@@ -35,6 +35,24 @@ def _tgz_pipeline(tmp: Path) -> str:
     data = builtin_pipeline("demo").model_dump(mode="json", exclude_none=True)
     data.update(name="demo-tgz", archive="DEMO_TGZ", resource="DEMO_TGZ", archive_format="tar.gz")
     path = tmp / "demo-tgz.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return str(path)
+
+
+def _links_pipeline(tmp: Path) -> str:
+    """A bare pipeline whose declared output is a symbolic link to a file outside the job."""
+    data = {
+        "name": "links",
+        "version": "1",
+        "inputs": {"scan_types": ["T1*"], "resource": "NIFTI", "pick": "first"},
+        "image": "none",
+        "runtime": "none",
+        "command": ["ln", "-s", "/etc/hostname", "{outputs}/result.txt"],
+        "outputs": ["result.txt"],
+        "archive": "LINKS",
+        "resource": "LINKS",
+    }
+    path = tmp / "links.yaml"
     path.write_text(yaml.safe_dump(data))
     return str(path)
 
@@ -64,7 +82,7 @@ def rt(request: pytest.FixtureRequest, xnat_server: Any, tmp_path: Path) -> Iter
     settings = Settings(
         xnat=XnatSource(url=xnat_server.url, user=xnat_server.user),
         hosts={"y": _host(request.param, tmp_path, request)},
-        pipelines=("demo", _tgz_pipeline(tmp_path)),
+        pipelines=("demo", _tgz_pipeline(tmp_path), _links_pipeline(tmp_path)),
         state_dir=tmp_path / "state",
     )
     runtime = Runtime(settings, xnat_config(xnat_server))
@@ -132,3 +150,24 @@ def test_a_hostile_archive_fails_the_experiment_and_nothing_is_uploaded(
     _plant(rt, t, archive, build(None))
     receipt = recipe.upload(rt, t, recipe.collect(rt, t), outcome)
     assert [f.path for f in receipt.files] == [archive]
+
+
+def test_an_output_link_leaving_the_job_fails_the_job_by_name(
+    rt: Runtime, xnat_server: Any
+) -> None:
+    """Issue 9, item 3: through the real scheduler (local, or SLURM over SSH), a declared output
+    that is a symbolic link out of the job directory fails the job naming it; nothing is
+    packed and nothing reaches XNAT."""
+    project = xnat_server.new_project("LNK")
+    eid = add_session(xnat_server, project, "L1", "L1_MR1")
+    [t] = recipe.targets(rt, project, "links", "y", [eid])
+    selection = recipe.select(rt, t)
+    recipe.stage(rt, t, selection)
+    before = _writes(xnat_server)
+    job = recipe.submit(rt, t, recipe.build(rt, t, selection))
+    with pytest.raises(JobFailedError) as info:
+        recipe.wait(rt, t, job, timeout=120)
+    assert info.value.exit_code == 65
+    assert "output result.txt is a symbolic link to /etc/hostname" in info.value.log_tail
+    assert not rt.host(t.host).exists(recipe._jobdir(rt, t).archive("LINKS.zip"))
+    assert _writes(xnat_server) == before
