@@ -2,6 +2,9 @@
 
 :func:`render_job_script` is a pure function of its arguments. The script it returns:
 
+0. starts itself again under ``env -i`` with only the names of :mod:`x2c.jobenv` (the basics,
+   the pipeline's ``passenv``, the scheduler's own): nothing of the environment it was
+   submitted from (an orchestrator's ``XNAT_PASS``) reaches the job;
 1. runs under ``set -euo pipefail`` and installs an EXIT trap that appends ``ended_at`` and
    ``exit_code`` to ``run.env`` and then writes the ``exit_code`` marker atomically (tmp + mv),
    so the marker's presence means every other file of the job is final;
@@ -43,6 +46,7 @@ from x2c import jobdir as jd
 from x2c.config import ContainerRuntime, XnatConfig
 from x2c.containers import Bind, container_argv, image_ref
 from x2c.errors import PipelineError
+from x2c.jobenv import case_pattern
 from x2c.pipelines import Pipeline, template_fields
 
 CONTAINER_INPUTS = "/x2c/inputs"
@@ -290,6 +294,7 @@ def render_job_script(
         + ". Do not edit.",
         f"# Writes job.log, {jd.RUN_INFO}, outputs/, {jd.MANIFEST}, the archive, then "
         f"{jd.EXIT_CODE} last.",
+        *_clean_env_lines(pipeline, posixpath.join(job_dir, jd.JOB_SCRIPT)),
         "set -euo pipefail",
         "umask 027",  # imaging data: no access for other users of the cluster
         f"x2c_dir={_q(job_dir)}",
@@ -350,6 +355,28 @@ def render_job_script(
     script = "\n".join(lines) + "\n"
     check_script(script, forbidden)
     return script
+
+
+CLEAN_ENV_FLAG = "--x2c-clean-env"
+"""The argument the job script passes to itself once it runs in its clean environment."""
+
+
+def _clean_env_lines(pipeline: Pipeline, script_path: str) -> list[str]:
+    """Start the script again under ``env -i`` with only the allow-list of
+    :mod:`x2c.jobenv` (issue 9): whatever the scheduler passed on (the orchestrator's
+    ``XNAT_PASS``, a token) is gone from the job and from its processes' environ. The new
+    process is the job-directory copy of this script, whatever path the scheduler ran."""
+    return [
+        "# Start again from a clean environment: only these names reach the job.",
+        f'if [ "${{1:-}}" != {CLEAN_ENV_FLAG} ]; then',
+        "  x2c_keep=()",
+        "  while IFS= read -r -d '' x2c_kv; do",
+        f"    case ${{x2c_kv%%=*}} in {case_pattern(pipeline.passenv)}) "
+        'x2c_keep+=("$x2c_kv") ;; esac',
+        "  done < <(env -0)",
+        f'  exec env -i "${{x2c_keep[@]}}" "$BASH" -- {_q(script_path)} {CLEAN_ENV_FLAG}',
+        "fi",
+    ]
 
 
 _UNSAFE = (

@@ -1,6 +1,14 @@
 #!/usr/bin/env bash
 # x2c job: pipeline freesurfer6-hippocampal 6.0.1-x2c.1, runtime podman. Do not edit.
 # Writes job.log, run.env, outputs/, manifest.md5, the archive, then exit_code last.
+# Start again from a clean environment: only these names reach the job.
+if [ "${1:-}" != --x2c-clean-env ]; then
+  x2c_keep=()
+  while IFS= read -r -d '' x2c_kv; do
+    case ${x2c_kv%%=*} in PATH|HOME|LANG|TMPDIR|USER|LOGNAME|JOB_ID|NSLOTS|NHOSTS|PE_HOSTFILE|SLURM_*|SGE_*|PBS_*|LSB_*|LSF_*) x2c_keep+=("$x2c_kv") ;; esac
+  done < <(env -0)
+  exec env -i "${x2c_keep[@]}" "$BASH" -- /scratch/x2c/freesurfer6-hippocampal/XNAT_E00001/job.sh --x2c-clean-env
+fi
 set -euo pipefail
 umask 027
 x2c_dir=/scratch/x2c/freesurfer6-hippocampal/XNAT_E00001
