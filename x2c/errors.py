@@ -10,6 +10,7 @@
     │   ├── XnatConflictError
     │   ├── XnatTransientError
     │   └── IntegrityError
+    │       └── UnsafeArchiveError
     ├── NothingToProcessError
     ├── RemoteError
     │   ├── SSHConnectError
@@ -84,6 +85,27 @@ class IntegrityError(XnatError):
         self.name = name
         self.expected = expected
         self.actual = actual
+
+
+class UnsafeArchiveError(IntegrityError):
+    """Raised when a result archive on the compute host holds a member that could land outside
+    wherever it is unpacked, or is not plain data: a ``..`` or absolute path, a symbolic or hard
+    link, a device, FIFO or socket, or the archive cannot be read at all. Never retried: the job
+    that wrote it (or whoever changed it since) must be looked at.
+
+    ``member`` is the offending member's name as stored, ``kind`` what is wrong with it.
+    """
+
+    def __init__(self, message: str, *, member: str = "", kind: str = "", url: str = "") -> None:
+        super().__init__(
+            message,
+            name=member,
+            expected="regular files and directories inside the archive",
+            actual=kind,
+            url=url,
+        )
+        self.member = member
+        self.kind = kind
 
 
 class NothingToProcessError(X2CError):

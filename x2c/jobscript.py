@@ -2,6 +2,9 @@
 
 :func:`render_job_script` is a pure function of its arguments. The script it returns:
 
+0. starts itself again under ``env -i`` with only the names of :mod:`x2c.jobenv` (the basics,
+   the pipeline's ``passenv``, the scheduler's own): nothing of the environment it was
+   submitted from (an orchestrator's ``XNAT_PASS``) reaches the job;
 1. runs under ``set -euo pipefail`` and installs an EXIT trap that appends ``ended_at`` and
    ``exit_code`` to ``run.env`` and then writes the ``exit_code`` marker atomically (tmp + mv),
    so the marker's presence means every other file of the job is final;
@@ -13,13 +16,16 @@
    with explicit binds: ``inputs/`` read-only at ``/x2c/inputs``, ``outputs/`` at
    ``/x2c/outputs``;
 5. checks every declared output pattern matches at least one file and nothing matched is empty,
-   else exits 65 with the reason in the log;
-6. packs the matched outputs into one archive (zip through ``python3``, or ``tar czf``), writes
+   and that no symbolic link among them leads outside the job directory or nowhere, else exits
+   65 with the reason (and the output's name) in the log;
+6. packs the matched outputs into one archive (zip through ``python3``, or GNU ``tar``; links
+   that stay inside are packed as the files they point to, never as links), writes
    ``manifest.md5`` and records the archive's md5 and size in ``run.env``.
 
-Exit codes the script itself chooses: 65 declared outputs missing or empty, 66 a staged input or
-the resume archive missing, 69 no python3 on the node for a zip archive, 143 terminated (the
-scheduler's cancel or time limit); any other non-zero code is the failing step's own.
+Exit codes the script itself chooses: 65 declared outputs missing, empty or unsafe links, 66 a
+staged input or the resume archive missing, 69 no python3 (zip) or realpath (links) on the node,
+143 terminated (the scheduler's cancel or time limit); any other non-zero code is the failing
+step's own.
 
 Every value that reaches the shell is quoted with :func:`shlex.quote`; labels are data, never
 code. The script never holds a password, a token or an XNAT address: :func:`check_script`
@@ -40,6 +46,7 @@ from x2c import jobdir as jd
 from x2c.config import ContainerRuntime, XnatConfig
 from x2c.containers import Bind, container_argv, image_ref
 from x2c.errors import PipelineError
+from x2c.jobenv import case_pattern
 from x2c.pipelines import Pipeline, template_fields
 
 CONTAINER_INPUTS = "/x2c/inputs"
@@ -287,6 +294,7 @@ def render_job_script(
         + ". Do not edit.",
         f"# Writes job.log, {jd.RUN_INFO}, outputs/, {jd.MANIFEST}, the archive, then "
         f"{jd.EXIT_CODE} last.",
+        *_clean_env_lines(pipeline, posixpath.join(job_dir, jd.JOB_SCRIPT)),
         "set -euo pipefail",
         "umask 027",  # imaging data: no access for other users of the cluster
         f"x2c_dir={_q(job_dir)}",
@@ -349,6 +357,67 @@ def render_job_script(
     return script
 
 
+CLEAN_ENV_FLAG = "--x2c-clean-env"
+"""The argument the job script passes to itself once it runs in its clean environment."""
+
+
+def _clean_env_lines(pipeline: Pipeline, script_path: str) -> list[str]:
+    """Start the script again under ``env -i`` with only the allow-list of
+    :mod:`x2c.jobenv` (issue 9): whatever the scheduler passed on (the orchestrator's
+    ``XNAT_PASS``, a token) is gone from the job and from its processes' environ. The new
+    process is the job-directory copy of this script, whatever path the scheduler ran."""
+    return [
+        "# Start again from a clean environment: only these names reach the job.",
+        f'if [ "${{1:-}}" != {CLEAN_ENV_FLAG} ]; then',
+        "  x2c_keep=()",
+        "  while IFS= read -r -d '' x2c_kv; do",
+        f"    case ${{x2c_kv%%=*}} in {case_pattern(pipeline.passenv)}) "
+        'x2c_keep+=("$x2c_kv") ;; esac',
+        "  done < <(env -0)",
+        f'  exec env -i "${{x2c_keep[@]}}" "$BASH" -- {_q(script_path)} {CLEAN_ENV_FLAG}',
+        "fi",
+    ]
+
+
+_UNSAFE = (
+    "declared outputs hold symbolic links that leave the job directory or lead nowhere "
+    "(see above); nothing was packed"
+)
+
+
+def _link_check_lines() -> list[str]:
+    """Symbolic links among the declared outputs (issue 9): one that leads outside the job
+    directory, or nowhere, fails the job naming it (exit 65); one that stays inside is packed
+    as the file it points to. Archives never hold links."""
+    return [
+        "x2c_links=0",
+        "x2c_unsafe=0",
+        "x2c_inside() {  # x2c_inside RESOLVED: is it inside the job directory?",
+        '  case $1 in "$x2c_real"/*) return 0 ;; *) return 1 ;; esac',
+        "}",
+        "x2c_unsafe_link() {  # x2c_unsafe_link OUTPUT RESOLVED",
+        '  if [ -z "$2" ]; then',
+        "    printf 'x2c: output %s is a symbolic link that leads nowhere\\n' \"$1\" >&2",
+        "  else",
+        "    printf 'x2c: output %s is a symbolic link to %s, outside the job directory\\n' "
+        '"$1" "$2" >&2',
+        "  fi",
+        "  x2c_unsafe=1",
+        "}",
+        "while IFS= read -r -d '' f; do",
+        '  if [ "$x2c_links" = 0 ]; then',
+        f"    command -v realpath >/dev/null || x2c_die {EXIT_TOOL_MISSING} "
+        + _q("realpath (GNU coreutils) is needed on the node to check symbolic links in outputs"),
+        '    x2c_real=$(realpath -e -- "$x2c_dir")',
+        "  fi",
+        "  x2c_links=$((x2c_links + 1))",
+        '  x2c_r=$(realpath -e -- "$f" 2>/dev/null) || x2c_r=',
+        '  [ -n "$x2c_r" ] && x2c_inside "$x2c_r" || x2c_unsafe_link "${f#./}" "$x2c_r"',
+        'done < <(find "${x2c_files[@]/#/./}" -type l -print0)',
+        f'[ "$x2c_unsafe" = 0 ] || x2c_die {EXIT_OUTPUTS_MISSING} ' + _q(_UNSAFE),
+    ]
+
+
 def _check_and_pack_lines(pipeline: Pipeline, archive: str) -> list[str]:
     lines = [
         "shopt -s nullglob",
@@ -381,14 +450,30 @@ def _check_and_pack_lines(pipeline: Pipeline, archive: str) -> list[str]:
     lines += [
         f'[ "$x2c_missing" = 0 ] || x2c_die {EXIT_OUTPUTS_MISSING} '
         + _q("declared outputs are missing or empty (see above); nothing was packed"),
+    ]
+    lines += _link_check_lines()
+    lines += [
         f'x2c_archive="$x2c_dir"/{_q(archive)}',
         'rm -f -- "$x2c_archive" "$x2c_archive.tmp"',
     ]
-    # Expand directory matches into their files, once each, sorted, relative to outputs/.
+    # Expand directory matches into their files, once each, sorted, relative to outputs/;
+    # symbolic links (all checked above to stay inside the job directory) are followed.
     lines += [
         "x2c_packed=()",
         "while IFS= read -r -d '' f; do x2c_packed+=(\"${f#./}\"); done < <(",
-        '  find "${x2c_files[@]/#/./}" -type f -print0 | LC_ALL=C sort -zu)',
+        '  find -L "${x2c_files[@]/#/./}" -type f -print0 | LC_ALL=C sort -zu)',
+    ]
+    lines += [
+        # a link to a directory inside the job directory was followed: every file reached
+        # through it must resolve inside too (one realpath call for all of them)
+        'if [ "$x2c_links" != 0 ]; then',
+        "  x2c_i=0",
+        "  while IFS= read -r -d '' x2c_r; do",
+        '    x2c_inside "$x2c_r" || x2c_unsafe_link "${x2c_packed[$x2c_i]}" "$x2c_r"',
+        "    x2c_i=$((x2c_i + 1))",
+        '  done < <(realpath -z -m -- "${x2c_packed[@]}")',
+        f'  [ "$x2c_unsafe" = 0 ] || x2c_die {EXIT_OUTPUTS_MISSING} ' + _q(_UNSAFE),
+        "fi",
     ]
     if pipeline.archive_format == "zip":
         lines += [
@@ -402,7 +487,9 @@ def _check_and_pack_lines(pipeline: Pipeline, archive: str) -> list[str]:
             "X2C_ZIP_PACKER",
         ]
     else:
-        lines.append('tar -czf "$x2c_archive.tmp" -- "${x2c_packed[@]}"')
+        # -h and --hard-dereference: a symbolic link (checked above) or a file reached by two
+        # names is packed as a plain file, never as a link (collect refuses archived links)
+        lines.append('tar --hard-dereference -czhf "$x2c_archive.tmp" -- "${x2c_packed[@]}"')
     lines += [
         'mv -f -- "$x2c_archive.tmp" "$x2c_archive"',
         f'md5sum -- "${{x2c_packed[@]}}" >"$x2c_dir/{jd.MANIFEST}"',

@@ -145,6 +145,12 @@ class Pipeline(_Frozen):
     env: tuple[tuple[str, str], ...] = Field(
         default=(), description="Non-secret environment; written as a mapping in files"
     )
+    passenv: tuple[str, ...] = Field(
+        default=(),
+        description="Names of variables the job takes from the environment it starts in on the "
+        "cluster (e.g. FS_LICENSE); besides these only PATH, HOME, LANG, TMPDIR, USER, LOGNAME "
+        "and the scheduler's own variables reach it (x2c.jobenv)",
+    )
     binds: tuple[PipelineBind, ...] = ()
 
     @field_validator("command", mode="before")
@@ -187,6 +193,19 @@ class Pipeline(_Frozen):
                 raise ValueError(
                     f"{key!r} looks like a secret; pipeline files hold no secrets, and job "
                     "scripts never carry any"
+                )
+        return value
+
+    @field_validator("passenv")
+    @classmethod
+    def _passenv_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for name in value:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+                raise ValueError(f"{name!r} is not a valid environment variable name")
+            if _SECRET_NAME.search(name):
+                raise ValueError(
+                    f"{name!r} looks like a secret; a job never receives secrets, so it may not "
+                    "be passed on to one"
                 )
         return value
 

@@ -63,6 +63,7 @@ def build_provenance(
     experiment: str = "",
     env: Mapping[str, str] | None = None,
     created_at: datetime | None = None,
+    archive: FileRef | None = None,
 ) -> dict[str, Any]:
     """The provenance record of one finished job.
 
@@ -71,6 +72,9 @@ def build_provenance(
     in ``run.env`` (node, start and end times, exit code), which wins over ``exit_code`` and
     ``job_id`` when it has them. ``source_url`` is the XNAT server, recorded without
     credentials. ``env`` defaults to the pipeline's own (non-secret) environment.
+    ``archive`` is the result archive as collected (:func:`x2c.archive_check.check_archive`:
+    size and md5 measured on the host, members checked); its digest is recorded with
+    ``"measured": true``. Without it the job's own figures from ``run.env`` are recorded.
     """
     run = run or RunInfo()
     record: dict[str, Any] = {
@@ -106,6 +110,10 @@ def build_provenance(
             "started_at": run.started_at,
             "ended_at": run.ended_at,
         },
-        "archive": {"md5": run.archive_md5, "size": run.archive_size},
+        "archive": (
+            {"md5": archive.md5, "size": archive.size, "measured": True}
+            if archive is not None
+            else {"md5": run.archive_md5, "size": run.archive_size, "measured": False}
+        ),
     }
     return record

@@ -53,6 +53,7 @@ from typing import Any
 
 from x2c import jobdir as jd
 from x2c import transfers, xnat
+from x2c.archive_check import check_archive
 from x2c.errors import (
     IntegrityError,
     JobFailedError,
@@ -471,7 +472,8 @@ def collect(rt: Runtime, t: Target) -> FileRef:
     pipe = rt.pipeline(t.pipeline)
     host = rt.host(t.host)
     jobdir = _jobdir(rt, t)
-    ref = transfers.describe(host, jobdir.archive(pipe.archive_name), root=jobdir.root)
+    # every member listed and checked on Y before any byte leaves it (issue 9)
+    ref = check_archive(host, jobdir.archive(pipe.archive_name), root=jobdir.root).ref
     run = _read_run_info(host, jobdir)
     if (
         run is not None

@@ -23,9 +23,11 @@ from fsspec.implementations.local import LocalFileSystem
 from pydantic import SecretStr
 
 from x2c import jobdir as jd
+from x2c.archive_check import check_archive
 from x2c.config import ContainerRuntime, XnatConfig
 from x2c.containers import image_digest
 from x2c.errors import PipelineError
+from x2c.hosts.host import LocalHost
 from x2c.hosts.local import LocalRunner
 from x2c.jobscript import find_resume, job_argv, render_job_script, xnat_forbidden
 from x2c.pipelines import Pipeline, builtin_pipeline, builtin_pipelines, parse_pipeline
@@ -418,3 +420,75 @@ def test_a_missing_staged_input_fails_before_the_steps(tmp_path: Path) -> None:
     assert _run(d, script) == 66
     assert f"the staged input inputs/{T1} is missing or empty" in _log(d)
     assert not Path(d.outputs, "ran").exists()
+
+
+# Symbolic links among the declared outputs (issue 9, item 3)
+
+_OUTSIDE_LINKS = {
+    # declared output -> how the job makes it (cwd is outputs/), and the name the log must give
+    "declared-file": ("import os; os.symlink('/etc/hostname', 'out.txt')", ["out.txt"], "out.txt"),
+    "declared-dir": ("import os; os.symlink('/etc', 'tree')", ["tree"], "tree"),
+    "nested": (
+        "import os; os.mkdir('d'); open('d/a.txt','w').write('a');"
+        "os.symlink('/etc/hostname', 'd/host')",
+        ["d"],
+        "d/host",
+    ),
+    "to-the-job-dir": ("import os; os.symlink('..', 'up')", ["up"], "up"),
+    "dangling": (
+        "import os; os.mkdir('d'); open('d/a.txt','w').write('a'); os.symlink('nope', 'd/gone')",
+        ["d"],
+        "d/gone",
+    ),
+    # a link inside to an undeclared directory inside, which links outside: caught after
+    # following it
+    "through-inside-link": (
+        "import os; os.mkdir('undeclared'); os.symlink('/etc/hostname', 'undeclared/host');"
+        "open('undeclared/a.txt','w').write('a'); os.symlink('undeclared', 'via')",
+        ["via"],
+        "via/host",
+    ),
+}
+
+
+@pytest.mark.parametrize("fmt", ["zip", "tar.gz"])
+@pytest.mark.parametrize("case", sorted(_OUTSIDE_LINKS))
+def test_an_output_link_leaving_the_job_dir_fails_naming_it(
+    tmp_path: Path, case: str, fmt: str
+) -> None:
+    make, outputs, named = _OUTSIDE_LINKS[case]
+    d = _stage(tmp_path, "custom")
+    pipeline = _custom(["python3", "-c", make], outputs, fmt)
+    script = render_job_script(
+        pipeline, job_dir=d.root, subject="S", experiment="E1", inputs=[T1],
+        path_prepend=[VENV_BIN],
+    )  # fmt: skip
+    assert _run(d, script) == 65, _log(d)
+    assert jd.read_exit_code(LocalFileSystem(), d) == 65
+    log = _log(d)
+    assert f"x2c: output {named} is a symbolic link" in log, log
+    assert "leave the job directory or lead nowhere (see above); nothing was packed" in log
+    assert not Path(d.archive(f"RESULT.{fmt}")).exists()
+
+
+@pytest.mark.parametrize("fmt", ["zip", "tar.gz"])
+def test_links_inside_the_job_dir_are_packed_as_files(tmp_path: Path, fmt: str) -> None:
+    make = (
+        "import os; os.makedirs('sub/surf'); open('sub/surf/lh.pial.T1','w').write('pial');"
+        "os.symlink('lh.pial.T1', 'sub/surf/lh.pial'); os.symlink('sub/surf', 'latest')"
+    )
+    d = _stage(tmp_path, "custom")
+    pipeline = _custom(["python3", "-c", make], ["sub", "latest"], fmt)
+    script = render_job_script(
+        pipeline, job_dir=d.root, subject="S", experiment="E1", inputs=[T1],
+        path_prepend=[VENV_BIN],
+    )  # fmt: skip
+    assert _run(d, script) == 0, _log(d)
+    listing = check_archive(LocalHost(), d.archive(f"RESULT.{fmt}"))  # no link member
+    files = [m for m in listing.members if not m.endswith("/")]
+    assert sorted(files) == [
+        "latest/lh.pial",
+        "latest/lh.pial.T1",
+        "sub/surf/lh.pial",
+        "sub/surf/lh.pial.T1",
+    ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from x2c.errors import PipelineError
 from x2c.pipelines import builtin_pipeline, builtin_pipelines, load_pipeline, parse_pipeline
@@ -118,3 +119,17 @@ def test_unreadable_and_malformed_files(tmp_path: Path) -> None:
     broken.write_text("name = \n")
     with pytest.raises(PipelineError, match=rf"{broken}: not valid YAML/TOML"):
         load_pipeline(broken)
+
+
+def test_passenv_names_variables_never_secrets() -> None:
+    base = {**_mini(), "passenv": ["FS_LICENSE", "OMP_NUM_THREADS"]}
+    assert parse_pipeline(base).passenv == ("FS_LICENSE", "OMP_NUM_THREADS")
+    for name, why in (("XNAT_PASS", "looks like a secret"), ("A-B", "not a valid")):
+        with pytest.raises(PipelineError, match=why):
+            parse_pipeline({**base, "passenv": [name]})
+
+
+def _mini() -> dict[str, object]:
+    data = yaml.safe_load(DEMO_YAML)
+    assert isinstance(data, dict)
+    return data

@@ -77,7 +77,7 @@ def test_record_content() -> None:
         "started_at": "2026-01-01T00:00:00Z",
         "ended_at": "2026-01-01T05:00:00Z",
     }
-    assert record["archive"] == {"md5": "f" * 32, "size": 999}
+    assert record["archive"] == {"md5": "f" * 32, "size": 999, "measured": False}
     assert record["x2c_version"] == "0.1.0"
     assert record["created_at"] == "2026-01-01T06:00:00+00:00"
     assert record["source"]["xnat"] == "https://xnat.example.org:8443/xnat"  # type: ignore[index]
@@ -89,7 +89,14 @@ def test_no_run_info_means_nulls_not_guesses() -> None:
     assert record["job"]["node"] is None  # type: ignore[index]
     assert record["job"]["exit_code"] is None  # type: ignore[index]
     assert record["job"]["started_at"] is None  # type: ignore[index]
-    assert record["archive"] == {"md5": None, "size": None}
+    assert record["archive"] == {"md5": None, "size": None, "measured": False}
+
+
+def test_the_archive_as_collected_is_recorded_with_its_own_digest() -> None:
+    """The digest measured on the host when the archive was checked wins over the job's own
+    claim in run.env (issue 9: provenance certifies the archive that was uploaded)."""
+    record = _record(archive=FileRef("FS6_HIPPO.zip", 4321, "a" * 32))
+    assert record["archive"] == {"md5": "a" * 32, "size": 4321, "measured": True}
 
 
 def test_no_secret_leaks() -> None:

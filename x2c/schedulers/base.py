@@ -18,6 +18,7 @@ from xml.etree import ElementTree
 from x2c.config import SchedulerConfig
 from x2c.errors import RemoteCommandError, SchedulerOutputError
 from x2c.hosts.base import Completed, Runner
+from x2c.jobenv import BASE
 
 JobId = NewType("JobId", str)
 """A scheduler's own job identifier, as text (SLURM ``123``, LSF ``456``, PBS ``7.server``)."""
@@ -104,7 +105,9 @@ class JobSpec:
     ``tag`` (pipeline, experiment and a run tag) goes into the scheduler's comment or name field so
     :meth:`Scheduler.find` can find the job after an orchestrator restart. ``walltime_s`` and
     ``mem_mb`` of 0 mean "the site default". Site options (partition, account, extra arguments)
-    come from :class:`~x2c.config.SchedulerConfig`, not from here.
+    come from :class:`~x2c.config.SchedulerConfig`, not from here. ``env`` names the only
+    variables submission passes on to the job (:func:`x2c.jobenv.job_env_names`: the basics
+    plus the pipeline's ``passenv``); every backend passes these and nothing else (issue 9).
     """
 
     name: str
@@ -116,6 +119,7 @@ class JobSpec:
     cpus: int = 1
     mem_mb: int = 0
     walltime_s: int = 0
+    env: tuple[str, ...] = BASE
 
 
 class Scheduler(ABC):

@@ -4,12 +4,14 @@ Why this shape: every action goes through the Runner (so the same code drives th
 or an SSH host), and all state lives in files on the host, one directory per job under
 ``state_dir``, so a restarted orchestrator sees queued, running and finished jobs as they are:
 
-- ``submit`` writes the job's directory (script, log, workdir, walltime as one value per file)
-  and a ``queued`` flag; nothing is interpolated into shell code, values are positional args.
+- ``submit`` writes the job's directory (script, log, workdir, walltime as one value per file),
+  ``env``: the submitter's values of the names in ``JobSpec.env`` only (issue 9), and a
+  ``queued`` flag; nothing is interpolated into shell code, values are positional args.
 - ``poll`` scans every job directory in one call, then launches the oldest queued jobs while
   fewer than ``max_local_jobs`` run (queued beyond the limit = PENDING). So the pool advances
   only while an orchestrator polls; running jobs do not need one.
-- A launch is ``setsid sh -c LAUNCHER dir &`` with every descriptor on /dev/null: the launcher
+- A launch runs under ``env -i PATH=...`` and is ``setsid bash -c LAUNCHER dir &`` with every
+  descriptor on /dev/null; the job starts under ``env -i`` with the saved ``env``. The launcher
   leads its own session, survives the orchestrator, writes ``pid``, starts the job in a new
   session of its own (``jobpid`` is that process group), enforces the walltime with a watchdog,
   and writes the job's exit code to ``rc`` when it ends.
@@ -30,6 +32,7 @@ from collections.abc import Sequence
 from x2c.config import SchedulerConfig
 from x2c.errors import ConfigError, SchedulerOutputError, SubmissionError
 from x2c.hosts.base import Runner
+from x2c.jobenv import job_env_names
 from x2c.schedulers.base import FoundJob, JobId, JobSpec, JobState, JobStatus, Scheduler, absent
 
 log = logging.getLogger(__name__)
@@ -37,6 +40,7 @@ log = logging.getLogger(__name__)
 _SUBMIT = r"""set -e; mkdir -p "$1"; d=$1/$2; mkdir "$d"
 printf '%s' "$3" > "$d/name"; printf '%s' "$4" > "$d/tag"; printf '%s' "$5" > "$d/script"
 printf '%s' "$6" > "$d/stdout"; printf '%s' "$7" > "$d/workdir"; printf '%s' "$8" > "$d/walltime"
+env -0 | grep -z -E "^($9)=" > "$d/env" || :
 : > "$d/queued"
 """
 
@@ -57,8 +61,9 @@ done
 
 _LAUNCHER = r"""d=$1; echo $$ > "$d/pid.tmp"; mv "$d/pid.tmp" "$d/pid"
 script=$(cat "$d/script"); out=$(cat "$d/stdout"); wt=$(cat "$d/walltime")
+e=(); while IFS= read -r -d '' kv; do e+=("$kv"); done < "$d/env"
 cd "$(cat "$d/workdir")" 2>/dev/null || cd /
-setsid bash "$script" > "$out" 2>&1 < /dev/null &
+setsid env -i "${e[@]}" bash "$script" > "$out" 2>&1 < /dev/null &
 jp=$!; echo "$jp" > "$d/jobpid"
 [ -e "$d/cancelled" ] && kill -TERM "-$jp" 2>/dev/null
 wp=
@@ -76,9 +81,13 @@ _LAUNCH = r"""l=$1; d=$2; shift 2
 for j; do
   [ -e "$d/$j/cancelled" ] && continue
   mkdir "$d/$j/launched" 2>/dev/null || continue
-  setsid sh -c "$l" x2c-launcher "$d/$j" < /dev/null > /dev/null 2>&1 &
+  setsid bash -c "$l" x2c-launcher "$d/$j" < /dev/null > /dev/null 2>&1 &
 done
 """
+
+# The launch runs with PATH alone: the launcher and its watchdog never hold the environment of
+# whoever polled (an orchestrator's XNAT_PASS; issue 9). The job gets the names submit saved.
+_CLEAN = 'exec env -i PATH="$PATH" sh -c "$0" "$@"'
 
 _CANCEL = r"""d=$1; shift
 for j; do
@@ -146,9 +155,15 @@ class LocalScheduler(Scheduler):
 
     def submit(self, spec: JobSpec) -> JobId:
         job_id = JobId(f"{time.time_ns()}{secrets.randbelow(1000):03d}")
+        try:
+            names = "|".join(job_env_names(spec.env))  # identifiers only: safe in the regex
+        except ValueError as exc:
+            raise SubmissionError(
+                f"job {spec.name!r}: {exc}; check the pipeline's passenv"
+            ) from exc
         fields = [spec.name, spec.tag, spec.script_path, spec.stdout_path, spec.workdir]
         argv = ["sh", "-c", _SUBMIT, "x2c-submit", self.state_dir, job_id, *fields]
-        done = self.runner.run([*argv, str(max(0, spec.walltime_s))])
+        done = self.runner.run([*argv, str(max(0, spec.walltime_s)), names])
         if done.returncode != 0:
             raise SubmissionError(
                 f"could not queue {spec.name!r} in {self.state_dir} on {self.host}: "
@@ -172,7 +187,7 @@ class LocalScheduler(Scheduler):
         queued = sorted(j for j, s in statuses.items() if s.state is JobState.PENDING)
         start = queued[: max(0, free)]
         if start:
-            argv = ["sh", "-c", _LAUNCH, "x2c-launch", _LAUNCHER, self.state_dir, *start]
+            argv = ["sh", "-c", _CLEAN, _LAUNCH, "x2c-launch", _LAUNCHER, self.state_dir, *start]
             self._run(argv, "local job launch")
             for job_id in start:
                 statuses[job_id] = JobStatus(JobState.RUNNING, "STARTING")

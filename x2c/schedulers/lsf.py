@@ -73,6 +73,8 @@ def bsub_argv(spec: JobSpec, config: SchedulerConfig) -> list[str]:
     """The ``bsub`` argv for ``spec``; memory with an explicit unit, the run limit in minutes."""
     argv = ["bsub", "-J", job_name(spec.name), "-o", spec.stdout_path, "-cwd", spec.workdir]
     argv += ["-n", str(spec.cpus)]
+    # bsub passes the whole submission environment unless -env names what to pass (issue 9)
+    argv += ["-env", ",".join(spec.env)]
     if spec.tag:
         argv += ["-Jd", spec.tag]
     if spec.mem_mb:

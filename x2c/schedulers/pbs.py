@@ -80,6 +80,7 @@ def qsub_argv(spec: JobSpec, config: SchedulerConfig, flavour: Flavour = "openpb
     """The ``qsub`` argv for ``spec``; resources in PBS Pro ``select`` or Torque ``nodes`` form."""
     argv = ["qsub", "-N", job_name(spec.tag or spec.name, 236), "-o", spec.stdout_path]
     argv += ["-j", "oe"]
+    argv += ["-v", ",".join(spec.env)]  # only these from the submitter's environment (issue 9)
     mem = f":mem={spec.mem_mb}mb" if spec.mem_mb else ""
     if flavour == "torque":
         argv += ["-d", spec.workdir, "-l", f"nodes=1:ppn={spec.cpus}"]

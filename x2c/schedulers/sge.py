@@ -55,6 +55,7 @@ def qsub_argv(spec: JobSpec, config: SchedulerConfig) -> list[str]:
     """The ``qsub`` argv for ``spec``: stdout and stderr joined into ``stdout_path``."""
     argv = ["qsub", "-terse", "-N", job_name(spec.tag or spec.name), "-o", spec.stdout_path]
     argv += ["-j", "y", "-wd", spec.workdir, "-S", "/bin/bash"]
+    argv += ["-v", ",".join(spec.env)]  # only these from the submitter's environment (issue 9)
     if spec.cpus > 1:
         argv += ["-pe", config.parallel_env, str(spec.cpus)]
     if spec.mem_mb:

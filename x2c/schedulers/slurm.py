@@ -70,6 +70,9 @@ def sbatch_argv(spec: JobSpec, config: SchedulerConfig) -> list[str]:
         f"--output={spec.stdout_path}",
         f"--chdir={spec.workdir}",
         f"--cpus-per-task={spec.cpus}",
+        # only these names and SLURM_* reach the job, never the submitter's whole environment
+        # (sbatch(1) --export=<names>; the default ALL would pass XNAT_PASS on; issue 9)
+        f"--export={','.join(spec.env)}",
     ]
     if spec.tag:
         argv.append(f"--comment={spec.tag}")

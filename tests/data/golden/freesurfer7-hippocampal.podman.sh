@@ -1,6 +1,14 @@
 #!/usr/bin/env bash
 # x2c job: pipeline freesurfer7-hippocampal 7.4.1-x2c.1, runtime podman. Do not edit.
 # Writes job.log, run.env, outputs/, manifest.md5, the archive, then exit_code last.
+# Start again from a clean environment: only these names reach the job.
+if [ "${1:-}" != --x2c-clean-env ]; then
+  x2c_keep=()
+  while IFS= read -r -d '' x2c_kv; do
+    case ${x2c_kv%%=*} in PATH|HOME|LANG|TMPDIR|USER|LOGNAME|JOB_ID|NSLOTS|NHOSTS|PE_HOSTFILE|SLURM_*|SGE_*|PBS_*|LSB_*|LSF_*) x2c_keep+=("$x2c_kv") ;; esac
+  done < <(env -0)
+  exec env -i "${x2c_keep[@]}" "$BASH" -- /scratch/x2c/freesurfer7-hippocampal/XNAT_E00001/job.sh --x2c-clean-env
+fi
 set -euo pipefail
 umask 027
 x2c_dir=/scratch/x2c/freesurfer7-hippocampal/XNAT_E00001
@@ -55,11 +63,42 @@ x2c_require '*/mri/[lr]h.hippoSfVolumes-T1.v21.txt' */mri/[lr]h.hippoSfVolumes-T
 x2c_require '*/mri/[lr]h.amygNucVolumes-T1.v21.txt' */mri/[lr]h.amygNucVolumes-T1.v21.txt
 x2c_require '*/mri/[lr]h.hippoAmygLabels-T1.v21*.mgz' */mri/[lr]h.hippoAmygLabels-T1.v21*.mgz
 [ "$x2c_missing" = 0 ] || x2c_die 65 'declared outputs are missing or empty (see above); nothing was packed'
+x2c_links=0
+x2c_unsafe=0
+x2c_inside() {  # x2c_inside RESOLVED: is it inside the job directory?
+  case $1 in "$x2c_real"/*) return 0 ;; *) return 1 ;; esac
+}
+x2c_unsafe_link() {  # x2c_unsafe_link OUTPUT RESOLVED
+  if [ -z "$2" ]; then
+    printf 'x2c: output %s is a symbolic link that leads nowhere\n' "$1" >&2
+  else
+    printf 'x2c: output %s is a symbolic link to %s, outside the job directory\n' "$1" "$2" >&2
+  fi
+  x2c_unsafe=1
+}
+while IFS= read -r -d '' f; do
+  if [ "$x2c_links" = 0 ]; then
+    command -v realpath >/dev/null || x2c_die 69 'realpath (GNU coreutils) is needed on the node to check symbolic links in outputs'
+    x2c_real=$(realpath -e -- "$x2c_dir")
+  fi
+  x2c_links=$((x2c_links + 1))
+  x2c_r=$(realpath -e -- "$f" 2>/dev/null) || x2c_r=
+  [ -n "$x2c_r" ] && x2c_inside "$x2c_r" || x2c_unsafe_link "${f#./}" "$x2c_r"
+done < <(find "${x2c_files[@]/#/./}" -type l -print0)
+[ "$x2c_unsafe" = 0 ] || x2c_die 65 'declared outputs hold symbolic links that leave the job directory or lead nowhere (see above); nothing was packed'
 x2c_archive="$x2c_dir"/FS7_HIPPO.zip
 rm -f -- "$x2c_archive" "$x2c_archive.tmp"
 x2c_packed=()
 while IFS= read -r -d '' f; do x2c_packed+=("${f#./}"); done < <(
-  find "${x2c_files[@]/#/./}" -type f -print0 | LC_ALL=C sort -zu)
+  find -L "${x2c_files[@]/#/./}" -type f -print0 | LC_ALL=C sort -zu)
+if [ "$x2c_links" != 0 ]; then
+  x2c_i=0
+  while IFS= read -r -d '' x2c_r; do
+    x2c_inside "$x2c_r" || x2c_unsafe_link "${x2c_packed[$x2c_i]}" "$x2c_r"
+    x2c_i=$((x2c_i + 1))
+  done < <(realpath -z -m -- "${x2c_packed[@]}")
+  [ "$x2c_unsafe" = 0 ] || x2c_die 65 'declared outputs hold symbolic links that leave the job directory or lead nowhere (see above); nothing was packed'
+fi
 command -v python3 >/dev/null || x2c_die 69 'python3 is needed on the node to write a zip archive; install it or use archive_format tar.gz'
 python3 - "$x2c_archive.tmp" "${x2c_packed[@]}" <<'X2C_ZIP_PACKER'
 import sys, zipfile

@@ -87,6 +87,7 @@ def test_garbage_is_an_output_error() -> None:
 def test_bsub_argv() -> None:
     assert bsub_argv(SPEC, CFG) == [
         "bsub", "-J", "fs6_E1", "-o", "/w/log", "-cwd", "/w", "-n", "2",
+        "-env", "PATH,HOME,LANG,TMPDIR,USER,LOGNAME",
         "-Jd", "fs6/E1/run-1", "-M", "4000MB", "-R", "rusage[mem=4000MB]", "-W", "61",
         "-q", "normal", "-P", "lab", "/bin/bash", "/w/job.sh",
     ]  # fmt: skip

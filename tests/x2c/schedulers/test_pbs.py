@@ -92,11 +92,12 @@ def test_parse_garbage() -> None:
 def test_qsub_argv_both_flavours() -> None:
     assert qsub_argv(SPEC, CFG) == [
         "qsub", "-N", "fs6_E1_run-1", "-o", "/w/log", "-j", "oe",
+        "-v", "PATH,HOME,LANG,TMPDIR,USER,LOGNAME",
         "-l", "select=1:ncpus=4:mem=8000mb", "-l", "walltime=25:01:01",
         "-q", "workq", "-A", "lab", "/w/job.sh",
     ]  # fmt: skip
     torque = qsub_argv(SPEC, CFG, "torque")
-    assert torque[7:13] == ["-d", "/w", "-l", "nodes=1:ppn=4", "-l", "mem=8000mb"]
+    assert torque[9:15] == ["-d", "/w", "-l", "nodes=1:ppn=4", "-l", "mem=8000mb"]
 
 
 def test_unknown_ids_do_not_fail_the_poll() -> None:

@@ -81,7 +81,8 @@ def test_parse_qsub_id(name: str, job_id: str) -> None:
 def test_qsub_argv() -> None:
     assert qsub_argv(SPEC, CFG) == [
         "qsub", "-terse", "-N", "fs6_E1_run-1", "-o", "/w/a b/log", "-j", "y", "-wd", "/w/a b",
-        "-S", "/bin/bash", "-pe", "smp", "4", "-l", "h_vmem=2000M", "-l", "h_rt=7200",
+        "-S", "/bin/bash", "-v", "PATH,HOME,LANG,TMPDIR,USER,LOGNAME",
+        "-pe", "smp", "4", "-l", "h_vmem=2000M", "-l", "h_rt=7200",
         "-q", "all.q", "-A", "lab", "-l", "gpu=0", "/w/a b/job.sh",
     ]  # fmt: skip
 

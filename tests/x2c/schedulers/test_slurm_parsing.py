@@ -157,6 +157,7 @@ def test_sbatch_argv_carries_every_option_as_one_element() -> None:
         cpus=4,
         mem_mb=8000,
         walltime_s=90061,
+        env=("PATH", "HOME", "FS_LICENSE"),
     )
     cfg = SchedulerConfig(kind="slurm", partition="debug", account="lab", extra_args=("--qos=low",))
     assert sbatch_argv(spec, cfg) == [
@@ -166,6 +167,7 @@ def test_sbatch_argv_carries_every_option_as_one_element() -> None:
         "--output=/w/it's here/job.log",
         "--chdir=/w/it's here",
         "--cpus-per-task=4",
+        "--export=PATH,HOME,FS_LICENSE",
         "--comment=fs6-hippo/XNAT_E1/run-1",
         "--mem=8000M",
         "--time=1-01:01:01",
