@@ -62,6 +62,7 @@ from x2c.errors import (
     XnatNotFoundError,
 )
 from x2c.hosts import Host
+from x2c.jobenv import job_env_names
 from x2c.jobscript import (
     effective_runtime,
     find_resume,
@@ -398,6 +399,7 @@ def _spec(rt: Runtime, t: Target, pipe: Pipeline, tag: str) -> JobSpec:
         cpus=pipe.cpus,
         mem_mb=pipe.mem_mb,
         walltime_s=pipe.walltime_seconds,
+        env=job_env_names(pipe.passenv),
     )
 
 
@@ -496,7 +498,9 @@ def collect(rt: Runtime, t: Target) -> FileRef:
     return ref
 
 
-def _provenance(rt: Runtime, t: Target, record: jd.JobRecord | None) -> dict[str, Any]:
+def _provenance(
+    rt: Runtime, t: Target, record: jd.JobRecord | None, archive: FileRef
+) -> dict[str, Any]:
     pipe = rt.pipeline(t.pipeline)
     cfg = rt.host_config(t.host)
     host = rt.host(t.host)
@@ -528,6 +532,7 @@ def _provenance(rt: Runtime, t: Target, record: jd.JobRecord | None) -> dict[str
         project=t.project,
         subject=t.subject,
         experiment=t.label,
+        archive=archive,
     )
 
 
@@ -546,7 +551,7 @@ def upload(rt: Runtime, t: Target, archive: FileRef) -> xnat.UploadReceipt:
             f"{_name(t)}: the job on {t.host} ran pipeline version {record.version}, the "
             f"current one is {pipe.version}; run again to resubmit"
         )
-    provenance = _provenance(rt, t, record)
+    provenance = _provenance(rt, t, record, archive)
     receipt = xnat.upload_files(
         rt.xnat,
         t.experiment,
