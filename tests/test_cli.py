@@ -1,4 +1,4 @@
-"""The ``x2c`` command line (flows/cli.py): help and errors, the seed form's dry run over the
+"""The ``x2c`` command line (cli/main.py): help and errors, the seed form's dry run over the
 real SSH host and SLURM (prints the sbatch line, the transfers and the script; changes nothing
 on XNAT or the host), the seed form for real on this machine, and ``run``/``status`` over a
 project where one job fails (exit code 1, the reason in the table)."""
@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from flows.cli import build_parser, main
-from flows.settings import seed_settings
+from cli.main import build_parser, main
+from cli.settings import seed_settings
 from tests.fixtures.cluster import Cluster
 from tests.fixtures.xnat_data import add_broken_session
 from tests.fixtures.xnat_server import XnatServer
@@ -50,7 +50,7 @@ def x2c(*argv: str, home: Path, timeout: float = 240) -> subprocess.CompletedPro
         PYTHONPATH=str(ROOT),
     )
     return subprocess.run(
-        [sys.executable, "-m", "flows.cli", *argv],
+        [sys.executable, "-m", "cli.main", *argv],
         capture_output=True,
         text=True,
         env=env,
@@ -69,14 +69,14 @@ def writes(server: XnatServer) -> dict[str, int]:
 
 
 def test_help_starts_without_prefect() -> None:
-    probe = "import sys, flows.cli; flows.cli.build_parser(); print('prefect' in sys.modules)"
+    probe = "import sys, cli.main; cli.main.build_parser(); print('prefect' in sys.modules)"
     done = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, check=True
     )
     assert done.stdout.strip() == "False"
     for argv in ([], ["run"], ["status"], ["demo"], ["devxnat"]):
         help_run = subprocess.run(
-            [sys.executable, "-m", "flows.cli", *argv, "--help"],
+            [sys.executable, "-m", "cli.main", *argv, "--help"],
             capture_output=True,
             text=True,
             cwd=ROOT,

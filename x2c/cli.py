@@ -1,6 +1,6 @@
 """``x2c devxnat``: the command that serves the XNAT-compatible development server.
 
-The ``x2c`` console script lives in :mod:`flows.cli` (it runs flows, so it sits in the top
+The ``x2c`` console script lives in :mod:`cli.main` (it runs flows, so it sits in the top
 layer) and mounts this command as its ``devxnat`` subcommand; ``python -m x2c.cli devxnat ...``
 starts the server without importing anything above ``x2c`` (the demo and the test fixtures run
 it that way, as a subprocess that starts in well under a second).

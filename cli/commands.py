@@ -1,7 +1,7 @@
 """What the ``x2c`` commands do once parsed: the seed form (one experiment, or its dry run),
 ``run`` (reconcile passes over projects or a list until they are done, or one pass detached)
-and ``status`` (read-only, no Prefect). :mod:`flows.cli` parses and dispatches here; ``x2c
-demo`` is :mod:`flows.demo`."""
+and ``status`` (read-only, no Prefect). :mod:`cli.main` parses and dispatches here; ``x2c
+demo`` is :mod:`cli.demo`."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
-from flows.runs import Scope, prefect_session, run_passes
-from flows.settings import load, seed_settings, write_settings, xnat_config_of
-from flows.table import Row, cli_words, format_table, report
+from cli.runs import Scope, prefect_session, run_passes
+from cli.settings import load, seed_settings, write_settings, xnat_config_of
+from cli.table import Row, cli_words, format_table, report
 
 # --- the seed form ---------------------------------------------------------------------------
 

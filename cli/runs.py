@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from flows.table import Row, cli_words, duration
+from cli.table import Row, cli_words, duration
 from x2c.errors import X2CError
 
 

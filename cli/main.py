@@ -1,6 +1,6 @@
-"""The ``x2c`` command line. It starts flows, so it sits in the top layer (``flows/``), above
-``tasks/`` and ``x2c/``; it is also the edge where the environment is read (``os.environ`` is
-passed down as a mapping) and where errors become one line on stderr.
+"""The ``x2c`` command line. It runs flows, so it sits in the top layer (``cli/``), above
+``flows/``, ``tasks/`` and ``x2c/``; it is also the edge where the environment is read
+(``os.environ`` is passed down as a mapping) and where errors become one line on stderr.
 
 The seed recipe's form::
 
@@ -24,10 +24,10 @@ line, and is never printed. Exit codes: 0 when every experiment is done (or had 
 process), 1 when any failed or on an error, 2 on a usage error.
 
 This module parses the arguments and dispatches; the rest lives beside it:
-:mod:`flows.commands` (the seed form, ``run``, ``status``),
-:mod:`flows.settings` (settings files, the seed form's settings, the XNAT password),
-:mod:`flows.runs` (Prefect, progress lines, running ``reconcile`` passes),
-:mod:`flows.table` (the table and the failures) and :mod:`flows.demo` (``x2c demo``).
+:mod:`cli.commands` (the seed form, ``run``, ``status``),
+:mod:`cli.settings` (settings files, the seed form's settings, the XNAT password),
+:mod:`cli.runs` (Prefect, progress lines, running ``reconcile`` passes),
+:mod:`cli.table` (the table and the failures) and :mod:`cli.demo` (``x2c demo``).
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import TextIO
 
-from flows.commands import cmd_run, cmd_seed, cmd_status
-from flows.demo import cmd_demo
+from cli.commands import cmd_run, cmd_seed, cmd_status
+from cli.demo import cmd_demo
 from x2c.cli import add_devxnat_parser
 from x2c.errors import X2CError
 

@@ -21,9 +21,9 @@ from typing import TextIO
 
 import yaml
 
-from flows.runs import Scope, prefect_session, run_passes
-from flows.settings import VENV_BIN
-from flows.table import report
+from cli.runs import Scope, prefect_session, run_passes
+from cli.settings import VENV_BIN
+from cli.table import report
 from x2c.config import ContainerRuntime
 from x2c.errors import ConfigError
 
