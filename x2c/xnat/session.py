@@ -205,6 +205,7 @@ class XnatSession:
         """
         url = self.url + path
         attempts = self.config.retries + 1
+        started = time.monotonic()
         for attempt in range(attempts):
             self._count()
             try:
@@ -223,7 +224,7 @@ class XnatSession:
                 if is_transient(error) and attempt + 1 < attempts:
                     self._backoff(attempt, what, error)
                     continue
-                raise error from exc
+                raise self._gave_up(error, attempt + 1, started) from exc
             logger.debug("%s %s -> %s", method, path, response.status_code)
             if response.status_code in accept:
                 return response
@@ -234,8 +235,22 @@ class XnatSession:
             if is_transient(error) and attempt + 1 < attempts:
                 self._backoff(attempt, what, error)
                 continue
-            raise error
+            raise self._gave_up(error, attempt + 1, started)
         raise AssertionError("unreachable: the loop returns or raises")  # pragma: no cover
+
+    def _gave_up(self, error: XnatError, attempts: int, started: float) -> XnatError:
+        """``error`` as raised after the last attempt: a transient one says how long x2c
+        tried (the one retry budget of an XNAT request: ``XnatConfig.retries``)."""
+        if not is_transient(error) or attempts < 2:
+            return error
+        spent = time.monotonic() - started
+        note = (
+            f"; gave up after {attempts} attempts in {spent:.0f} s (xnat.retries, "
+            "xnat.backoff_s); the next pass tries again"
+        )
+        out = type(error)(str(error) + note, url=error.url, status=error.status)
+        out.__cause__ = error.__cause__
+        return out
 
     def _backoff(self, attempt: int, what: str, error: XnatError) -> None:
         delay = min(self.config.backoff_s * (2**attempt), self.config.backoff_max_s)

@@ -4,6 +4,7 @@ socket through a fault-injecting proxy."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -86,6 +87,8 @@ def test_retries_are_capped_and_end_transient(xnat_server: Any) -> None:
             list_experiments(session, "P")
         assert info.value.status == 503
         assert proxy.count(r"GET /data/projects/[^/]+/experiments") == 3
+        # one retry budget per request, and the error says what it cost
+        assert re.search(r"gave up after 3 attempts in \d+ s \(xnat.retries", str(info.value))
         session.close()
 
 
