@@ -134,6 +134,7 @@ def run_passes(
     started: dict[tuple[str, str, str], float] = {}
     ended: dict[tuple[str, str, str], float] = {}
     final: dict[tuple[str, str, str], Any] = {}  # each experiment's row of the pass that ended it
+    others: set[tuple[str, str, str]] = set()  # experiments another run was seen handling
     rows: list[Any] = []
     try:
         first = True
@@ -153,6 +154,9 @@ def run_passes(
             for r in rows:
                 key = (r.host, r.pipeline, r.experiment)
                 started.setdefault(key, now)
+                if r.action == "wait" and r.reason.startswith("another run") and key not in others:
+                    others.add(key)
+                    print(f"  {r.project}/{r.label}: {r.reason}", file=out, flush=True)
                 if r.final and key not in ended:
                     ended[key] = now
                     final[key] = r

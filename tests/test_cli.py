@@ -40,8 +40,8 @@ def write_cfg(path: Path, server: XnatServer) -> Path:
     return path
 
 
-def x2c(*argv: str, home: Path, timeout: float = 240) -> subprocess.CompletedProcess[str]:
-    """Run the console script's module as a new user would (own HOME and Prefect home)."""
+def x2c_env(home: Path) -> dict[str, str]:
+    """The environment of a new user's x2c (own HOME and Prefect home)."""
     env = dict(os.environ)
     env.update(
         HOME=str(home),
@@ -49,11 +49,16 @@ def x2c(*argv: str, home: Path, timeout: float = 240) -> subprocess.CompletedPro
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
         PYTHONPATH=str(ROOT),
     )
+    return env
+
+
+def x2c(*argv: str, home: Path, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    """Run the console script's module as a new user would (own HOME and Prefect home)."""
     return subprocess.run(
         [sys.executable, "-m", "cli.main", *argv],
         capture_output=True,
         text=True,
-        env=env,
+        env=x2c_env(home),
         cwd=ROOT,
         timeout=timeout,
     )
@@ -406,3 +411,54 @@ def test_status_shows_a_job_in_flight_with_its_id(
         rt = recipe.Runtime(settings, xnat_config(settings, env=os.environ))
         rt.scheduler("local").cancel([JobId(job.group(1))])
         rt.close()
+
+
+def test_two_runs_on_one_experiment_make_one_job_and_one_upload(
+    tmp_path: Path, fresh_xnat_server: XnatServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two ``x2c run PROJECT EXP`` started at the same instant (a watcher's and a manual one):
+    one job, one upload, both exit 0, and one of them says another run handles it."""
+    server = fresh_xnat_server
+    settings = tmp_path / "x2c.yaml"
+    settings.write_text(
+        yaml.safe_dump(
+            {
+                "xnat": {"url": server.url, "user": server.user},
+                "hosts": {
+                    "local": {
+                        "workdir": str(tmp_path / "work"),
+                        "scheduler": {"kind": "local", "poll_min_s": 0.2, "poll_max_s": 0.5},
+                        "path_prepend": [VENV_BIN],
+                    }
+                },
+                "pipelines": ["demo"],
+                "projects": [{"project": "DEMO", "pipeline": "demo", "host": "local"}],
+            }
+        )
+    )
+    monkeypatch.setenv("XNAT_PASS", server.password)
+    server.reset_counts()
+    argv = [sys.executable, "-m", "cli.main", "run", "--settings", str(settings), "--quick"]
+    for k in (1, 2):
+        (tmp_path / f"user{k}").mkdir()
+    runs = [
+        subprocess.Popen(
+            [*argv, "DEMO", "DEMO_S001_MR1"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=x2c_env(tmp_path / f"user{k}"),
+            cwd=ROOT,
+        )
+        for k in (1, 2)
+    ]
+    outs = [run.communicate(timeout=300) for run in runs]
+    for run, (out, err) in zip(runs, outs, strict=True):
+        assert run.returncode == 0, out + err
+        assert "1 experiment(s): 1 done, 0 skipped, 0 failed" in out, out
+        assert "Traceback" not in err, err
+    jobs = [d for d in (tmp_path / "work" / ".x2c-local").iterdir() if (d / "tag").is_file()]
+    assert len(jobs) == 1, "one job for the experiment"
+    uploads = {k: n for k, n in writes(server).items() if "DEMO_STATS.zip" in k or "{file" in k}
+    assert sum(uploads.values()) == 2, uploads  # the archive and provenance.json, once each
+    assert any("another run" in out for out, _ in outs), outs
