@@ -1,0 +1,200 @@
+"""Shared pieces of the x2c-level pass tests (local scheduler and SSH + SLURM): settings for
+each host, the jobs each scheduler holds for an experiment, a condition polled with a deadline,
+passes run until a scope is final, and a pass killed partway (the crash table of x2c.recipe)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from tests.fixtures.cluster import Cluster
+from tests.x2c.schedulers.conftest import CountingRunner
+from x2c import claims, recipe, reconcile
+from x2c import jobdir as jd
+from x2c.config import HostConfig, SchedulerConfig
+from x2c.poller import SUBMITTING
+from x2c.recipe import Runtime, Target
+from x2c.reconcile import Row, ScopeEntry
+from x2c.schedulers import JobSpec
+from x2c.settings import Settings, XnatSource
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "settings"
+VENV_BIN = str(Path(sys.executable).parent)
+QUICK = {"exit_marker_grace_s": 3.0}
+"""Scheduler settings that keep the tests short."""
+
+T = TypeVar("T")
+
+
+def make_settings(server: Any, tmp: Path, host: HostConfig, **fields: Any) -> Settings:
+    """Settings with ``host``, the demo pipeline and tests' ``failing`` one, state under tmp."""
+    return Settings(
+        xnat=XnatSource(url=server.url, user=server.user),
+        hosts={host.name: host},
+        pipelines=("demo", str(DATA / "failing.yaml")),
+        state_dir=tmp / "state",
+        **fields,
+    )
+
+
+def local_host(tmp: Path, **fields: Any) -> HostConfig:
+    """The local machine with the local scheduler (2 slots); the demo runs bare (runtime none)
+    on this venv's python. ``fields`` override HostConfig fields (``claim_stale_s``...)."""
+    return HostConfig(
+        name="local",
+        workdir=str(tmp / "work dir"),
+        scheduler=SchedulerConfig(kind="local", max_local_jobs=2, **QUICK),
+        path_prepend=(VENV_BIN,),
+        **fields,
+    )
+
+
+def cluster_host(cluster: Cluster, tmp: Path, **fields: Any) -> HostConfig:
+    """The test cluster's login node over SSH with its real SLURM (the job runs on this same
+    machine, so the venv's python works through ``path_prepend``)."""
+    return HostConfig(
+        name="cluster",
+        ssh=cluster.alias,
+        ssh_config=cluster.ssh_config,
+        known_hosts=cluster.known_hosts,
+        workdir=str(tmp / "scratch"),
+        scheduler=SchedulerConfig(kind="slurm", extra_args=("--oversubscribe",), **QUICK),
+        path_prepend=(VENV_BIN,),
+        **fields,
+    )
+
+
+def until(check: Callable[[], T | None], what: str, timeout: float = 60.0) -> T:
+    """Call ``check`` until it returns something truthy (returned), or fail after ``timeout``
+    seconds: the only way these tests wait."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.1)
+
+
+def drive(
+    rt: Runtime,
+    scope: Sequence[ScopeEntry],
+    *,
+    timeout: float = 120.0,
+    seen: list[list[Row]] | None = None,
+    **options: Any,
+) -> list[Row]:
+    """Run passes until every experiment of ``scope`` is final (done, skipped or failed);
+    each pass's rows are appended to ``seen`` when given."""
+    deadline = time.monotonic() + timeout
+    while True:
+        rows = reconcile.run_pass(rt, scope, **options)
+        options.pop("retry_failed", None)
+        if seen is not None:
+            seen.append(rows)
+        if rows and all(r.final for r in rows):
+            return rows
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not final after {timeout} s: {rows}")
+        time.sleep(0.2)
+
+
+def target_for(rt: Runtime, project: str, eid: str, pipeline: str = "demo") -> Target:
+    """The one target of experiment ``eid`` (one listing request)."""
+    [host] = rt.settings.hosts
+    [t] = recipe.targets(rt, project, pipeline, host, [eid])
+    return t
+
+
+def scope_for(t: Target) -> list[ScopeEntry]:
+    """The scope of exactly ``t``."""
+    return [ScopeEntry(t.project, t.pipeline, t.host, (t.experiment,))]
+
+
+def jobdir_of(rt: Runtime, t: Target) -> jd.JobDir:
+    """``t``'s job directory on its host."""
+    return jd.job_dir(rt.host_config(t.host).workdir, t.pipeline, t.experiment)
+
+
+def local_jobs(rt: Runtime, t: Target) -> list[str]:
+    """Every job the local scheduler ever queued for ``t``'s experiment (its state dir keeps
+    them all)."""
+    state = Path(rt.host_config(t.host).workdir) / ".x2c-local"
+    if not state.is_dir():
+        return []
+    return sorted(
+        d.name
+        for d in state.iterdir()
+        if (d / "tag").is_file() and f".{t.experiment}." in (d / "tag").read_text()
+    )
+
+
+def slurm_jobs(rt: Runtime, t: Target) -> list[str]:
+    """Jobs SLURM still lists (any state) for ``t``'s job directory. Matched on the working
+    directory, not the experiment ID: other test sessions' devxnat servers hand out the same
+    IDs, and their jobs share this SLURM. SLURM forgets a job MinJobAge (5 s) after it ends:
+    count submissions with :func:`count_commands` instead."""
+    done = subprocess.run(
+        ["squeue", "-h", "--me", "--states=all", "--format=%i|%Z"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    root = jobdir_of(rt, t).root
+    rows = [line.split("|", 1) for line in done.stdout.splitlines() if "|" in line]
+    return [job for job, workdir in rows if workdir == root]
+
+
+def count_commands(rt: Runtime, host: str) -> CountingRunner:
+    """Count every command the runtime runs on ``host`` (claims, scheduler, probes) by program
+    name: call before the runtime's first scheduler use of that host."""
+    h = rt.host(host)
+    runner = CountingRunner(h.runner)
+    h.runner = runner
+    return runner
+
+
+# --- a pass killed partway ------------------------------------------------------------------
+
+
+def claim(rt: Runtime, t: Target) -> None:
+    """Take ``t``'s place on its host as a pass does (asserting it was granted)."""
+    cfg = rt.host_config(t.host)
+    rel = claims.relpath(cfg.workdir, t.pipeline, t.experiment)
+    got = claims.reserve(
+        rt.host(t.host), cfg.workdir, cap=cfg.max_in_flight, stale_s=cfg.claim_stale_s, new=[rel]
+    )
+    assert got.new == (rel,), got
+
+
+def record_submitting(rt: Runtime, t: Target, spec: JobSpec) -> None:
+    """Write the registry entry :func:`x2c.recipe.submit` writes before it calls the
+    scheduler: ``submitting``, with the build's tag and no job id."""
+    pipe = rt.pipeline(t.pipeline)
+    record = jd.JobRecord(
+        job_id="",
+        scheduler=rt.host_config(t.host).scheduler.kind,
+        host=t.host,
+        pipeline=pipe.name,
+        version=pipe.version,
+        experiment=t.experiment,
+        submitted_at=datetime.now(UTC),
+        state=SUBMITTING,
+        project=t.project,
+        subject=t.subject,
+        label=t.label,
+        archive=pipe.archive_name,
+        tag=spec.tag,
+    )
+    rt.host(t.host).write_atomic(jobdir_of(rt, t).registry, jd.encode_record(record))
+
+
+def ended(rt: Runtime, t: Target) -> bool:
+    """True once ``t``'s job script has written its exit marker."""
+    return rt.host(t.host).exists(jobdir_of(rt, t).exit_code)
