@@ -1,6 +1,7 @@
 """Shared pieces of the x2c-level pass tests (local scheduler and SSH + SLURM): settings for
 each host, the jobs each scheduler holds for an experiment, a condition polled with a deadline,
-passes run until a scope is final, and a pass killed partway (the crash table of x2c.recipe)."""
+passes run until a scope is final, and a pass killed partway and finished by the next passes
+(the crash table of x2c.recipe)."""
 
 from __future__ import annotations
 
@@ -198,3 +199,33 @@ def record_submitting(rt: Runtime, t: Target, spec: JobSpec) -> None:
 def ended(rt: Runtime, t: Target) -> bool:
     """True once ``t``'s job script has written its exit marker."""
     return rt.host(t.host).exists(jobdir_of(rt, t).exit_code)
+
+
+def row_of(rows: list[Row], t: Target) -> Row:
+    """``t``'s row among a pass's rows."""
+    [row] = [r for r in rows if r.experiment == t.experiment]
+    return row
+
+
+def finish_after_crash(rt: Runtime, t: Target, waiting: str) -> Row:
+    """The passes after a crash: the first, at once, waits (``waiting`` in its reason) because
+    the crashed pass's claim is fresh; a later one acts only once the claim is
+    ``claim_stale_s`` old, then passes run until the experiment is final. Returns the row of
+    the pass that acted."""
+    root = jobdir_of(rt, t).root  # the crashed pass's last sign of life: its claims renewed
+    rt.host(t.host).runner.run(["touch", "-c", "--", f"{root}/inflight", f"{root}/finishing"])
+    renewed = time.monotonic()
+    first = row_of(reconcile.run_pass(rt, scope_for(t)), t)
+    assert (first.state, first.action) == ("in flight", "wait"), first
+    assert waiting in first.reason, first
+
+    def acted() -> Row | None:
+        row = row_of(reconcile.run_pass(rt, scope_for(t)), t)
+        return None if row.action == "wait" else row
+
+    row = until(acted, "a pass to take the stale claim over")
+    stale_s = rt.host_config(t.host).claim_stale_s
+    assert time.monotonic() - renewed >= stale_s - 1  # whole seconds on Y's clock
+    if not row.final:
+        drive(rt, scope_for(t))
+    return row

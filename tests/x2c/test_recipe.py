@@ -13,7 +13,6 @@ import shlex
 import subprocess
 import sys
 import threading
-import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,6 +27,7 @@ from tests.x2c.helpers import (
     claim,
     drive,
     ended,
+    finish_after_crash,
     jobdir_of,
     local_host,
     local_jobs,
@@ -93,11 +93,6 @@ def deletes(counts: dict[str, int]) -> int:
     return sum(v for k, v in counts.items() if k.startswith("DELETE"))
 
 
-def row_of(rows: list[Row], t: Target) -> Row:
-    [row] = [r for r in rows if r.experiment == t.experiment]
-    return row
-
-
 def assert_one_job_one_upload(rt: Runtime, t: Target, job: str | None = None) -> None:
     """The experiment's verified result is on XNAT, made by its only job, and nothing else is
     left on the host."""
@@ -112,28 +107,6 @@ def assert_one_job_one_upload(rt: Runtime, t: Target, job: str | None = None) ->
     assert names == ["DEMO_STATS.zip", "provenance.json"]
     assert not Path(jobdir_of(rt, t).root).exists()
     assert not any(claims.scan(rt.host(t.host), rt.host_config(t.host).workdir))
-
-
-def finish_after_crash(rt: Runtime, t: Target, waiting: str) -> Row:
-    """The passes after a crash: the first, at once, waits (``waiting`` in its reason) because
-    the crashed pass's claim is fresh; a later one acts only once the claim is STALE_S old,
-    then passes run until the experiment is final. Returns the row of the pass that acted."""
-    root = jobdir_of(rt, t).root  # the crashed pass's last sign of life: its claims renewed
-    rt.host(t.host).runner.run(["touch", "-c", "--", f"{root}/inflight", f"{root}/finishing"])
-    renewed = time.monotonic()
-    first = row_of(reconcile.run_pass(rt, scope_for(t)), t)
-    assert (first.state, first.action) == ("in flight", "wait"), first
-    assert waiting in first.reason, first
-
-    def acted() -> Row | None:
-        row = row_of(reconcile.run_pass(rt, scope_for(t)), t)
-        return None if row.action == "wait" else row
-
-    row = until(acted, "a pass to take the stale claim over")
-    assert time.monotonic() - renewed >= STALE_S - 1  # whole seconds on Y's clock
-    if not row.final:
-        drive(rt, scope_for(t))
-    return row
 
 
 # --- a full cycle, and a rerun that does nothing ---------------------------------------------
