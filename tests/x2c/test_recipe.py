@@ -742,3 +742,56 @@ def test_targets_by_label_or_id_and_unknown_names(
     assert [t.experiment for t in chosen] == sorted([a, b])
     with pytest.raises(Exception, match="has no experiment 'NOPE'"):
         recipe.targets(rt, project, "demo", "local", ["NOPE", a])
+
+
+def _tree(root: Path) -> dict[str, tuple[int, int]]:
+    """Every file below ``root`` with its size and modification time (ns)."""
+    return {
+        str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns)
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_a_read_only_survey_changes_nothing(
+    rt: Runtime, project: str, xnat_server: Any, requests: Requests
+) -> None:
+    """``x2c status`` surveys with mutate=False: it reports a job that ended unrecorded, a
+    failure, a stale claim and a new session as they stand, and writes nothing anywhere (no
+    registry entry, claim, ledger entry, scheduler launch or XNAT request that changes)."""
+    done = session(rt, xnat_server, project, "Q1_MR1")
+    drive(rt, scope_for(done))
+    fails = target_for(rt, project, add_session(xnat_server, project, "Q2", "Q2_MR1"), "failing")
+    drive(rt, scope_for(fails))
+    ended_unrecorded = session(rt, xnat_server, project, "Q3_MR1")
+    claim(rt, ended_unrecorded)
+    reconcile.launch(rt, ended_unrecorded)
+    until(lambda: ended(rt, ended_unrecorded), "the job to end")
+    abandoned = session(rt, xnat_server, project, "Q4_MR1")
+    claim(rt, abandoned)
+    fresh = session(rt, xnat_server, project, "Q5_MR1")
+    until(
+        lambda: (
+            claims.scan(rt.host("local"), rt.host_config("local").workdir)[
+                claims.relpath(rt.host_config("local").workdir, "demo", abandoned.experiment)
+            ].age_s
+            >= STALE_S
+        ),
+        "the abandoned claim to go stale",
+    )
+    scope = [ScopeEntry(project, "demo", "local"), ScopeEntry(project, "failing", "local")]
+    work, state = Path(rt.host_config("local").workdir), rt.settings.state_dir
+    before = (_tree(work), _tree(state))
+    requests.reset()
+    found = reconcile.survey(rt, scope, mutate=False)
+    rows = {(row.pipeline, row.label): row for row in found.rows.values()}
+    assert requests.writes() == {}, requests.counts()
+    assert (_tree(work), _tree(state)) == before
+    assert not any(found.launch.values())
+    assert rows[("demo", done.label)].state == "done"
+    assert rows[("failing", fails.label)].state == "failed"
+    assert rows[("demo", ended_unrecorded.label)].action == "collect"
+    assert rows[("demo", abandoned.label)].state == "pending"
+    assert rows[("demo", fresh.label)].reason == "not started"
+    record = recipe.read_record(rt, ended_unrecorded)
+    assert record is not None and record.state == "PENDING", "nothing recorded"
