@@ -26,9 +26,9 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import UTC, datetime
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 
 from x2c import claims, recipe, xnat
 from x2c import jobdir as jd
@@ -36,6 +36,7 @@ from x2c.errors import (
     ConfigError,
     JobFailedError,
     NothingToProcessError,
+    PipelineError,
     SSHConnectError,
     X2CError,
     XnatTransientError,
@@ -420,6 +421,8 @@ def check(rt: Runtime, t: Target, *, retry_failed: bool = False, mutate: bool = 
             job_id=exc.job_id or "",
             log_tail=exc.log_tail,
         )
+    except PipelineError as exc:  # e.g. a corrupt registry entry: this experiment only
+        return Row.of(t, FAILED, str(exc), action="report_failed")
     return None
 
 
