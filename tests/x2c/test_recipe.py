@@ -33,6 +33,7 @@ from tests.x2c.helpers import (
     local_jobs,
     make_settings,
     record_submitting,
+    row_of,
     scope_for,
     target_for,
     until,
@@ -795,3 +796,24 @@ def test_a_read_only_survey_changes_nothing(
     assert rows[("demo", fresh.label)].reason == "not started"
     record = recipe.read_record(rt, ended_unrecorded)
     assert record is not None and record.state == "PENDING", "nothing recorded"
+
+
+def test_a_corrupt_registry_entry_fails_its_experiment_only(
+    rt: Runtime, project: str, xnat_server: Any
+) -> None:
+    """One damaged ``job.json`` on Y is reported (with what to do) for its experiment; every
+    other experiment of the pass goes on."""
+    broken = session(rt, xnat_server, project, "B1_MR1")
+    fine = session(rt, xnat_server, project, "B2_MR1")
+    registry = Path(jobdir_of(rt, broken).registry)
+    registry.parent.mkdir(parents=True)
+    registry.write_text("{not json")
+    scope = [ScopeEntry(project, "demo", "local")]
+    rows = reconcile.run_pass(rt, scope)
+    bad, good = row_of(rows, broken), row_of(rows, fine)
+    assert bad.state == "failed" and "is corrupt" in bad.reason and "remove it" in bad.reason
+    assert (good.state, good.action) == ("in flight", "submit"), good
+    registry.unlink()  # the user follows the advice
+    rows = drive(rt, scope)
+    assert {r.state for r in rows} == {"done"}
+    assert len(local_jobs(rt, broken)) == len(local_jobs(rt, fine)) == 1
