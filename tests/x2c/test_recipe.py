@@ -438,6 +438,25 @@ def test_two_passes_at_once_in_threads(
     _after_concurrent_passes(rt, found, requests, xnat_server)
 
 
+def test_two_passes_at_once_take_a_stale_claim_over_once(
+    rt: Runtime, project: str, xnat_server: Any
+) -> None:
+    t = session(rt, xnat_server, project, "TS_MR1")
+    claim(rt, t)
+    selection = recipe.select(rt, t)
+    recipe.stage(rt, t, selection)
+    record_submitting(rt, t, recipe.build(rt, t, selection))  # then the pass died
+    cfg = rt.host_config("local")
+    rel = claims.relpath(cfg.workdir, t.pipeline, t.experiment)
+    until(
+        lambda: claims.scan(rt.host("local"), cfg.workdir)[rel].age_s >= STALE_S,
+        "the claim to go stale",
+    )
+    results = _in_threads(rt, xnat_server, scope_for(t))
+    assert [[r.state for r in rows] for rows in results] == [["done"], ["done"]], results
+    assert_one_job_one_upload(rt, t)
+
+
 _CHILD = """
 import json, sys
 from pydantic import SecretStr
