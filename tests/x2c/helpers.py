@@ -28,6 +28,8 @@ DATA = Path(__file__).resolve().parents[1] / "data" / "settings"
 VENV_BIN = str(Path(sys.executable).parent)
 QUICK = {"exit_marker_grace_s": 3.0}
 """Scheduler settings that keep the tests short."""
+STALE_S = 2.0
+"""``claim_stale_s`` in the pass tests: a claim not renewed for 2 s was left by a crash."""
 
 T = TypeVar("T")
 

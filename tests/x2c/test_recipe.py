@@ -23,6 +23,7 @@ import pytest
 from tests.fixtures.xnat_data import Requests, add_session, put, xnat_config
 from tests.x2c.helpers import (
     DATA,
+    STALE_S,
     VENV_BIN,
     claim,
     drive,
@@ -47,8 +48,6 @@ from x2c.reconcile import Row, ScopeEntry
 from x2c.xnat import XnatSession, connect, path_of, resource_status
 
 ROOT = Path(__file__).resolve().parents[2]
-STALE_S = 2.0
-"""claim_stale_s in these tests: a claim not renewed for 2 s was left by a crash."""
 
 
 @pytest.fixture

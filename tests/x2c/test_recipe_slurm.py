@@ -17,6 +17,7 @@ import pytest
 from tests.fixtures.cluster import Cluster
 from tests.fixtures.xnat_data import Requests, add_session, xnat_config
 from tests.x2c.helpers import (
+    STALE_S,
     claim,
     cluster_host,
     count_commands,
@@ -39,8 +40,6 @@ from x2c.reconcile import Row, ScopeEntry
 from x2c.xnat import resource_status
 
 pytestmark = pytest.mark.cluster
-
-STALE_S = 2.0
 
 
 @pytest.fixture
