@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from tests.fixtures.cluster import Cluster
+from tests.fixtures.xnat_data import put
 from tests.x2c.schedulers.conftest import CountingRunner
 from x2c import claims, recipe, reconcile
 from x2c import jobdir as jd
@@ -231,3 +232,65 @@ def finish_after_crash(rt: Runtime, t: Target, waiting: str) -> Row:
     if not row.final:
         drive(rt, scope_for(t))
     return row
+
+
+BEFORE_THE_JOB_ID = ("claim", "select", "stage", "build", "submitting", "sbatch")
+"""Where a pass can die before the registry knows its job: the next passes wait for the claim
+to go stale, then resolve it (``find(tag)``, the exit marker) or launch again."""
+WHILE_FINISHING = ("mid-upload", "uploaded", "upload-unrecorded")
+"""Where a pass can die holding the finishing claim: the next passes wait for it to go stale."""
+
+
+def crash_at(rt: Runtime, t: Target, point: str) -> str | None:
+    """Run a pass's steps for ``t`` and stop dead at ``point``, a row of the crash table in
+    x2c/recipe.py: after its claim (``claim``), after ``select``, ``stage`` or ``build``,
+    after recording ``submitting``, after the scheduler ran (``sbatch``: the registry never
+    got the job id), after the job ``ended`` (nobody polled it), with the upload cut halfway
+    (``mid-upload``: a resource without provenance), after the verified upload (``uploaded``;
+    ``upload-unrecorded``: the registry still says COMPLETED). Returns the job submitted, if
+    any."""
+    claim(rt, t)
+    if point in ("ended", *WHILE_FINISHING):
+        job = reconcile.launch(rt, t).job_id
+        until(lambda: ended(rt, t), "the job to end", timeout=150)
+        if point == "ended":
+            return job
+        found = reconcile.survey(rt, scope_for(t))  # records the job COMPLETED
+        assert found.finish == [t], found
+        cfg = rt.host_config(t.host)
+        rel = claims.relpath(cfg.workdir, t.pipeline, t.experiment)
+        assert claims.take_finishing(rt.host(t.host), cfg.workdir, rel, stale_s=cfg.claim_stale_s)
+        resource = (
+            "data",
+            "experiments",
+            t.experiment,
+            "resources",
+            rt.pipeline(t.pipeline).resource,
+        )
+        if point == "mid-upload":
+            put(rt.xnat, *resource)
+            put(rt.xnat, *resource, "files", "part.zip", params={"inbody": "true"}, body=b"part")
+            return job
+        recipe.upload(rt, t, recipe.collect(rt, t))
+        if point == "upload-unrecorded":
+            record = recipe.read_record(rt, t)
+            assert record is not None and record.state == "uploaded"
+            stale = record.model_copy(update={"state": "COMPLETED"})
+            rt.host(t.host).write_atomic(jobdir_of(rt, t).registry, jd.encode_record(stale))
+        return job
+    assert point in BEFORE_THE_JOB_ID, point
+    if point == "claim":
+        return None
+    selection = recipe.select(rt, t)
+    if point == "select":
+        return None
+    recipe.stage(rt, t, selection)
+    if point == "stage":
+        return None
+    spec = recipe.build(rt, t, selection)
+    if point == "build":
+        return None
+    record_submitting(rt, t, spec)
+    if point == "submitting":
+        return None
+    return rt.scheduler(t.host).submit(spec)

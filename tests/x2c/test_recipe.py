@@ -20,12 +20,15 @@ from typing import Any
 
 import pytest
 
+from tests.fixtures.cluster import ROOT
 from tests.fixtures.xnat_data import Requests, add_session, put, xnat_config
 from tests.x2c.helpers import (
+    BEFORE_THE_JOB_ID,
     DATA,
     STALE_S,
     VENV_BIN,
     claim,
+    crash_at,
     drive,
     ended,
     finish_after_crash,
@@ -46,8 +49,6 @@ from x2c.errors import NothingToProcessError, PipelineError
 from x2c.recipe import Runtime, Target
 from x2c.reconcile import Row, ScopeEntry
 from x2c.xnat import XnatSession, connect, path_of, resource_status
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -81,11 +82,6 @@ def files_of(s: XnatSession, eid: str, resource: str = "DEMO_STATS") -> list[dic
         path_of("data", "experiments", eid, "resources", resource, "files"), what="list"
     )
     return sorted(rows, key=lambda r: str(r["Name"]))
-
-
-def uploads(counts: dict[str, int]) -> int:
-    """Files PUT into experiment resources (an archive and its provenance per upload)."""
-    return sum(v for k, v in counts.items() if k.startswith("PUT") and "/files/" in k)
 
 
 def deletes(counts: dict[str, int]) -> int:
@@ -229,58 +225,32 @@ def test_nothing_to_process_names_the_reason_and_costs_nothing_again(
 # --- the crash table (x2c/recipe.py), one test per row --------------------------------------
 
 
-@pytest.mark.parametrize("stopped_after", ["claim", "select", "stage", "build"])
-def test_crash_after_claiming_is_taken_over_once_the_claim_is_stale(
-    rt: Runtime, project: str, xnat_server: Any, stopped_after: str
+@pytest.mark.parametrize("point", BEFORE_THE_JOB_ID)
+def test_a_pass_killed_before_the_job_id_was_recorded_is_finished_once_stale(
+    rt: Runtime, project: str, xnat_server: Any, requests: Requests, point: str
 ) -> None:
-    t = session(rt, xnat_server, project, f"C_{stopped_after}")
-    claim(rt, t)
-    if stopped_after != "claim":
-        selection = recipe.select(rt, t)
-        if stopped_after in ("stage", "build"):
-            recipe.stage(rt, t, selection)
-        if stopped_after == "build":
-            recipe.build(rt, t, selection)
+    """Rows "after claiming, during select/stage/build", "after submitting was recorded,
+    before sbatch ran" and "after sbatch, before the registry got the job id": the claim
+    without a job id is left alone until it is stale, then one pass takes it over, finds the
+    job by its tag (``sbatch``) or launches again; one job, one upload."""
+    t = session(rt, xnat_server, project, f"C_{point}")
+    job = crash_at(rt, t, point)
+    requests.reset()
     finish_after_crash(rt, t, "another run is staging and submitting it")
-    assert_one_job_one_upload(rt, t)
-
-
-def test_crash_after_recording_submitting_before_the_scheduler_ran(
-    rt: Runtime, project: str, xnat_server: Any
-) -> None:
-    t = session(rt, xnat_server, project, "C_submitting")
-    claim(rt, t)
-    selection = recipe.select(rt, t)
-    recipe.stage(rt, t, selection)
-    record_submitting(rt, t, recipe.build(rt, t, selection))
-    finish_after_crash(rt, t, "another run is staging and submitting it")
-    assert_one_job_one_upload(rt, t)
-
-
-def test_crash_after_the_scheduler_ran_before_the_registry_got_the_job_id(
-    rt: Runtime, project: str, xnat_server: Any
-) -> None:
-    t = session(rt, xnat_server, project, "C_sbatch")
-    claim(rt, t)
-    selection = recipe.select(rt, t)
-    recipe.stage(rt, t, selection)
-    spec = recipe.build(rt, t, selection)
-    record_submitting(rt, t, spec)
-    job = rt.scheduler("local").submit(spec)  # the registry never heard of it
-    finish_after_crash(rt, t, "another run is staging and submitting it")
+    assert requests.uploads() == 2, requests.counts()  # the archive and provenance
     assert_one_job_one_upload(rt, t, job)
 
 
-def test_crash_while_the_job_runs(
+def test_a_pass_killed_while_the_job_runs(
     rt: Runtime, project: str, xnat_server: Any, tmp_path: Path
 ) -> None:
-    """Both local slots are held by other jobs, so the experiment's job stays queued: the next
-    passes attach to it (one poll line), never submit again."""
+    """Row "while the job runs": both local slots are held by other jobs, so the experiment's
+    job stays queued; the next passes attach to it (one poll line), never submit again."""
     go = tmp_path / "go"
     hold = f"until [ -e {shlex.quote(str(go))} ]; do sleep 0.05; done"
     sched = rt.scheduler("local")
-    blockers = [job_script(tmp_path / "blockers", f"b{i}", hold) for i in range(2)]
-    held = [sched.submit(b) for b in blockers]
+    for i in range(2):
+        sched.submit(job_script(tmp_path / "blockers", f"b{i}", hold))
     t = session(rt, xnat_server, project, "C_running")
     claim(rt, t)
     launched = reconcile.launch(rt, t)  # the pass that submitted dies here
@@ -293,14 +263,14 @@ def test_crash_while_the_job_runs(
     go.touch()
     drive(rt, scope_for(t))
     assert_one_job_one_upload(rt, t, launched.job_id)
-    assert len(held) == 2
 
 
-def test_crash_after_the_job_ended_unrecorded(rt: Runtime, project: str, xnat_server: Any) -> None:
+def test_a_pass_killed_after_the_job_ended_unrecorded(
+    rt: Runtime, project: str, xnat_server: Any
+) -> None:
+    """Row "after the job ended, unrecorded": the next pass's poll judges it and finishes it."""
     t = session(rt, xnat_server, project, "C_ended")
-    claim(rt, t)
-    job = reconcile.launch(rt, t).job_id
-    until(lambda: ended(rt, t), "the job to end")
+    job = crash_at(rt, t, "ended")
     record = recipe.read_record(rt, t)
     assert record is not None and record.state == "PENDING"  # nobody polled it
     [row] = reconcile.run_pass(rt, scope_for(t))
@@ -308,62 +278,28 @@ def test_crash_after_the_job_ended_unrecorded(rt: Runtime, project: str, xnat_se
     assert_one_job_one_upload(rt, t, job)
 
 
-def _job_completed_and_finishing(rt: Runtime, t: Target) -> str:
-    """Run ``t``'s job to its end, then start finishing it as a pass does: the survey records
-    the job COMPLETED and the finishing claim is taken. Returns the job id."""
-    claim(rt, t)
-    job = reconcile.launch(rt, t).job_id
-    until(lambda: ended(rt, t), "the job to end")
-    found = reconcile.survey(rt, scope_for(t))
-    assert found.finish == [t]
-    record = recipe.read_record(rt, t)
-    assert record is not None and record.state == "COMPLETED"
-    cfg = rt.host_config(t.host)
-    rel = claims.relpath(cfg.workdir, t.pipeline, t.experiment)
-    assert claims.take_finishing(rt.host(t.host), cfg.workdir, rel, stale_s=cfg.claim_stale_s)
-    return job
-
-
-def test_crash_mid_upload_is_redone_once_the_finishing_claim_is_stale(
+def test_a_pass_killed_mid_upload_is_redone_once_the_finishing_claim_is_stale(
     rt: Runtime, project: str, xnat_server: Any, requests: Requests
 ) -> None:
+    """Row "mid-upload": the resource has no provenance (INCOMPLETE); once the finishing claim
+    is stale one pass uploads again, replacing the partial resource."""
     t = session(rt, xnat_server, project, "C_midupload")
-    job = _job_completed_and_finishing(rt, t)
-    with connect(xnat_config(xnat_server)) as s:  # the upload was cut halfway
-        put(s, "data", "experiments", t.experiment, "resources", "DEMO_STATS")
-        put(
-            s,
-            "data",
-            "experiments",
-            t.experiment,
-            "resources",
-            "DEMO_STATS",
-            "files",
-            "part.zip",
-            params={"inbody": "true"},
-            body=b"partial",
-        )
+    job = crash_at(rt, t, "mid-upload")
     assert not resource_status(rt.xnat, t.experiment, "DEMO_STATS", "1.0.0").done
     requests.reset()
     finish_after_crash(rt, t, "another run is uploading its result")
-    assert uploads(requests.counts()) == 2, requests.counts()  # the archive and provenance
+    assert requests.uploads() == 2, requests.counts()
     assert_one_job_one_upload(rt, t, job)
 
 
-@pytest.mark.parametrize("registry", ["uploaded", "still COMPLETED"])
-def test_crash_after_the_verified_upload_before_the_clean_keeps_the_result(
-    rt: Runtime, project: str, xnat_server: Any, requests: Requests, registry: str
+@pytest.mark.parametrize("point", ["uploaded", "upload-unrecorded"])
+def test_a_pass_killed_after_the_verified_upload_keeps_the_result(
+    rt: Runtime, project: str, xnat_server: Any, requests: Requests, point: str
 ) -> None:
-    t = session(rt, xnat_server, project, "C_uploaded")
-    job = _job_completed_and_finishing(rt, t)
-    recipe.upload(rt, t, recipe.collect(rt, t))
-    if registry == "still COMPLETED":  # the crash hit between the upload and its record
-        record = recipe.read_record(rt, t)
-        assert record is not None and record.state == "uploaded"
-        rt.host(t.host).write_atomic(
-            jobdir_of(rt, t).registry,
-            recipe.jd.encode_record(record.model_copy(update={"state": "COMPLETED"})),
-        )
+    """Row "after the verified upload, before the clean" (with the registry updated or not):
+    the result on XNAT is kept exactly as it is; only the job directory is removed."""
+    t = session(rt, xnat_server, project, f"C_{point}")
+    job = crash_at(rt, t, point)
     listed = files_of(rt.xnat, t.experiment)
     requests.reset()
     row = finish_after_crash(rt, t, "another run is uploading its result")
@@ -388,7 +324,7 @@ def _after_concurrent_passes(
 ) -> None:
     """One job and one upload per experiment; a second round at once changes nothing."""
     counts = requests.counts()
-    assert uploads(counts) == 2 * len(found), counts
+    assert requests.uploads() == 2 * len(found), counts
     assert deletes(counts) == len(found), counts  # upload's replace, once each (of nothing)
     listings = {}
     for t in found:

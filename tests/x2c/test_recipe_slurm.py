@@ -18,15 +18,15 @@ from tests.fixtures.cluster import Cluster
 from tests.fixtures.xnat_data import Requests, add_session, xnat_config
 from tests.x2c.helpers import (
     STALE_S,
-    claim,
+    WHILE_FINISHING,
     cluster_host,
     count_commands,
+    crash_at,
     drive,
     ended,
     finish_after_crash,
     jobdir_of,
     make_settings,
-    record_submitting,
     scope_for,
     slurm_jobs,
     until,
@@ -107,28 +107,28 @@ def test_passes_over_ssh_and_slurm_one_squeue_per_pass(
     assert commands.counts["sbatch"] == 4
 
 
-def _crash_after_sbatch(rt: Runtime, t: Target) -> str:
-    """A pass that ran sbatch and died before recording the job id; returns the job id."""
-    claim(rt, t)
-    selection = recipe.select(rt, t)
-    recipe.stage(rt, t, selection)
-    spec = recipe.build(rt, t, selection)
-    record_submitting(rt, t, spec)
-    job = rt.scheduler("cluster").submit(spec)
-    assert slurm_jobs(rt, t) == [job]  # listed until MinJobAge after it ends
-    return job
-
-
-def test_crash_between_sbatch_and_the_registry_write_attaches(
-    rt: Runtime, xnat_server: Any, commands: CountingRunner
+@pytest.mark.parametrize(
+    "point", ["stage", "submitting", "sbatch", "ended", "mid-upload", "uploaded"]
+)
+def test_a_killed_pass_is_finished_with_one_sbatch_and_one_upload(
+    rt: Runtime, xnat_server: Any, commands: CountingRunner, point: str
 ) -> None:
+    """Rows of the crash table over SSH and SLURM (see test_recipe.py for every row with the
+    local scheduler): the next passes wait for a fresh claim, then finish with the one job."""
     project = xnat_server.new_project("RCS")
-    add_session(xnat_server, project, "H5", "H5_MR1", index=5)
+    add_session(xnat_server, project, "H5", f"H5_{point}", index=5)
     t = only_target(rt, project)
-    job = _crash_after_sbatch(rt, t)
-    finish_after_crash(rt, t, "another run is staging and submitting it")
+    job = crash_at(rt, t, point)
+    requests = Requests(xnat_server)
+    requests.reset()
+    if point == "ended":
+        drive(rt, scope_for(t), timeout=150)
+    else:
+        waiting = "uploading its result" if point in WHILE_FINISHING else "staging and submitting"
+        finish_after_crash(rt, t, waiting)
     assert_done_by(rt, t, job)
     assert commands.counts["sbatch"] == 1, "no second job was submitted"
+    assert requests.uploads() == (0 if point == "uploaded" else 2), requests.counts()
 
 
 def test_a_submission_whose_job_ran_and_left_squeue_is_collected(
@@ -140,7 +140,8 @@ def test_a_submission_whose_job_ran_and_left_squeue_is_collected(
     project = xnat_server.new_project("RCS")
     add_session(xnat_server, project, "H6", "H6_MR1", index=6)
     t = only_target(rt, project)
-    job = _crash_after_sbatch(rt, t)
+    job = crash_at(rt, t, "sbatch")
+    assert job is not None
     until(lambda: ended(rt, t) and not slurm_jobs(rt, t), f"job {job} to leave squeue", 120)
     row = finish_after_crash(rt, t, "another run is staging and submitting it")
     assert (row.state, row.action, row.job_id) == ("done", "collect", job), row
