@@ -445,20 +445,37 @@ def test_two_passes_at_once_in_two_processes(
     _after_concurrent_passes(rt, found, requests, xnat_server)
 
 
-def test_the_in_flight_cap_is_counted_from_the_claims(
-    rt: Runtime, project: str, xnat_server: Any, tmp_path: Path
+@pytest.mark.parametrize(
+    ("limits", "most"),
+    [
+        ({"max_in_flight": 1}, "in flight"),
+        ({"max_in_flight": 5, "max_submit_per_pass": 1}, "submit"),
+    ],
+)
+def test_the_caps_in_flight_and_per_pass(
+    rt: Runtime, project: str, xnat_server: Any, tmp_path: Path, limits: dict[str, int], most: str
 ) -> None:
-    host = local_host(tmp_path, claim_stale_s=STALE_S, max_in_flight=1)
+    """``max_in_flight`` is counted from the claims on Y (never more than one experiment in
+    flight at any pass), ``max_submit_per_pass`` caps each pass's submissions; the oldest
+    sessions go first."""
+    host = local_host(tmp_path, claim_stale_s=STALE_S, **limits)
     one = Runtime(make_settings(xnat_server, tmp_path, host), rt.xnat_config)
     try:
         found = _sessions(one, xnat_server, project, 3, "IF")
         scope = [ScopeEntry(project, "demo", "local")]
         first = reconcile.run_pass(one, scope)
-        assert sorted(r.action for r in first) == ["submit", "wait", "wait"], first
+        assert [(r.label, r.action) for r in first] == [
+            ("IF0_MR1", "submit"),
+            ("IF1_MR1", "wait"),
+            ("IF2_MR1", "wait"),
+        ], first
         assert sum("waiting for a place on local" in r.reason for r in first) == 2
-        seen: list[list[Row]] = []
+        seen: list[list[Row]] = [first]
         drive(one, scope, seen=seen)
-        assert all(sum(r.state == "in flight" for r in rows) <= 1 for rows in seen)
+        if most == "in flight":
+            assert all(sum(r.state == "in flight" for r in rows) <= 1 for rows in seen)
+        else:
+            assert all(sum(r.action == "submit" for r in rows) <= 1 for rows in seen)
         for t in found:
             assert len(local_jobs(one, t)) == 1
     finally:
