@@ -44,6 +44,7 @@ from tests.x2c.helpers import (
 )
 from tests.x2c.schedulers.conftest import job_script
 from x2c import claims, recipe, reconcile
+from x2c.config import SchedulerConfig
 from x2c.devxnat.demo import nifti_bytes
 from x2c.errors import NothingToProcessError, PipelineError
 from x2c.recipe import Runtime, Target
@@ -577,6 +578,32 @@ def test_a_new_pipeline_version_is_recomputed(rt: Runtime, project: str, xnat_se
         assert not any(claims.scan(v2.host("local"), v2.host_config("local").workdir))
     finally:
         v2.close()
+
+
+def test_a_refused_submission_gives_its_place_back_at_once(
+    rt: Runtime, project: str, xnat_server: Any, tmp_path: Path
+) -> None:
+    """The scheduler refused the job and holds none with its tag: the row says so, the claim
+    and the ``submitting`` entry are gone, and the next pass submits again (no wait for the
+    claim to go stale); once the cause is fixed, one job and one upload."""
+    (tmp_path / "a file").write_text("")
+    broken = SchedulerConfig(kind="local", local_state_dir=str(tmp_path / "a file" / "state"))
+    host = local_host(tmp_path, claim_stale_s=600).model_copy(update={"scheduler": broken})
+    refusing = Runtime(make_settings(xnat_server, tmp_path, host), rt.xnat_config)
+    try:
+        t = session(refusing, xnat_server, project, "SR_MR1")
+        for _ in range(2):
+            [row] = reconcile.run_pass(refusing, scope_for(t))
+            assert (row.state, row.action) == ("failed", "submit"), row
+            assert row.reason.startswith("SubmissionError: could not queue"), row
+            assert row.reason.endswith("no job carries its tag: the next pass submits again")
+            assert not any(claims.scan(refusing.host("local"), host.workdir))
+            assert recipe.read_record(refusing, t) is None
+    finally:
+        refusing.close()
+    [done] = drive(rt, scope_for(t))
+    assert done.state == "done"
+    assert_one_job_one_upload(rt, t)
 
 
 # --- data, secrets, the dry run -----------------------------------------------------------------
