@@ -110,7 +110,9 @@ def judge(
         status.state,
         status.reason or f"the scheduler reports {status.native or status.state.value}",
     )
-    if state is JobState.COMPLETED and code not in (None, 0):
+    if state is JobState.COMPLETED and (code not in (None, 0) or marker not in (None, 0)):
+        # the script's own word wins: a non-zero marker fails a job the scheduler calls done
+        code = marker if marker not in (None, 0) else code
         state, reason = JobState.FAILED, f"exit marker says {code} though the scheduler says done"
     return _ended(record, state, code, reason, tail)
 

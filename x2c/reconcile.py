@@ -36,7 +36,9 @@ from x2c.errors import (
     ConfigError,
     JobFailedError,
     NothingToProcessError,
+    PipelineError,
     SSHConnectError,
+    SubmissionError,
     X2CError,
     XnatTransientError,
 )
@@ -47,6 +49,7 @@ from x2c.ledger import is_fresh
 from x2c.poller import SUBMITTING, Watched, is_live, is_success, poll_jobs
 from x2c.provenance import public_url
 from x2c.recipe import Runtime, Target
+from x2c.schedulers import JobSpec
 from x2c.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -435,6 +438,8 @@ def check(rt: Runtime, t: Target, *, retry_failed: bool = False, mutate: bool = 
             job_id=exc.job_id or "",
             log_tail=exc.log_tail,
         )
+    except PipelineError as exc:  # e.g. a corrupt registry entry: this experiment only
+        return Row.of(t, FAILED, str(exc), action="report_failed")
     return None
 
 
@@ -504,9 +509,12 @@ def launch(rt: Runtime, t: Target) -> Row:
         claims.release(host, jobdir)
         return Row.of(t, SKIPPED, f"skipped: {exc.reason}", action="submit")
     except X2CError as exc:
+        note = _retry_note(exc)
+        if submitted and _refused(rt, t, jobdir, spec, exc):
+            submitted, note = False, "; no job carries its tag: the next pass submits again"
         if not submitted:
             claims.release(host, jobdir)
-        return Row.of(t, FAILED, f"{type(exc).__name__}: {exc}{_retry_note(exc)}", action="submit")
+        return Row.of(t, FAILED, f"{type(exc).__name__}: {exc}{note}", action="submit")
     return Row.of(
         t,
         IN_FLIGHT,
@@ -515,6 +523,23 @@ def launch(rt: Runtime, t: Target) -> Row:
         job_id=str(job_id),
         since=datetime.now(UTC).isoformat(timespec="seconds"),
     )
+
+
+def _refused(rt: Runtime, t: Target, jobdir: jd.JobDir, spec: JobSpec, exc: X2CError) -> bool:
+    """After a failed submission: True when the scheduler refused it and holds no job with the
+    build's tag, so nothing is in flight; the ``submitting`` entry is then removed. Otherwise
+    (the job may exist: sbatch can fail after queueing it) the claim stays, and once stale the
+    next pass resolves it with ``find(tag)``. Without this, a refused sbatch was shown as
+    "another run is staging and submitting it" until the claim went stale."""
+    if not isinstance(exc, SubmissionError):
+        return False
+    try:
+        if rt.scheduler(t.host).find(spec.tag):
+            return False
+        rt.host(t.host).remove(jobdir.registry)
+    except X2CError:
+        return False
+    return True
 
 
 def finish(rt: Runtime, t: Target) -> Row:

@@ -1,13 +1,18 @@
-"""The recipe driven step by step without Prefect, against the real devxnat server, the local
+"""The recipe run in reconcile passes without Prefect, against the real devxnat server, the local
 host and the local scheduler, with the demo pipeline run bare (runtime none) by this venv's
-python. Crashes are simulated by calling the steps partway and deciding again."""
+python. Crashes are simulated by calling the steps partway, one test per row of the crash
+table in x2c/recipe.py; the next passes must finish with exactly one job and one upload."""
 
 from __future__ import annotations
 
 import io
 import json
 import logging
+import os
+import shlex
+import subprocess
 import sys
+import threading
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,90 +20,42 @@ from typing import Any
 
 import pytest
 
-from tests.fixtures.xnat_data import add_session, put, xnat_config
-from x2c import jobdir as jd
-from x2c import recipe
-from x2c.config import HostConfig, SchedulerConfig
+from tests.fixtures.cluster import ROOT
+from tests.fixtures.xnat_data import Requests, add_session, put, xnat_config
+from tests.x2c.helpers import (
+    BEFORE_THE_JOB_ID,
+    DATA,
+    STALE_S,
+    VENV_BIN,
+    claim,
+    crash_at,
+    drive,
+    ended,
+    finish_after_crash,
+    jobdir_of,
+    local_host,
+    local_jobs,
+    make_settings,
+    record_submitting,
+    row_of,
+    scope_for,
+    target_for,
+    until,
+)
+from tests.x2c.schedulers.conftest import job_script
+from x2c import claims, recipe, reconcile
+from x2c.config import SchedulerConfig
 from x2c.devxnat.demo import nifti_bytes
-from x2c.errors import JobFailedError, NothingToProcessError, PipelineError
-from x2c.recipe import Action, Runtime, Target
-from x2c.settings import Settings, XnatSource
-from x2c.xnat import connect, path_of, resource_status
-
-DATA = Path(__file__).resolve().parents[1] / "data" / "settings"
-VENV_BIN = str(Path(sys.executable).parent)
-QUICK = {"poll_min_s": 0.2, "poll_max_s": 1.0, "exit_marker_grace_s": 3.0}
-
-
-def make_settings(server: Any, tmp: Path, host: HostConfig, **fields: Any) -> Settings:
-    return Settings(
-        xnat=XnatSource(url=server.url, user=server.user),
-        hosts={host.name: host},
-        pipelines=("demo", str(DATA / "failing.yaml")),
-        state_dir=tmp / "state",
-        **fields,
-    )
-
-
-def local_host(tmp: Path) -> HostConfig:
-    return HostConfig(
-        name="local",
-        workdir=str(tmp / "work dir"),
-        scheduler=SchedulerConfig(kind="local", max_local_jobs=2, **QUICK),
-        path_prepend=(VENV_BIN,),
-    )
-
-
-class Counter:
-    """The devxnat server's own request count since :meth:`reset` (admin routes excluded)."""
-
-    def __init__(self, server: Any) -> None:
-        self.server = server
-
-    def reset(self) -> None:
-        self.server.reset_counts()
-
-    def total(self) -> int:
-        counts = self.server.request_counts()
-        return sum(v for k, v in counts.items() if not k.split(" ", 1)[1].startswith("/x2c"))
-
-
-def local_jobs(rt: Runtime, t: Target) -> list[str]:
-    """Every job the local scheduler ever queued for ``t``'s experiment (its state dir)."""
-    state = Path(rt.host_config(t.host).workdir) / ".x2c-local"
-    if not state.is_dir():
-        return []
-    return sorted(
-        d.name
-        for d in state.iterdir()
-        if (d / "tag").is_file() and f".{t.experiment}." in (d / "tag").read_text()
-    )
-
-
-def cycle(rt: Runtime, t: Target, **decide: Any) -> Any:
-    """What the flow does: reconcile, then the steps the decision calls for."""
-    d = recipe.decide(rt, t, **decide)
-    if d.action is Action.SKIP_DONE:
-        return d
-    if d.action is Action.SUBMIT:
-        selection = recipe.select(rt, t)
-        recipe.stage(rt, t, selection)
-        spec = recipe.build(rt, t, selection)
-        job = recipe.submit(rt, t, spec)
-    else:
-        assert d.job_id is not None
-        job = d.job_id
-    outcome = recipe.wait(rt, t, job, timeout=120)
-    receipt = recipe.upload(rt, t, recipe.collect(rt, t), outcome)
-    recipe.clean(rt, t)
-    return receipt
+from x2c.errors import NothingToProcessError, PipelineError
+from x2c.recipe import Runtime, Target
+from x2c.reconcile import Row, ScopeEntry
+from x2c.xnat import XnatSession, connect, path_of, resource_status
 
 
 @pytest.fixture
 def rt(xnat_server: Any, tmp_path: Path) -> Iterator[Runtime]:
-    runtime = Runtime(
-        make_settings(xnat_server, tmp_path, local_host(tmp_path)), xnat_config(xnat_server)
-    )
+    host = local_host(tmp_path, claim_stale_s=STALE_S)
+    runtime = Runtime(make_settings(xnat_server, tmp_path, host), xnat_config(xnat_server))
     yield runtime
     runtime.close()
 
@@ -108,408 +65,459 @@ def project(xnat_server: Any) -> str:
     return str(xnat_server.new_project("RCP"))
 
 
-def target_for(rt: Runtime, project: str, eid: str, pipeline: str = "demo") -> Target:
-    [t] = recipe.targets(rt, project, pipeline, "local", [eid])
-    return t
+@pytest.fixture
+def requests(xnat_server: Any, rt: Runtime) -> Requests:
+    assert rt.xnat is not None  # log in outside the counts
+    return Requests(xnat_server)
+
+
+def session(rt: Runtime, xnat_server: Any, project: str, label: str, **kw: Any) -> Target:
+    """A new MR session ``label`` (subject ``<label>_S``) and its demo target."""
+    eid = add_session(xnat_server, project, f"{label}_S", label, **kw)
+    return target_for(rt, project, eid)
+
+
+def files_of(s: XnatSession, eid: str, resource: str = "DEMO_STATS") -> list[dict[str, Any]]:
+    """The resource's file listing on XNAT, as XNAT lists it (name, size, digest...)."""
+    rows = s.result_set(
+        path_of("data", "experiments", eid, "resources", resource, "files"), what="list"
+    )
+    return sorted(rows, key=lambda r: str(r["Name"]))
+
+
+def deletes(counts: dict[str, int]) -> int:
+    """DELETE requests of any kind."""
+    return sum(v for k, v in counts.items() if k.startswith("DELETE"))
+
+
+def assert_one_job_one_upload(rt: Runtime, t: Target, job: str | None = None) -> None:
+    """The experiment's verified result is on XNAT, made by its only job, and nothing else is
+    left on the host."""
+    status = resource_status(rt.xnat, t.experiment, "DEMO_STATS", "1.0.0")
+    assert status.done, status.reason
+    jobs = local_jobs(rt, t)
+    assert len(jobs) == 1, jobs
+    assert status.provenance is not None and status.provenance["job"]["job_id"] == jobs[0]
+    if job is not None:
+        assert jobs == [job]
+    names = [r["Name"] for r in files_of(rt.xnat, t.experiment)]
+    assert names == ["DEMO_STATS.zip", "provenance.json"]
+    assert not Path(jobdir_of(rt, t).root).exists()
+    assert not any(claims.scan(rt.host(t.host), rt.host_config(t.host).workdir))
+
+
+# --- a full cycle, and a rerun that does nothing ---------------------------------------------
 
 
 def test_full_cycle_uploads_a_verified_result_and_a_rerun_does_nothing(
-    rt: Runtime, project: str, xnat_server: Any, caplog: pytest.LogCaptureFixture
+    rt: Runtime,
+    project: str,
+    xnat_server: Any,
+    requests: Requests,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    eid = add_session(xnat_server, project, "S1", "S1_MR1")
-    counter = Counter(xnat_server)
-    assert rt.xnat is not None  # connect outside the count
-    t = target_for(rt, project, eid)
-    assert (t.experiment, t.label, t.subject, t.project) == (eid, "S1_MR1", "S1", project)
+    t = session(rt, xnat_server, project, "S1_MR1")
+    assert (t.label, t.subject, t.project) == ("S1_MR1", "S1_MR1_S", project)
 
-    counter.reset()
-    receipt = cycle(rt, t)
-    full_cycle_requests = counter.total()
+    requests.reset()
+    first = reconcile.run_pass(rt, scope_for(t))
+    assert [(r.state, r.action) for r in first] == [("in flight", "submit")]
+    assert first[0].job_id == local_jobs(rt, t)[0]
+    seen: list[list[Row]] = []
+    [row] = drive(rt, scope_for(t), seen=seen)
+    full_cycle = requests.total() - (1 + len(seen))  # less each pass's one listing
+    assert (row.state, row.action) == ("done", "collect"), row
+    assert row.xnat_uri == f"{xnat_server.url}/data/experiments/{t.experiment}/resources/DEMO_STATS"
+    assert_one_job_one_upload(rt, t)
 
-    status = resource_status(rt.xnat, eid, "DEMO_STATS", "1.0.0")
-    assert status.done, status.reason
-    assert [f.path for f in receipt.files] == ["DEMO_STATS.zip"]
+    status = resource_status(rt.xnat, t.experiment, "DEMO_STATS", "1.0.0")
     prov = status.provenance
     assert prov is not None
     assert prov["pipeline"]["name"] == "demo" and prov["pipeline"]["version"] == "1.0.0"
     assert prov["job"]["scheduler"] == "local" and prov["job"]["exit_code"] == 0
-    assert prov["job"]["job_id"] == local_jobs(rt, t)[0]
     assert prov["inputs"][0]["md5"] and prov["inputs"][0]["path"].endswith("T1.nii")
     assert prov["source"] == {
         "xnat": xnat_server.url,
         "project": project,
-        "subject": "S1",
+        "subject": "S1_MR1_S",
         "experiment": "S1_MR1",
     }
-    # the archive holds the demo's real outputs
     blob = b"".join(
         rt.xnat.request(
             "GET",
             path_of(
-                "data", "experiments", eid, "resources", "DEMO_STATS", "files", "DEMO_STATS.zip"
+                "data",
+                "experiments",
+                t.experiment,
+                "resources",
+                "DEMO_STATS",
+                "files",
+                "DEMO_STATS.zip",
             ),
             what="fetch",
         ).iter_content(1 << 16)
     )
-    with zipfile.ZipFile(io.BytesIO(blob)) as zf:
+    with zipfile.ZipFile(io.BytesIO(blob)) as zf:  # the demo's real outputs
         assert sorted(zf.namelist()) == ["mask.nii.gz", "stats.json"]
         assert json.loads(zf.read("stats.json"))["mask_voxels"] > 0
-    assert not Path(recipe._jobdir(rt, t).root).exists(), "clean removes the job directory"
 
-    counter.reset()
-    again = recipe.decide(rt, t)
-    no_op_requests = counter.total()
-    assert again.action is Action.SKIP_DONE
-    assert len(local_jobs(rt, t)) == 1, "the rerun submitted nothing"
-
-    counter.reset()
-    assert recipe.pending(rt, project, "demo", "local") == []
-    nightly_requests = counter.total()
-    # full cycle: resource_status 1 + select 2 + stream 1 + upload 1+4+1 + experiment 1
-    # (targets' listing is outside the count); no-op decide: resource_status 2; nightly: 1
-    assert full_cycle_requests <= 12, full_cycle_requests
-    assert no_op_requests == 2
-    assert nightly_requests == 1
-    print(
-        f"\nrequests: full cycle {full_cycle_requests}, no-op decide {no_op_requests}, "
-        f"nightly no-op {nightly_requests}"
-    )
+    listed = files_of(rt.xnat, t.experiment)
+    requests.reset()
+    again = reconcile.run_pass(rt, scope_for(t))
+    assert [(r.state, r.action) for r in again] == [("done", "skip_done")]
+    assert requests.total() == 1, requests.counts()  # the listing; the ledger knows the rest
+    assert requests.writes() == {}
+    assert local_jobs(rt, t) == [first[0].job_id], "the rerun submitted nothing"
+    rerun = requests.total()
+    assert files_of(rt.xnat, t.experiment) == listed
+    # select 2, stage 1, check 1, upload 1+4+1, experiment 1, done-check 2 at most
+    assert full_cycle <= 14, full_cycle
+    print(f"\nrequests: full cycle {full_cycle} (+1 listing per pass), rerun {rerun}")
 
     password = xnat_server.password
-    assert password not in repr(t)
-    assert password not in caplog.text
+    assert password not in repr(t) and password not in caplog.text
     assert password not in json.dumps(prov)
 
 
-def test_pending_checks_only_changed_experiments(
+def test_the_ledger_answers_a_done_project_with_one_listing(
+    fresh_xnat_server: Any, tmp_path: Path
+) -> None:
+    from x2c.settings import demo_settings
+
+    settings = demo_settings(
+        xnat_url=fresh_xnat_server.url,
+        xnat_user=fresh_xnat_server.user,
+        workdir=str(tmp_path / "work"),
+        state_dir=tmp_path / "state",
+        runtime="none",
+    )
+    rt = Runtime(settings, xnat_config(fresh_xnat_server))
+    try:
+        scope = reconcile.scope_of(settings)
+        rows = drive(rt, scope)
+        assert [r.label for r in rows] == ["DEMO_S001_MR1", "DEMO_S002_MR1", "DEMO_S003_MR1"]
+        assert {r.state for r in rows} == {"done"}
+        requests = Requests(fresh_xnat_server)
+        requests.reset()
+        again = reconcile.run_pass(rt, scope)
+        assert {r.action for r in again} == {"skip_done"}
+        assert requests.total() == 1, requests.counts()  # an unchanged project: one listing
+    finally:
+        rt.close()
+
+
+def test_nothing_to_process_names_the_reason_and_costs_nothing_again(
+    rt: Runtime, project: str, xnat_server: Any, requests: Requests
+) -> None:
+    t = session(rt, xnat_server, project, "N1_MR1", scan_type="DWI")
+    [row] = reconcile.run_pass(rt, scope_for(t))
+    assert (row.state, row.action) == ("skipped", "submit")
+    assert "no scan of type T1*, *MPRAGE*" in row.reason and "DWI" in row.reason
+    assert local_jobs(rt, t) == []
+    with pytest.raises(NothingToProcessError):
+        recipe.select(rt, t)
+    requests.reset()
+    [again] = reconcile.run_pass(rt, scope_for(t))
+    assert again.state == "skipped" and requests.total() == 1
+    assert not any(claims.scan(rt.host("local"), rt.host_config("local").workdir))
+
+
+# --- the crash table (x2c/recipe.py), one test per row --------------------------------------
+
+
+@pytest.mark.parametrize("point", BEFORE_THE_JOB_ID)
+def test_a_pass_killed_before_the_job_id_was_recorded_is_finished_once_stale(
+    rt: Runtime, project: str, xnat_server: Any, requests: Requests, point: str
+) -> None:
+    """Rows "after claiming, during select/stage/build", "after submitting was recorded,
+    before sbatch ran" and "after sbatch, before the registry got the job id": the claim
+    without a job id is left alone until it is stale, then one pass takes it over, finds the
+    job by its tag (``sbatch``) or launches again; one job, one upload."""
+    t = session(rt, xnat_server, project, f"C_{point}")
+    job = crash_at(rt, t, point)
+    requests.reset()
+    finish_after_crash(rt, t, "another run is staging and submitting it")
+    assert requests.uploads() == 2, requests.counts()  # the archive and provenance
+    assert_one_job_one_upload(rt, t, job)
+
+
+def test_a_pass_killed_while_the_job_runs(
+    rt: Runtime, project: str, xnat_server: Any, tmp_path: Path
+) -> None:
+    """Row "while the job runs": both local slots are held by other jobs, so the experiment's
+    job stays queued; the next passes attach to it (one poll line), never submit again."""
+    go = tmp_path / "go"
+    hold = f"until [ -e {shlex.quote(str(go))} ]; do sleep 0.05; done"
+    sched = rt.scheduler("local")
+    for i in range(2):
+        sched.submit(job_script(tmp_path / "blockers", f"b{i}", hold))
+    t = session(rt, xnat_server, project, "C_running")
+    claim(rt, t)
+    launched = reconcile.launch(rt, t)  # the pass that submitted dies here
+    assert (launched.state, launched.action) == ("in flight", "submit"), launched
+    for _ in range(2):
+        [row] = reconcile.run_pass(rt, scope_for(t))
+        assert (row.state, row.action, row.job_id) == ("in flight", "attach", launched.job_id)
+        assert row.reason == f"job {launched.job_id} is pending"
+    assert local_jobs(rt, t) == [launched.job_id]
+    go.touch()
+    drive(rt, scope_for(t))
+    assert_one_job_one_upload(rt, t, launched.job_id)
+
+
+def test_a_pass_killed_after_the_job_ended_unrecorded(
     rt: Runtime, project: str, xnat_server: Any
 ) -> None:
-    done_id = add_session(xnat_server, project, "P1", "P1_MR1")
-    todo_id = add_session(xnat_server, project, "P2", "P2_MR1", index=2)
-    empty_id = add_session(xnat_server, project, "P3", "P3_MR1", scan_type="DWI")
-    cycle(rt, target_for(rt, project, done_id))
-    counter = Counter(xnat_server)
-
-    counter.reset()
-    first = recipe.pending(rt, project, "demo", "local")
-    assert [t.experiment for t in first] == sorted([todo_id, empty_id])
-    assert counter.total() == 1 + 2 * 1  # listing + resource_status of the two unknown ones
-
-    with pytest.raises(NothingToProcessError, match="no scan of type T1"):
-        recipe.select(rt, target_for(rt, project, empty_id))
-    counter.reset()
-    assert [t.experiment for t in recipe.pending(rt, project, "demo", "local")] == [todo_id]
-    assert counter.total() == 1 + 1
+    """Row "after the job ended, unrecorded": the next pass's poll judges it and finishes it."""
+    t = session(rt, xnat_server, project, "C_ended")
+    job = crash_at(rt, t, "ended")
+    record = recipe.read_record(rt, t)
+    assert record is not None and record.state == "PENDING"  # nobody polled it
+    [row] = reconcile.run_pass(rt, scope_for(t))
+    assert (row.state, row.action, row.job_id) == ("done", "collect", job), row
+    assert_one_job_one_upload(rt, t, job)
 
 
-def test_nothing_to_process_names_the_reason(rt: Runtime, project: str, xnat_server: Any) -> None:
-    eid = add_session(xnat_server, project, "N1", "N1_MR1", scan_type="DWI")
-    t = target_for(rt, project, eid)
-    assert recipe.decide(rt, t).action is Action.SUBMIT
-    with pytest.raises(NothingToProcessError) as info:
-        recipe.select(rt, t)
-    assert "no scan of type T1*, *MPRAGE*" in info.value.reason
-    assert "DWI" in info.value.reason
-    assert local_jobs(rt, t) == []
+def test_a_pass_killed_mid_upload_is_redone_once_the_finishing_claim_is_stale(
+    rt: Runtime, project: str, xnat_server: Any, requests: Requests
+) -> None:
+    """Row "mid-upload": the resource has no provenance (INCOMPLETE); once the finishing claim
+    is stale one pass uploads again, replacing the partial resource."""
+    t = session(rt, xnat_server, project, "C_midupload")
+    job = crash_at(rt, t, "mid-upload")
+    assert not resource_status(rt.xnat, t.experiment, "DEMO_STATS", "1.0.0").done
+    requests.reset()
+    finish_after_crash(rt, t, "another run is uploading its result")
+    assert requests.uploads() == 2, requests.counts()
+    assert_one_job_one_upload(rt, t, job)
+
+
+@pytest.mark.parametrize("point", ["uploaded", "upload-unrecorded"])
+def test_a_pass_killed_after_the_verified_upload_keeps_the_result(
+    rt: Runtime, project: str, xnat_server: Any, requests: Requests, point: str
+) -> None:
+    """Row "after the verified upload, before the clean" (with the registry updated or not):
+    the result on XNAT is kept exactly as it is; only the job directory is removed."""
+    t = session(rt, xnat_server, project, f"C_{point}")
+    job = crash_at(rt, t, point)
+    listed = files_of(rt.xnat, t.experiment)
+    requests.reset()
+    row = finish_after_crash(rt, t, "another run is uploading its result")
+    assert (row.state, row.action) == ("done", "collect"), row
+    assert row.reason.endswith("(uploaded by another run)"), row
+    assert requests.writes() == {}, "the verified result was kept as it is"
+    assert files_of(rt.xnat, t.experiment) == listed
+    assert_one_job_one_upload(rt, t, job)
+
+
+# --- passes at once ---------------------------------------------------------------------------
+
+
+def _sessions(rt: Runtime, xnat_server: Any, project: str, n: int, prefix: str) -> list[Target]:
+    for i in range(n):
+        add_session(xnat_server, project, f"{prefix}{i}", f"{prefix}{i}_MR1", index=i + 1)
+    return recipe.targets(rt, project, "demo", "local")
+
+
+def _after_concurrent_passes(
+    rt: Runtime, found: list[Target], requests: Requests, xnat_server: Any
+) -> None:
+    """One job and one upload per experiment; a second round at once changes nothing."""
+    counts = requests.counts()
+    assert requests.uploads() == 2 * len(found), counts
+    assert deletes(counts) == len(found), counts  # upload's replace, once each (of nothing)
+    listings = {}
+    for t in found:
+        assert_one_job_one_upload(rt, t)
+        listings[t.experiment] = files_of(rt.xnat, t.experiment)
+    requests.reset()
+    for rows in _in_threads(rt, xnat_server, [ScopeEntry(found[0].project, "demo", "local")]):
+        assert {r.action for r in rows} == {"skip_done"}
+    assert requests.writes() == {}
+    assert {t.experiment: files_of(rt.xnat, t.experiment) for t in found} == listings
+
+
+def _in_threads(rt: Runtime, xnat_server: Any, scope: list[ScopeEntry]) -> list[list[Row]]:
+    """Two orchestrators at once (a Runtime each: own XNAT session, own connection to Y), each
+    running passes until the scope is final."""
+    out: list[list[Row]] = [[], []]
+    errors: list[BaseException] = []
+    start = threading.Barrier(2)
+
+    def run(i: int) -> None:
+        other = Runtime(rt.settings, xnat_config(xnat_server))
+        try:
+            start.wait()
+            out[i] = drive(other, scope)
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            other.close()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(timeout=180)
+    assert not errors, errors
+    return out
+
+
+def test_two_passes_at_once_in_threads(
+    rt: Runtime, project: str, xnat_server: Any, requests: Requests
+) -> None:
+    found = _sessions(rt, xnat_server, project, 4, "TT")
+    requests.reset()
+    results = _in_threads(rt, xnat_server, [ScopeEntry(project, "demo", "local")])
+    assert all({r.state for r in rows} == {"done"} for rows in results), results
+    _after_concurrent_passes(rt, found, requests, xnat_server)
+
+
+def test_two_passes_at_once_take_a_stale_claim_over_once(
+    rt: Runtime, project: str, xnat_server: Any
+) -> None:
+    t = session(rt, xnat_server, project, "TS_MR1")
+    claim(rt, t)
+    selection = recipe.select(rt, t)
+    recipe.stage(rt, t, selection)
+    record_submitting(rt, t, recipe.build(rt, t, selection))  # then the pass died
+    cfg = rt.host_config("local")
+    rel = claims.relpath(cfg.workdir, t.pipeline, t.experiment)
+    until(
+        lambda: claims.scan(rt.host("local"), cfg.workdir)[rel].age_s >= STALE_S,
+        "the claim to go stale",
+    )
+    results = _in_threads(rt, xnat_server, scope_for(t))
+    assert [[r.state for r in rows] for rows in results] == [["done"], ["done"]], results
+    assert_one_job_one_upload(rt, t)
+
+
+_CHILD = """
+import json, sys
+from pydantic import SecretStr
+from tests.x2c.helpers import drive
+from x2c.config import XnatConfig
+from x2c.reconcile import ScopeEntry
+from x2c.runtime import Runtime
+from x2c.settings import Settings
+given = json.loads(sys.stdin.read())
+cfg = XnatConfig(url=given["url"], user=given["user"], password=SecretStr(given["password"]))
+rt = Runtime(Settings.model_validate_json(given["settings"]), cfg)
+rows = drive(rt, [ScopeEntry(given["project"], "demo", "local")], timeout=150)
+print(json.dumps(sorted((r.experiment, r.state) for r in rows)))
+rt.close()
+"""
+
+
+def test_two_passes_at_once_in_two_processes(
+    rt: Runtime, project: str, xnat_server: Any, requests: Requests
+) -> None:
+    """Two orchestrator processes share nothing but Y (claims, registry) and XNAT; the password
+    reaches each on its stdin, never its command line."""
+    found = _sessions(rt, xnat_server, project, 4, "PP")
+    given = json.dumps(
+        {
+            "settings": rt.settings.model_dump_json(),
+            "url": xnat_server.url,
+            "user": xnat_server.user,
+            "password": xnat_server.password,
+            "project": project,
+        }
+    )
+    requests.reset()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", _CHILD],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+            env=env,
+        )
+        for _ in range(2)
+    ]
+    results = [c.communicate(given, timeout=200) for c in children]
+    for child, (out, err) in zip(children, results, strict=True):
+        assert child.returncode == 0, err[-3000:]
+        assert json.loads(out) == sorted([t.experiment, "done"] for t in found)
+    _after_concurrent_passes(rt, found, requests, xnat_server)
 
 
 @pytest.mark.parametrize(
-    "crash",
+    ("limits", "most"),
     [
-        "after_stage",
-        "after_build",
-        "before_sbatch",
-        "after_submitting",
-        "while_waiting",
-        "after_job",
-        "mid_upload",
-        "after_upload",
-        "upload_unrecorded",
+        ({"max_in_flight": 1}, "in flight"),
+        ({"max_in_flight": 5, "max_submit_per_pass": 1}, "submit"),
     ],
 )
-def test_a_rerun_after_a_crash_finishes_with_one_job_and_one_upload(
-    rt: Runtime, project: str, xnat_server: Any, crash: str
+def test_the_caps_in_flight_and_per_pass(
+    rt: Runtime, project: str, xnat_server: Any, tmp_path: Path, limits: dict[str, int], most: str
 ) -> None:
-    eid = add_session(xnat_server, project, "C1", f"C1_{crash}")
-    t = target_for(rt, project, eid)
-    host = rt.host("local")
-    jobdir = recipe._jobdir(rt, t)
+    """``max_in_flight`` is counted from the claims on Y (never more than one experiment in
+    flight at any pass), ``max_submit_per_pass`` caps each pass's submissions; the oldest
+    sessions go first."""
+    host = local_host(tmp_path, claim_stale_s=STALE_S, **limits)
+    one = Runtime(make_settings(xnat_server, tmp_path, host), rt.xnat_config)
+    try:
+        found = _sessions(one, xnat_server, project, 3, "IF")
+        scope = [ScopeEntry(project, "demo", "local")]
+        first = reconcile.run_pass(one, scope)
+        assert [(r.label, r.action) for r in first] == [
+            ("IF0_MR1", "submit"),
+            ("IF1_MR1", "wait"),
+            ("IF2_MR1", "wait"),
+        ], first
+        assert sum("waiting for a place on local" in r.reason for r in first) == 2
+        seen: list[list[Row]] = [first]
+        drive(one, scope, seen=seen)
+        if most == "in flight":
+            assert all(sum(r.state == "in flight" for r in rows) <= 1 for rows in seen)
+        else:
+            assert all(sum(r.action == "submit" for r in rows) <= 1 for rows in seen)
+        for t in found:
+            assert len(local_jobs(one, t)) == 1
+    finally:
+        one.close()
 
-    selection = recipe.select(rt, t)
-    recipe.stage(rt, t, selection)
-    expected: Action = Action.SUBMIT
-    job = None
-    if crash != "after_stage":
-        spec = recipe.build(rt, t, selection)
-    if crash in ("before_sbatch", "after_submitting"):
-        # the crash hit after the registry said "submitting": before sbatch ran, or after it
-        record = jd.JobRecord.model_validate(
-            {
-                "job_id": "",
-                "scheduler": "local",
-                "host": "local",
-                "pipeline": "demo",
-                "version": "1.0.0",
-                "experiment": eid,
-                "submitted_at": "2026-01-01T00:00:00Z",
-                "state": "submitting",
-                "tag": spec.tag,
-            }
-        )
-        jd.write_record(host.fs, jobdir, record)
-    if crash == "after_submitting":
-        job = rt.scheduler("local").submit(spec)
-        expected = Action.ATTACH
-    elif crash in ("while_waiting", "after_job", "mid_upload", "after_upload", "upload_unrecorded"):
-        job = recipe.submit(rt, t, spec)
-        expected = Action.ATTACH
-    if crash in ("after_job", "mid_upload", "after_upload", "upload_unrecorded"):
-        poller = rt.poller("local")
-        poller.register(job, exit_marker=jobdir.exit_code, log=jobdir.log)
-        assert poller.wait(job, timeout=120).ok  # the job ends; the registry never hears it
-        poller.forget(job)
-        expected = Action.COLLECT
-    if crash == "mid_upload":
-        with connect(xnat_config(xnat_server)) as s:
-            put(s, "data", "experiments", eid, "resources", "DEMO_STATS")
-            put(
-                s,
-                "data",
-                "experiments",
-                eid,
-                "resources",
-                "DEMO_STATS",
-                "files",
-                "part.zip",
-                params={"inbody": "true"},
-                body=b"partial",
-            )
-    if crash in ("after_upload", "upload_unrecorded"):
-        outcome = recipe.wait(rt, t, job, timeout=120)
-        recipe.upload(rt, t, recipe.collect(rt, t), outcome)
-        expected = Action.SKIP_DONE
-    if crash == "upload_unrecorded":  # the upload was verified, the registry never heard
-        record = jd.read_record(host.fs, jobdir)
-        assert record is not None
-        jd.write_record(host.fs, jobdir, record.model_copy(update={"state": "COMPLETED"}))
 
-    decision = recipe.decide(rt, t)
-    if crash == "while_waiting" and decision.action is Action.COLLECT:
-        expected = Action.COLLECT  # the demo job is quick: it may have ended already
-    assert decision.action is expected, decision
-    if expected in (Action.ATTACH, Action.COLLECT):
-        assert decision.job_id == job
-    cycle(rt, t)
-
-    assert resource_status(rt.xnat, eid, "DEMO_STATS", "1.0.0").done
-    assert len(local_jobs(rt, t)) == 1
-    listed = rt.xnat.result_set(
-        path_of("data", "experiments", eid, "resources", "DEMO_STATS", "files"), what="list"
-    )
-    assert sorted(row["Name"] for row in listed) == ["DEMO_STATS.zip", "provenance.json"]
-    assert not Path(jobdir.root).exists()
-    assert recipe.decide(rt, t).action is Action.SKIP_DONE
+# --- failures ---------------------------------------------------------------------------------
 
 
 def test_a_failed_job_is_reported_again_not_resubmitted(
-    rt: Runtime, project: str, xnat_server: Any
+    rt: Runtime, project: str, xnat_server: Any, requests: Requests
 ) -> None:
     eid = add_session(xnat_server, project, "F1", "F1_MR1")
     t = target_for(rt, project, eid, pipeline="failing")
-    with pytest.raises(JobFailedError) as info:
-        cycle(rt, t)
-    err = info.value
-    assert (err.state, err.exit_code) == ("FAILED", 3)
-    assert "boom on F1" in err.log_tail
-    assert err.job_id and err.job_id in str(err)
-    record = jd.read_record(rt.host("local").fs, recipe._jobdir(rt, t))
-    assert record is not None and record.state == "FAILED"
+    [row] = drive(rt, scope_for(t))
+    assert (row.state, row.action) == ("failed", "ended"), row
+    assert "ended FAILED (exit 3)" in row.reason and "boom on F1" in row.log_tail
+    assert row.job_id == local_jobs(rt, t)[0]
+    record = recipe.read_record(rt, t)
+    assert record is not None and (record.state, record.exit_code) == ("FAILED", 3)
 
-    with pytest.raises(JobFailedError, match="retry_failed=True") as again:
-        recipe.decide(rt, t)
-    assert again.value.job_id == err.job_id and "boom on F1" in again.value.log_tail
+    requests.reset()
+    for _ in range(2):
+        [again] = reconcile.run_pass(rt, scope_for(t))
+        assert (again.state, again.action) == ("failed", "report_failed"), again
+        assert f"job {row.job_id} ended FAILED" in again.reason and "--retry-failed" in again.reason
+    assert requests.total() == 2, "the ledger answers: one listing per pass"
     assert len(local_jobs(rt, t)) == 1
 
-    retry = recipe.decide(rt, t, retry_failed=True)
-    assert retry.action is Action.SUBMIT
-    with pytest.raises(JobFailedError):
-        cycle(rt, t, retry_failed=True)
+    [retried] = drive(rt, scope_for(t), retry_failed=True)
+    assert retried.state == "failed" and retried.job_id != row.job_id
     assert len(local_jobs(rt, t)) == 2
 
 
-def test_hostile_labels_are_data(
-    rt: Runtime, project: str, xnat_server: Any, tmp_path: Path
-) -> None:
-    subject, label = "-rf", "--help..Ωmega-$x"[:-3]
-    eid = add_session(
-        xnat_server,
-        project,
-        subject,
-        label,
-        scan_type="T1 $(touch PWNED); `touch PWNED2` ' \" ../..",
-    )
-    t = target_for(rt, project, eid)
-    assert (t.subject, t.label) == (subject, label)
-    cycle(rt, t)
-    status = resource_status(rt.xnat, eid, "DEMO_STATS", "1.0.0")
-    assert status.done and status.provenance is not None
-    assert status.provenance["source"]["subject"] == subject
-    workdir = Path(rt.host_config("local").workdir)
-    assert not list(workdir.rglob("PWNED*")) and not list(tmp_path.rglob("PWNED*"))
-    assert not Path("PWNED").exists()
-
-
-def test_plan_shows_every_step_and_changes_nothing(
-    rt: Runtime, project: str, xnat_server: Any
-) -> None:
-    eid = add_session(xnat_server, project, "D1", "D1_MR1")
-    t = target_for(rt, project, eid)
-    counts_before = xnat_server.request_counts()
-    lines = recipe.plan(rt, t)
-    text = "\n".join(lines)
-    assert "decide: submit" in text
-    assert f"{xnat_server.url}/data/experiments/{eid}/scans/1/resources/NIFTI/files/T1.nii" in text
-    assert "| #!/usr/bin/env bash" in text and "x2c.demo_pipeline" in text
-    assert "submit: local job" in text and "clean: rm -rf" in text
-    assert f"upload: PUT {xnat_server.url}/data/experiments/{eid}/resources/DEMO_STATS\n" in text
-    assert xnat_server.password not in text
-    after = xnat_server.request_counts()
-    writes = {
-        k: after.get(k, 0) - counts_before.get(k, 0)
-        for k in after
-        if not k.startswith("GET") and not k.split(" ", 1)[1].startswith("/x2c")
-    }
-    assert not any(writes.values()), writes
-    assert not Path(recipe._jobdir(rt, t).root).exists()
-    assert local_jobs(rt, t) == []
-    empty = add_session(xnat_server, project, "D2", "D2_MR1", scan_type="DWI")
-    assert recipe.plan(rt, target_for(rt, project, empty))[-1].startswith(
-        "skip: nothing to process, because no scan of type"
-    )
-
-
-def test_plan_attaches_to_a_job_recorded_as_running(
-    rt: Runtime, project: str, xnat_server: Any
-) -> None:
-    """The dry run cannot poll, so it trusts the registry: a live job is attached to, never
-    reported as failed and never submitted again."""
-    eid = add_session(xnat_server, project, "R1", "R1_MR1")
-    t = target_for(rt, project, eid)
-    spec = recipe.build(rt, t, recipe.select(rt, t))
-    host = rt.host("local")
-    jobdir = recipe._jobdir(rt, t)
-    record = jd.JobRecord(
-        job_id="4242",
-        scheduler="local",
-        host="local",
-        pipeline="demo",
-        version="1.0.0",
-        experiment=eid,
-        submitted_at="2026-11-27T00:00:00Z",
-        state="RUNNING",
-    )
-    jd.write_record(host.fs, jobdir, record)
-    lines = recipe.plan(rt, t)
-    assert lines[1].startswith("decide: attach: job 4242 was last recorded as running"), lines
-    assert not any(line.startswith("submit:") for line in lines), lines
-    assert Path(spec.script_path).exists()
-
-
-def test_the_job_script_never_holds_the_password(
-    rt: Runtime, project: str, xnat_server: Any
-) -> None:
-    eid = add_session(xnat_server, project, "K1", "K1_MR1")
-    t = target_for(rt, project, eid)
-    selection = recipe.select(rt, t)
-    spec = recipe.build(rt, t, selection)
-    script = Path(spec.script_path).read_text()
-    assert xnat_server.password not in script and xnat_server.url not in script
-    assert f"export PATH={VENV_BIN}" in script
-    # a password that appears in a label is refused rather than written
-    hostile = Target(project, eid, xnat_server.password, "S", "demo", "local")
-    with pytest.raises(Exception, match="forbidden value"):
-        recipe.build(rt, hostile, selection)
-
-
-def test_submit_refuses_while_another_process_submits(
-    rt: Runtime, project: str, xnat_server: Any
-) -> None:
-    import os
-
-    from x2c.errors import SubmissionError
-
-    eid = add_session(xnat_server, project, "L1", "L1_MR1")
-    t = target_for(rt, project, eid)
-    selection = recipe.select(rt, t)
-    unbuilt = recipe._spec(rt, t, rt.pipeline("demo"), "x2c.demo.unbuilt")
-    with pytest.raises(SubmissionError, match="build the job before submitting it"):
-        recipe.submit(rt, t, unbuilt)
-    recipe.stage(rt, t, selection)
-    spec = recipe.build(rt, t, selection)
-    lock = Path(recipe._jobdir(rt, t).root) / recipe.SUBMIT_LOCK
-    lock.mkdir()  # another orchestrator is between its registry write and sbatch
-    with pytest.raises(SubmissionError, match="another x2c process is submitting"):
-        recipe.submit(rt, t, spec)
-    assert local_jobs(rt, t) == []
-    old = lock.stat().st_mtime - (recipe.STALE_LOCK_MIN + 1) * 60
-    os.utime(lock, (old, old))  # ... and crashed long ago: the lock is taken over
-    job = recipe.submit(rt, t, spec)
-    assert local_jobs(rt, t) == [job] and not lock.exists()
-    assert recipe.submit(rt, t, spec) == job, "a second submit returns the queued job"
-    with pytest.raises(PipelineError, match="attach to it"):
-        recipe.build(rt, t, selection)  # never pulls the script from under a live job
-    assert local_jobs(rt, t) == [job]
-    recipe.wait(rt, t, job, timeout=120)
-
-
-def test_a_new_pipeline_version_is_recomputed(
-    rt: Runtime, project: str, xnat_server: Any, tmp_path: Path
-) -> None:
-    eid = add_session(xnat_server, project, "V1", "V1_MR1")
-    cycle(rt, target_for(rt, project, eid))
-    settings = rt.settings.model_copy(
-        update={"pipelines": (str(DATA / "demo-v2.yaml"),), "keep_workdir": True}
-    )
-    v2 = Runtime(settings, rt.xnat_config)
-    try:
-        t = target_for(v2, project, eid)
-        decision = recipe.decide(v2, t)
-        assert decision.action is Action.SUBMIT
-        assert "holds version 1.0.0, not 2.0.0" in decision.reason
-        assert [x.experiment for x in recipe.pending(v2, project, "demo", "local")] == [eid]
-        cycle(v2, t)
-        status = resource_status(v2.xnat, eid, "DEMO_STATS", "2.0.0")
-        assert status.done and status.provenance is not None
-        assert status.provenance["pipeline"]["version"] == "2.0.0"
-        assert len(local_jobs(v2, t)) == 2
-        # the kept job directory of version 2 is left alone by version 1, which resubmits
-        assert Path(recipe._jobdir(v2, t).root).exists()
-        again = recipe.decide(rt, target_for(rt, project, eid))
-        assert again.action is Action.SUBMIT and "ran version 2.0.0, not 1.0.0" in again.reason
-    finally:
-        v2.close()
-
-
-def test_a_failure_seen_after_a_restart_keeps_its_log_and_fixed_inputs_rerun(
+def test_a_failed_job_is_resubmitted_when_its_inputs_change(
     rt: Runtime, project: str, xnat_server: Any
 ) -> None:
     eid = add_session(xnat_server, project, "G1", "G1_MR1")
     t = target_for(rt, project, eid, pipeline="failing")
-    selection = recipe.select(rt, t)
-    recipe.stage(rt, t, selection)
-    job = recipe.submit(rt, t, recipe.build(rt, t, selection))
-    jobdir = recipe._jobdir(rt, t)
-    poller = rt.poller("local")
-    poller.register(job, exit_marker=jobdir.exit_code, log=jobdir.log)
-    assert not poller.wait(job, timeout=120).ok  # it failed while the orchestrator was down
-    poller.forget(job)
-
-    with pytest.raises(JobFailedError) as info:
-        recipe.decide(rt, t)
-    assert (info.value.job_id, info.value.state, info.value.exit_code) == (job, "FAILED", 3)
-    assert "boom on G1" in info.value.log_tail
-
+    [row] = drive(rt, scope_for(t))
+    assert row.state == "failed"
     with connect(xnat_config(xnat_server)) as s:  # someone fixes the input on XNAT
         put(
             s,
@@ -525,27 +533,180 @@ def test_a_failure_seen_after_a_restart_keeps_its_log_and_fixed_inputs_rerun(
             params={"inbody": "true", "overwrite": "true"},
             body=nifti_bytes(7),
         )
-    decision = recipe.decide(rt, t)
-    assert decision.action is Action.SUBMIT and "inputs changed" in decision.reason
+    changed = target_for(rt, project, eid, pipeline="failing")
+    assert changed.last_modified != t.last_modified
+    [rerun] = reconcile.run_pass(rt, scope_for(changed))
+    assert (rerun.state, rerun.action) == ("in flight", "submit"), rerun
+    assert len(local_jobs(rt, t)) == 2
 
 
-def test_many_experiments_in_threads_share_one_poller(
+def test_a_failure_unchanged_on_xnat_is_found_without_the_ledger(
     rt: Runtime, project: str, xnat_server: Any
 ) -> None:
-    from concurrent.futures import ThreadPoolExecutor
+    """The ledger is a cache: without it, the registry on Y still says the job failed and the
+    inputs did not change, so the experiment is reported, not resubmitted."""
+    eid = add_session(xnat_server, project, "G2", "G2_MR1")
+    t = target_for(rt, project, eid, pipeline="failing")
+    [row] = drive(rt, scope_for(t))
+    for path in rt.ledger.root.glob("*.json"):
+        path.unlink()
+    [again] = reconcile.run_pass(rt, scope_for(t))
+    assert (again.state, again.action, again.job_id) == ("failed", "report_failed", row.job_id)
+    assert "boom on G2" in again.log_tail
+    assert len(local_jobs(rt, t)) == 1
 
-    ids = [add_session(xnat_server, project, f"M{i}", f"M{i}_MR1", index=i) for i in range(4)]
-    found = recipe.targets(rt, project, "demo", "local")
-    assert sorted(t.experiment for t in found) == sorted(ids)
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        receipts = list(pool.map(lambda t: cycle(rt, t), found))
-    assert all(r.files for r in receipts)
-    for t in found:
-        assert resource_status(rt.xnat, t.experiment, "DEMO_STATS", "1.0.0").done
-        assert len(local_jobs(rt, t)) == 1
-    poller = rt.poller("local")
-    assert poller.failed_polls == 0
-    assert recipe.pending(rt, project, "demo", "local") == []
+
+def test_a_new_pipeline_version_is_recomputed(rt: Runtime, project: str, xnat_server: Any) -> None:
+    eid = add_session(xnat_server, project, "V1", "V1_MR1")
+    t = target_for(rt, project, eid)
+    drive(rt, scope_for(t))
+    settings = rt.settings.model_copy(
+        update={"pipelines": (str(DATA / "demo-v2.yaml"),), "keep_workdir": True}
+    )
+    v2 = Runtime(settings, rt.xnat_config)
+    try:
+        t2 = target_for(v2, project, eid)
+        [row] = reconcile.run_pass(v2, scope_for(t2))
+        assert row.action == "submit", row
+        [done] = drive(v2, scope_for(t2))
+        assert done.state == "done"
+        status = resource_status(v2.xnat, eid, "DEMO_STATS", "2.0.0")
+        assert status.done and status.provenance is not None
+        assert status.provenance["pipeline"]["version"] == "2.0.0"
+        assert len(local_jobs(v2, t2)) == 2
+        assert Path(jobdir_of(v2, t2).root).exists(), "keep_workdir keeps it"
+        assert not any(claims.scan(v2.host("local"), v2.host_config("local").workdir))
+    finally:
+        v2.close()
+
+
+def test_a_refused_submission_gives_its_place_back_at_once(
+    rt: Runtime, project: str, xnat_server: Any, tmp_path: Path
+) -> None:
+    """The scheduler refused the job and holds none with its tag: the row says so, the claim
+    and the ``submitting`` entry are gone, and the next pass submits again (no wait for the
+    claim to go stale); once the cause is fixed, one job and one upload."""
+    (tmp_path / "a file").write_text("")
+    broken = SchedulerConfig(kind="local", local_state_dir=str(tmp_path / "a file" / "state"))
+    host = local_host(tmp_path, claim_stale_s=600).model_copy(update={"scheduler": broken})
+    refusing = Runtime(make_settings(xnat_server, tmp_path, host), rt.xnat_config)
+    try:
+        t = session(refusing, xnat_server, project, "SR_MR1")
+        for _ in range(2):
+            [row] = reconcile.run_pass(refusing, scope_for(t))
+            assert (row.state, row.action) == ("failed", "submit"), row
+            assert row.reason.startswith("SubmissionError: could not queue"), row
+            assert row.reason.endswith("no job carries its tag: the next pass submits again")
+            assert not any(claims.scan(refusing.host("local"), host.workdir))
+            assert recipe.read_record(refusing, t) is None
+    finally:
+        refusing.close()
+    [done] = drive(rt, scope_for(t))
+    assert done.state == "done"
+    assert_one_job_one_upload(rt, t)
+
+
+# --- data, secrets, the dry run -----------------------------------------------------------------
+
+
+def test_hostile_labels_are_data(
+    rt: Runtime, project: str, xnat_server: Any, tmp_path: Path
+) -> None:
+    subject, label = "-rf", "--help..Ωmega-$x"[:-3]
+    eid = add_session(
+        xnat_server,
+        project,
+        subject,
+        label,
+        scan_type="T1 $(touch PWNED); `touch PWNED2` ' \" ../..",
+    )
+    t = target_for(rt, project, eid)
+    assert (t.subject, t.label) == (subject, label)
+    [row] = drive(rt, scope_for(t))
+    assert row.state == "done", row
+    status = resource_status(rt.xnat, eid, "DEMO_STATS", "1.0.0")
+    assert status.done and status.provenance is not None
+    assert status.provenance["source"]["subject"] == subject
+    workdir = Path(rt.host_config("local").workdir)
+    assert not list(workdir.rglob("PWNED*")) and not list(tmp_path.rglob("PWNED*"))
+    assert not Path("PWNED").exists()
+
+
+def test_plan_shows_every_step_and_changes_nothing(
+    rt: Runtime, project: str, xnat_server: Any, requests: Requests
+) -> None:
+    t = session(rt, xnat_server, project, "D1_MR1")
+    requests.reset()
+    text = "\n".join(recipe.plan(rt, t))
+    assert "decide: submit" in text
+    assert (
+        f"{xnat_server.url}/data/experiments/{t.experiment}/scans/1/resources/NIFTI/files/T1.nii"
+        in text
+    )
+    assert "| #!/usr/bin/env bash" in text and "x2c.demo_pipeline" in text
+    assert "submit: local job" in text and "clean: rm -rf" in text
+    upload = f"upload: PUT {xnat_server.url}/data/experiments/{t.experiment}/resources/DEMO_STATS\n"
+    assert upload in text
+    assert xnat_server.password not in text
+    assert requests.writes() == {}
+    assert not Path(jobdir_of(rt, t).root).exists()
+    assert local_jobs(rt, t) == []
+    assert not any(claims.scan(rt.host("local"), rt.host_config("local").workdir))
+    assert not rt.ledger.root.exists()
+    empty = session(rt, xnat_server, project, "D2_MR1", scan_type="DWI")
+    assert recipe.plan(rt, empty)[-1].startswith(
+        "skip: nothing to process, because no scan of type"
+    )
+
+
+def test_plan_attaches_to_a_job_recorded_as_running(
+    rt: Runtime, project: str, xnat_server: Any
+) -> None:
+    """The dry run cannot poll, so it trusts the registry: a live job is attached to, never
+    reported as failed and never submitted again."""
+    t = session(rt, xnat_server, project, "R1_MR1")
+    spec = recipe.build(rt, t, recipe.select(rt, t))
+    record_submitting(rt, t, spec)
+    record = recipe.read_record(rt, t)
+    assert record is not None
+    rt.host("local").write_atomic(
+        jobdir_of(rt, t).registry,
+        recipe.jd.encode_record(record.model_copy(update={"job_id": "4242", "state": "RUNNING"})),
+    )
+    lines = recipe.plan(rt, t)
+    assert lines[1].startswith("decide: attach: job 4242 was last recorded as running"), lines
+    assert not any(line.startswith("submit:") for line in lines), lines
+    assert Path(spec.script_path).exists()
+
+
+def test_the_job_script_never_holds_the_password(
+    rt: Runtime, project: str, xnat_server: Any
+) -> None:
+    t = session(rt, xnat_server, project, "K1_MR1")
+    selection = recipe.select(rt, t)
+    spec = recipe.build(rt, t, selection)
+    script = Path(spec.script_path).read_text()
+    assert xnat_server.password not in script and xnat_server.url not in script
+    assert f"export PATH={VENV_BIN}" in script
+    # a password that appears in a label is refused rather than written
+    hostile = Target(project, t.experiment, xnat_server.password, "S", "demo", "local")
+    with pytest.raises(Exception, match="forbidden value"):
+        recipe.build(rt, hostile, selection)
+
+
+def test_a_live_job_is_never_built_over_or_submitted_twice(
+    rt: Runtime, project: str, xnat_server: Any, tmp_path: Path
+) -> None:
+    t = session(rt, xnat_server, project, "L1_MR1")
+    selection = recipe.select(rt, t)
+    recipe.stage(rt, t, selection)
+    spec = recipe.build(rt, t, selection)
+    job = recipe.submit(rt, t, spec)
+    assert recipe.submit(rt, t, spec) == job, "a second submit returns the queued job"
+    with pytest.raises(PipelineError, match="attach to it"):
+        recipe.build(rt, t, selection)  # never pulls the script from under a live job
+    assert local_jobs(rt, t) == [job]
+    until(lambda: ended(rt, t), "the job to end")
 
 
 @pytest.mark.podman
@@ -559,7 +720,8 @@ def test_full_cycle_in_podman_records_the_image_digest(
     try:
         eid = add_session(xnat_server, project, "-P1", "P1..MR1", index=5)
         t = target_for(rt, project, eid)
-        cycle(rt, t)
+        [row] = drive(rt, scope_for(t))
+        assert row.state == "done", row
         status = resource_status(rt.xnat, eid, "DEMO_STATS", "1.0.0")
         assert status.done and status.provenance is not None
         container = status.provenance["container"]
@@ -581,28 +743,75 @@ def test_targets_by_label_or_id_and_unknown_names(
         recipe.targets(rt, project, "demo", "local", ["NOPE", a])
 
 
-def test_demo_settings_process_the_demo_project(fresh_xnat_server: Any, tmp_path: Path) -> None:
-    from concurrent.futures import ThreadPoolExecutor
+def _tree(root: Path) -> dict[str, tuple[int, int]]:
+    """Every file below ``root`` with its size and modification time (ns)."""
+    return {
+        str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns)
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
-    from x2c.settings import demo_settings
 
-    settings = demo_settings(
-        xnat_url=fresh_xnat_server.url,
-        xnat_user=fresh_xnat_server.user,
-        workdir=str(tmp_path / "work"),
-        state_dir=tmp_path / "state",
-        runtime="none",
+def test_a_read_only_survey_changes_nothing(
+    rt: Runtime, project: str, xnat_server: Any, requests: Requests
+) -> None:
+    """``x2c status`` surveys with mutate=False: it reports a job that ended unrecorded, a
+    failure, a stale claim and a new session as they stand, and writes nothing anywhere (no
+    registry entry, claim, ledger entry, scheduler launch or XNAT request that changes)."""
+    done = session(rt, xnat_server, project, "Q1_MR1")
+    drive(rt, scope_for(done))
+    fails = target_for(rt, project, add_session(xnat_server, project, "Q2", "Q2_MR1"), "failing")
+    drive(rt, scope_for(fails))
+    ended_unrecorded = session(rt, xnat_server, project, "Q3_MR1")
+    claim(rt, ended_unrecorded)
+    reconcile.launch(rt, ended_unrecorded)
+    until(lambda: ended(rt, ended_unrecorded), "the job to end")
+    abandoned = session(rt, xnat_server, project, "Q4_MR1")
+    claim(rt, abandoned)
+    fresh = session(rt, xnat_server, project, "Q5_MR1")
+    until(
+        lambda: (
+            claims.scan(rt.host("local"), rt.host_config("local").workdir)[
+                claims.relpath(rt.host_config("local").workdir, "demo", abandoned.experiment)
+            ].age_s
+            >= STALE_S
+        ),
+        "the abandoned claim to go stale",
     )
-    rt = Runtime(settings, xnat_config(fresh_xnat_server))
-    try:
-        [run] = settings.projects
-        todo = recipe.pending(rt, run.project, run.pipeline, run.host)
-        assert [t.label for t in todo] == ["DEMO_S001_MR1", "DEMO_S002_MR1", "DEMO_S003_MR1"]
-        with ThreadPoolExecutor(max_workers=3) as pool:
-            list(pool.map(lambda t: cycle(rt, t), todo))
-        counter = Counter(fresh_xnat_server)
-        counter.reset()
-        assert recipe.pending(rt, run.project, run.pipeline, run.host) == []
-        assert counter.total() == 1, "an unchanged project costs one listing"
-    finally:
-        rt.close()
+    scope = [ScopeEntry(project, "demo", "local"), ScopeEntry(project, "failing", "local")]
+    work, state = Path(rt.host_config("local").workdir), rt.settings.state_dir
+    before = (_tree(work), _tree(state))
+    requests.reset()
+    found = reconcile.survey(rt, scope, mutate=False)
+    rows = {(row.pipeline, row.label): row for row in found.rows.values()}
+    assert requests.writes() == {}, requests.counts()
+    assert (_tree(work), _tree(state)) == before
+    assert not any(found.launch.values())
+    assert rows[("demo", done.label)].state == "done"
+    assert rows[("failing", fails.label)].state == "failed"
+    assert rows[("demo", ended_unrecorded.label)].action == "collect"
+    assert rows[("demo", abandoned.label)].state == "pending"
+    assert rows[("demo", fresh.label)].reason == "not started"
+    record = recipe.read_record(rt, ended_unrecorded)
+    assert record is not None and record.state == "PENDING", "nothing recorded"
+
+
+def test_a_corrupt_registry_entry_fails_its_experiment_only(
+    rt: Runtime, project: str, xnat_server: Any
+) -> None:
+    """One damaged ``job.json`` on Y is reported (with what to do) for its experiment; every
+    other experiment of the pass goes on."""
+    broken = session(rt, xnat_server, project, "B1_MR1")
+    fine = session(rt, xnat_server, project, "B2_MR1")
+    registry = Path(jobdir_of(rt, broken).registry)
+    registry.parent.mkdir(parents=True)
+    registry.write_text("{not json")
+    scope = [ScopeEntry(project, "demo", "local")]
+    rows = reconcile.run_pass(rt, scope)
+    bad, good = row_of(rows, broken), row_of(rows, fine)
+    assert bad.state == "failed" and "is corrupt" in bad.reason and "remove it" in bad.reason
+    assert (good.state, good.action) == ("in flight", "submit"), good
+    registry.unlink()  # the user follows the advice
+    rows = drive(rt, scope)
+    assert {r.state for r in rows} == {"done"}
+    assert len(local_jobs(rt, broken)) == len(local_jobs(rt, fine)) == 1

@@ -5,34 +5,18 @@ next, two passes at once make one job and one upload per experiment."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.fixtures.xnat_data import add_session, xnat_config
-from tests.x2c.test_recipe import local_host, local_jobs, make_settings
-from x2c import claims, reconcile
-from x2c.recipe import Runtime, Target
-from x2c.reconcile import Row, ScopeEntry
+from tests.x2c.helpers import drive, local_host, make_settings
+from x2c import reconcile
+from x2c.recipe import Runtime
+from x2c.reconcile import ScopeEntry
 from x2c.xnat import connect, resource_status
-
-
-def drive(
-    rt: Runtime, scope: Sequence[ScopeEntry], *, timeout: float = 120.0, **options: Any
-) -> list[Row]:
-    """Run passes until every experiment of ``scope`` is final (done, skipped or failed)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        rows = reconcile.run_pass(rt, scope, **options)
-        options.pop("retry_failed", None)
-        if rows and all(r.final for r in rows):
-            return rows
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not final after {timeout} s: {rows}")
-        time.sleep(0.2)
 
 
 @pytest.fixture

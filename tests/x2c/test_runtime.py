@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import SecretStr
 
 from tests.fixtures.xnat_data import xnat_config
-from tests.x2c.test_recipe import local_host, make_settings
+from tests.x2c.helpers import local_host, make_settings
 from x2c import recipe
 from x2c.runtime import _runtime_key, close_runtimes, runtime
 
@@ -20,7 +20,7 @@ def test_runtime_is_shared_per_settings(xnat_server: Any, tmp_path: Path) -> Non
         first = recipe.runtime(settings, xnat_config(xnat_server))
         assert recipe.runtime(settings, xnat_config(xnat_server)) is first
         assert first.host("local") is first.host("local")
-        assert first.poller("local") is first.poller("local")
+        assert first.scheduler("local") is first.scheduler("local")
         other = make_settings(xnat_server, tmp_path, local_host(tmp_path), keep_workdir=True)
         assert recipe.runtime(other, xnat_config(xnat_server)) is not first
     finally:

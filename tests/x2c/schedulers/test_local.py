@@ -1,21 +1,20 @@
-"""LocalScheduler: a bounded pool of detached processes, through the real LocalRunner."""
+"""LocalScheduler: a bounded pool of detached processes, through the real LocalRunner; jobs are
+followed to their end as passes do (x2c.poller.poll_jobs)."""
 
 from __future__ import annotations
 
 import os
 import shlex
-import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.x2c.schedulers.conftest import CountingRunner, job_script
+from tests.x2c.helpers import until
+from tests.x2c.schedulers.conftest import CountingRunner, follow, job_script
 from x2c.config import SchedulerConfig
 from x2c.errors import ConfigError, SubmissionError
 from x2c.hosts.local import LocalRunner
-from x2c.poller import HostPoller
 from x2c.schedulers.base import JobId, JobState
 from x2c.schedulers.local import LocalScheduler, parse_scan
 
@@ -24,16 +23,7 @@ def q(path: Path) -> str:
     return shlex.quote(str(path))
 
 
-CFG = SchedulerConfig(max_local_jobs=2, poll_min_s=0.05, poll_max_s=0.2, exit_marker_grace_s=2)
-
-
-def _until(cond: Callable[[], bool], what: str, within: float = 30) -> None:
-    """Poll a condition with a deadline (never a bare sleep)."""
-    deadline = time.monotonic() + within
-    pause = threading.Event()
-    while not cond():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        pause.wait(0.05)
+CFG = SchedulerConfig(max_local_jobs=2, exit_marker_grace_s=2)
 
 
 @pytest.fixture
@@ -60,31 +50,25 @@ def test_pool_is_bounded_and_queued_jobs_are_pending(local: LocalScheduler, base
     assert states.count(JobState.RUNNING) == 2 and states.count(JobState.PENDING) == 3
     assert [local.poll(ids)[i].state for i in ids[:2]] == [JobState.RUNNING] * 2  # FIFO
     go.touch()
-    poller = HostPoller(local, CFG)
-    for job, spec in zip(ids, specs, strict=True):
-        poller.register(job, exit_marker=spec.exit_marker, log=spec.stdout_path)
-    outcomes = [poller.wait(j, timeout=60) for j in ids]
-    poller.close()
-    assert [(o.state, o.exit_code) for o in outcomes] == [(JobState.COMPLETED, 0)] * 5
+    records, _ = follow(local, list(zip(ids, specs, strict=True)), timeout=60)
+    assert [(r.state, r.exit_code) for r in records] == [("COMPLETED", 0)] * 5
 
 
 def test_failing_job_has_exit_code_and_log_tail(local: LocalScheduler, base: Path) -> None:
-    poller = HostPoller(local, CFG)
-    job = poller.submit(job_script(base, "fails", "echo broken >&2; exit 3"))
-    out = poller.wait(job, timeout=30)
-    poller.close()
-    assert (out.state, out.exit_code) == (JobState.FAILED, 3)
+    spec = job_script(base, "fails", "echo broken >&2; exit 3")
+    [out], _ = follow(local, [(local.submit(spec), spec)], timeout=30)
+    assert (out.state, out.exit_code) == ("FAILED", 3)
     assert "broken" in out.log_tail
 
 
 def test_cancel_kills_the_whole_process_group(local: LocalScheduler, base: Path) -> None:
     child = base / "child.pid"
     job = local.submit(job_script(base, "cancel", f"sleep 300 & echo $! > {q(child)}; wait"))
-    _until(child.exists, "the job's child process")
+    until(child.exists, "the job's child process")
     pid = int(child.read_text())
     local.cancel([job])
-    _until(lambda: local.poll([job])[job].state is JobState.CANCELLED, "the cancel")
-    _until(lambda: not Path(f"/proc/{pid}").exists(), f"the job's child {pid} to die")
+    until(lambda: local.poll([job])[job].state is JobState.CANCELLED, "the cancel")
+    until(lambda: not Path(f"/proc/{pid}").exists(), f"the job's child {pid} to die")
 
 
 def test_cancel_of_a_queued_job_means_it_never_runs(base: Path) -> None:
@@ -95,17 +79,15 @@ def test_cancel_of_a_queued_job_means_it_never_runs(base: Path) -> None:
     second = sched.submit(second_spec)
     sched.cancel([second])
     go.touch()
-    _until(lambda: sched.poll([first])[first].state is JobState.COMPLETED, "the first job")
+    until(lambda: sched.poll([first])[first].state is JobState.COMPLETED, "the first job")
     assert sched.poll([second])[second].state is JobState.CANCELLED
     assert not Path(second_spec.stdout_path).exists()
 
 
 def test_walltime_is_enforced_as_timeout(local: LocalScheduler, base: Path) -> None:
-    poller = HostPoller(local, CFG)
-    job = poller.submit(job_script(base, "slow", "sleep 60", walltime_s=1))
-    out = poller.wait(job, timeout=30)
-    poller.close()
-    assert out.state is JobState.TIMEOUT and not out.ok
+    spec = job_script(base, "slow", "sleep 60", walltime_s=1)
+    [out], _ = follow(local, [(local.submit(spec), spec)], timeout=30)
+    assert out.state == "TIMEOUT"
 
 
 def test_a_restarted_orchestrator_finds_and_follows_the_job(
@@ -121,25 +103,21 @@ def test_a_restarted_orchestrator_finds_and_follows_the_job(
         (job, spec.name, JobState.RUNNING)
     ]
     go.touch()
-    poller = HostPoller(fresh, CFG)
-    poller.register(job, exit_marker=spec.exit_marker, log=spec.stdout_path)
-    assert poller.wait(job, timeout=30).ok
-    poller.close()
+    [out], _ = follow(fresh, [(job, spec)], timeout=30)
+    assert (out.state, out.exit_code) == ("COMPLETED", 0)
 
 
 def test_vanished_launcher_is_decided_by_the_marker(local: LocalScheduler, base: Path) -> None:
     spec = job_script(base, "orphan", "sleep 300")
     job = local.submit(spec)
     jobdir = base / "state dir" / job
-    _until(lambda: (jobdir / "jobpid").exists(), "the job to start")
+    until(lambda: (jobdir / "jobpid").exists(), "the job to start")
     os.kill(int((jobdir / "pid").read_text()), 9)  # the launcher dies as in a host reboot
     os.killpg(int((jobdir / "jobpid").read_text()), 9)  # SIGKILL: the EXIT trap cannot run
-    _until(lambda: local.poll([job])[job].state is JobState.LEFT_QUEUE, "LEFT_QUEUE")
-    poller = HostPoller(local, CFG)
-    poller.register(job, exit_marker=spec.exit_marker, log=spec.stdout_path)
-    out = poller.wait(job, timeout=30)
-    poller.close()
-    assert out.state is JobState.LOST
+    until(lambda: local.poll([job])[job].state is JobState.LEFT_QUEUE, "LEFT_QUEUE")
+    [out], polls = follow(local, [(job, spec)], timeout=30)
+    assert out.state == "LOST" and "not written within 2 s" in out.reason
+    assert polls > 1, "the grace spans polls"
 
 
 def test_one_scan_per_poll_whatever_the_number_of_jobs(local: LocalScheduler, base: Path) -> None:

@@ -1,4 +1,4 @@
-"""The schedulers and the poller through x2c's real SSH runner to the test cluster."""
+"""The schedulers and the per-pass poll through x2c's real SSH runner to the test cluster."""
 
 from __future__ import annotations
 
@@ -8,11 +8,9 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures.cluster import Cluster
-from tests.x2c.schedulers.conftest import CountingRunner, job_script
+from tests.x2c.schedulers.conftest import CountingRunner, follow, job_script
 from x2c.config import HostConfig, SchedulerConfig
 from x2c.hosts import Host, open_host
-from x2c.poller import HostPoller
-from x2c.schedulers.base import JobState
 from x2c.schedulers.local import LocalScheduler
 from x2c.schedulers.slurm import SlurmScheduler
 
@@ -21,8 +19,6 @@ pytestmark = pytest.mark.cluster
 CFG = SchedulerConfig(
     kind="slurm",
     extra_args=("--oversubscribe",),
-    poll_min_s=0.5,
-    poll_max_s=2,
     exit_marker_grace_s=10,
     max_local_jobs=2,
 )
@@ -47,27 +43,18 @@ def test_slurm_jobs_polled_over_ssh_in_one_call(host: Host, tmp_path: Path) -> N
     specs = [job_script(tmp_path, f"ssh-{i}", f"exit {i % 2 * 3}", mem_mb=20) for i in range(6)]
     ids = [sched.submit(s) for s in specs]
     try:
-        poller = HostPoller(sched, CFG)
-        for job, spec in zip(ids, specs, strict=True):
-            poller.register(job, exit_marker=spec.exit_marker, log=spec.stdout_path)
-        outcomes = [poller.wait(j, timeout=150) for j in ids]
-        poller.close()
+        outcomes, polls = follow(sched, list(zip(ids, specs, strict=True)), timeout=150)
     finally:
         sched.cancel(ids)
-    assert [(o.state, o.exit_code) for o in outcomes] == [
-        (JobState.COMPLETED, 0),
-        (JobState.FAILED, 3),
-    ] * 3
-    assert all(f"start ssh-{i}" in o.log_tail for i, o in enumerate(outcomes))
-    assert runner.counts["squeue"] == poller.polls
+    assert [(o.state, o.exit_code) for o in outcomes] == [("COMPLETED", 0), ("FAILED", 3)] * 3
+    assert all(f"start ssh-{i}" in o.log_tail for i, o in enumerate(outcomes) if i % 2)
+    assert runner.counts["squeue"] == polls  # one status call per poll for all six jobs
 
 
 def test_local_scheduler_runs_through_the_ssh_runner(host: Host, tmp_path: Path) -> None:
     state = tmp_path / "it's the state"
     sched = LocalScheduler(host.runner, CFG, str(state))
-    poller = HostPoller(sched, CFG)
-    job = poller.submit(job_script(tmp_path, "remote-local", "echo over ssh; exit 5"))
-    out = poller.wait(job, timeout=60)
-    poller.close()
-    assert (out.state, out.exit_code) == (JobState.FAILED, 5)
+    spec = job_script(tmp_path, "remote-local", "echo over ssh; exit 5")
+    [out], _ = follow(sched, [(sched.submit(spec), spec)], timeout=60)
+    assert (out.state, out.exit_code) == ("FAILED", 5)
     assert "over ssh" in out.log_tail

@@ -1,21 +1,21 @@
-"""SlurmScheduler and the poller against the real one-node SLURM of the test cluster."""
+"""SlurmScheduler and the per-pass poll against the real one-node SLURM of the test cluster."""
 
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
 
 from tests.fixtures.cluster import Cluster
-from tests.x2c.schedulers.conftest import CountingRunner, job_script
+from tests.x2c.helpers import until
+from tests.x2c.schedulers.conftest import CountingRunner, follow, job_script
 from x2c.config import SchedulerConfig
 from x2c.errors import SubmissionError
 from x2c.hosts.base import Completed
 from x2c.hosts.local import LocalRunner
-from x2c.poller import HostPoller
+from x2c.jobdir import JobRecord
 from x2c.schedulers.base import JobId, JobSpec, JobState
 from x2c.schedulers.slurm import SlurmScheduler
 
@@ -26,8 +26,6 @@ CFG = SchedulerConfig(
     kind="slurm",
     partition="debug",
     extra_args=("--oversubscribe",),
-    poll_min_s=0.5,
-    poll_max_s=2,
     exit_marker_grace_s=10,
 )
 
@@ -45,9 +43,6 @@ class Slurm:
         self.submitted.append(job)
         return job, spec
 
-    def poller(self) -> HostPoller:
-        return HostPoller(self.sched, CFG)
-
 
 @pytest.fixture(scope="module")
 def slurm(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Slurm]:
@@ -57,14 +52,20 @@ def slurm(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 
 
 @pytest.fixture(scope="module")
-def walltime_job(slurm: Slurm) -> Iterator[tuple[JobId, HostPoller]]:
+def walltime_job(slurm: Slurm) -> Iterator[dict[str, JobRecord]]:
     """Started first because SLURM enforces limits in whole minutes (about 60-90 s here), and
-    watched from the start so the poller sees TIMEOUT before SLURM purges the job."""
+    followed from the start (a thread polling as passes do) so a poll sees TIMEOUT before
+    SLURM purges the job; the dict gets its final entry under "out"."""
     job, spec = slurm.submit("walltime", "sleep 300", walltime_s=1)
-    poller = slurm.poller()
-    poller.register(job, exit_marker=spec.exit_marker, log=spec.stdout_path)
-    yield job, poller
-    poller.close()
+    result: dict[str, JobRecord] = {}
+
+    def watch() -> None:
+        [result["out"]], _ = follow(slurm.sched, [(job, spec)], timeout=240)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    yield result
+    thread.join(timeout=240)
 
 
 def test_twenty_jobs_one_squeue_per_poll(slurm: Slurm, walltime_job: object) -> None:
@@ -73,70 +74,27 @@ def test_twenty_jobs_one_squeue_per_poll(slurm: Slurm, walltime_job: object) -> 
     specs = [job_script(slurm.tmp, f"many-{i}", "sleep 1", mem_mb=20) for i in range(20)]
     ids = [sched.submit(s) for s in specs]
     slurm.submitted += ids
-    poller = HostPoller(sched, CFG)
-    for job, spec in zip(ids, specs, strict=True):
-        poller.register(job, exit_marker=spec.exit_marker, log=spec.stdout_path)
-    outcomes = [poller.wait(i, timeout=120) for i in ids]
-    poller.close()
-    assert all(o.state is JobState.COMPLETED and o.exit_code == 0 for o in outcomes), outcomes
-    assert all(o.log_tail.startswith("start many-") for o in outcomes)
+    outcomes, polls = follow(sched, list(zip(ids, specs, strict=True)), timeout=120)
+    assert all(o.state == "COMPLETED" and o.exit_code == 0 for o in outcomes), outcomes
     squeues = [c for c in runner.calls if c[0] == "squeue"]
-    assert len(squeues) == poller.polls  # exactly one status call per poll interval
+    assert len(squeues) == polls  # exactly one status call per poll ...
     assert squeues[0][-1].split(",") == ids  # ... covering every waiting job
-    assert poller.polls < 20
+    probes = [c for c in runner.calls if c[0] == "sh" and c[3] == "x2c-probe"]
+    assert len(probes) <= polls  # and at most one probe of the markers that ended
 
 
 def test_failing_job_is_failed_with_code_and_log_tail(slurm: Slurm) -> None:
-    poller = slurm.poller()
     job, spec = slurm.submit("fails", "echo about to fail >&2\nexit 3")
-    poller.register(job, exit_marker=spec.exit_marker, log=spec.stdout_path)
-    out = poller.wait(job, timeout=150)
-    poller.close()
-    assert (out.state, out.exit_code, out.ok) == (JobState.FAILED, 3, False)
+    [out], _ = follow(slurm.sched, [(job, spec)], timeout=150)
+    assert (out.state, out.exit_code) == ("FAILED", 3)
     assert "about to fail" in out.log_tail
 
 
 def test_cancelled_job(slurm: Slurm) -> None:
-    poller = slurm.poller()
     job, spec = slurm.submit("cancel me", "sleep 300")
-    poller.register(job, exit_marker=spec.exit_marker, log=spec.stdout_path)
     slurm.sched.cancel([job])
-    out = poller.wait(job, timeout=150)
-    poller.close()
-    assert out.state is JobState.CANCELLED and not out.ok
-
-
-def _until_purged(sched: SlurmScheduler, ids: list[JobId], within: float = 150) -> None:
-    """Poll squeue (a condition with a deadline) until SLURM forgets ``ids`` (MinJobAge=5)."""
-    deadline = time.monotonic() + within
-    pause = threading.Event()
-    while any(s.state is not JobState.LEFT_QUEUE for s in sched.poll(ids).values()):
-        assert time.monotonic() < deadline, f"SLURM still lists {ids} after {within} s"
-        pause.wait(0.5)
-
-
-def test_job_that_left_the_queue_is_decided_by_its_marker(slurm: Slurm) -> None:
-    job, spec = slurm.submit("left", "exit 0")
-    bad, bad_spec = slurm.submit("left-bad", "exit 4")
-    _until_purged(slurm.sched, [job, bad])
-    poller = slurm.poller()
-    for j, s in ((job, spec), (bad, bad_spec)):
-        poller.register(j, exit_marker=s.exit_marker, log=s.stdout_path)
-    ok, failed = poller.wait(job, timeout=150), poller.wait(bad, timeout=150)
-    poller.close()
-    assert (ok.state, ok.exit_code, ok.native) == (JobState.COMPLETED, 0, "LEFT_QUEUE")
-    assert (failed.state, failed.exit_code) == (JobState.FAILED, 4)
-    assert "left the queue" in failed.reason and "start left-bad" in failed.log_tail
-
-
-def test_job_gone_without_marker_is_lost_after_the_grace(slurm: Slurm) -> None:
-    job, spec = slurm.submit("no-marker", "trap - EXIT\nexit 0")  # drops its EXIT trap
-    _until_purged(slurm.sched, [job])
-    poller = HostPoller(slurm.sched, CFG.model_copy(update={"exit_marker_grace_s": 1}))
-    poller.register(job, exit_marker=spec.exit_marker, log=spec.stdout_path)
-    out = poller.wait(job, timeout=150)
-    poller.close()
-    assert out.state is JobState.LOST and not out.ok
+    [out], _ = follow(slurm.sched, [(job, spec)], timeout=150)
+    assert out.state == "CANCELLED", out  # polled at once: SLURM lists it for MinJobAge
 
 
 def test_purged_ids_are_left_queue_not_a_poll_failure(slurm: Slurm) -> None:
@@ -164,10 +122,10 @@ def test_find_by_tag_after_a_restart(slurm: Slurm) -> None:
     assert found[0].status.state in (JobState.PENDING, JobState.RUNNING)
 
 
-def test_walltime_kill_is_timeout(walltime_job: tuple[JobId, HostPoller]) -> None:
-    job, poller = walltime_job
-    out = poller.wait(job, timeout=180)
-    assert out.state is JobState.TIMEOUT and not out.ok
+def test_walltime_kill_is_timeout(walltime_job: dict[str, JobRecord]) -> None:
+    until(lambda: "out" in walltime_job, "the walltime job to end", timeout=240)
+    out = walltime_job["out"]
+    assert out.state == "TIMEOUT", out
     assert "DUE TO TIME LIMIT" in out.log_tail
 
 

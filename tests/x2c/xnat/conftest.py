@@ -8,28 +8,8 @@ from typing import Any
 
 import pytest
 
-from tests.fixtures.xnat_data import add_session, put, xnat_config
+from tests.fixtures.xnat_data import Requests, add_session, put, xnat_config
 from x2c.xnat import XnatSession, connect
-
-
-class Requests:
-    """Counts what the server saw since the last :meth:`reset`, by ``METHOD template``."""
-
-    def __init__(self, server: Any) -> None:
-        self._server = server
-
-    def reset(self) -> None:
-        self._server.reset_counts()
-
-    def counts(self) -> dict[str, int]:
-        return {
-            k: v
-            for k, v in self._server.request_counts().items()
-            if not k.startswith(("GET /x2c", "DELETE /x2c"))
-        }
-
-    def total(self) -> int:
-        return sum(self.counts().values())
 
 
 @pytest.fixture
