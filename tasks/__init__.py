@@ -1,41 +1,37 @@
-"""Prefect tasks: one per recipe step, each a thin wrapper over one :mod:`x2c.recipe` function.
+"""Prefect tasks: the phases of a reconcile pass, each a thin wrapper over one :mod:`x2c`
+function.
 
 ================  ===========================  ==========================================
 module            task (run name)              wraps
 ================  ===========================  ==========================================
-targets.py        targets-{project}            ``recipe.targets`` (one listing)
-                  pending-{project}-{pipeline} ``recipe.pending`` (the nightly's to-do)
-decide.py         decide-{label}               ``recipe.decide`` (reconcile)
-select.py         select-{label}               ``recipe.select``
-stage.py          stage-{label}                ``recipe.stage`` (X -> Y)
-build.py          build-{label}                ``recipe.build``
-submit.py         submit-{label}               ``recipe.submit`` (exactly once)
-wait.py           wait-{label}                 ``recipe.wait`` (the host's shared poller)
-collect.py        collect-{label}              ``recipe.collect``
-upload.py         upload-{label}, clean-{label} ``recipe.upload`` (Y -> X), ``recipe.clean``
+survey.py         survey                       ``reconcile.survey``: one listing per
+                                               project, one claim scan and one scheduler
+                                               poll per host
+submit.py         claim-places                 ``reconcile.claim_places`` (one command per
+                                               host, under its lock)
+                  submit-{label}               ``reconcile.launch``: select, stage, build,
+                                               submit
+upload.py         upload-{label}               ``reconcile.finish``: collect, upload,
+                                               clean
+report.py         (artifacts)                  the pass's table and summary, and each
+                                               experiment's history
 watch.py          list-sessions-{project},     ``xnat.list_experiments``; ``run_deployment``
                   start-{project}-{label}      with an idempotency key
 ================  ===========================  ==========================================
 
-Shared rules (:mod:`tasks.common`): retries only for transient errors (``SSHConnectError``,
-``XnatTransientError``; never ``JobFailedError``, ``NothingToProcessError``, refused logins or
-changed host keys); ``cache_policy=NO_CACHE`` (every step has side effects or must see the
-present); logs through the run logger in a user's words; the flow applies ``pipeline:<name>`` and
-``host:<name>`` tags to every task run of an experiment.
+Why a task per phase and not per step: a task run costs ~7-18 ms of client time, measured
+here; seven per experiment would spend most of the per-experiment budget on bookkeeping. The
+steps inside a phase log to its run, in a user's words.
 
-Timeouts: no step has a Prefect ``timeout_seconds``. Flows run these tasks in worker threads
-(the fan-out's ThreadPoolTaskRunner), where Prefect cannot interrupt a blocking call and only
-warns; a hang is bounded where it can actually be stopped, in x2c: every XNAT request has
+Shared rules: no Prefect retries and no timeouts (:mod:`tasks.common`): a pass is itself the
+retry, and a hang is bounded where it can be stopped, in x2c (every XNAT request has
 ``XnatConfig.timeout``, SSH has a connect timeout and keepalives that declare a silent
-connection lost, the poller gives up after ``poll_give_up_s`` without a good poll, and
-``wait`` takes a caller's timeout (``wait_timeout_s``; a queued job may rightly wait for days).
+connection lost); ``cache_policy=NO_CACHE`` (every phase has side effects or must see the
+present).
 
-Why not prefect-shell's ``ShellOperation`` for commands on this machine (the local host's jobs,
-for one): x2c already runs them through its ``Runner`` seam (:mod:`x2c.hosts`), the same
-``run(argv)`` interface as for SSH hosts, so the recipe is one code path whatever the host and
-is tested on both. ``ShellOperation`` takes shell *strings* (a script written to a temporary
-file), which would reintroduce quoting of experiment labels into a shell line that the Runner's
-argv lists avoid by construction; and it ties the process to the task, whereas the local
-scheduler deliberately detaches jobs (``setsid``) so they survive an orchestrator restart and a
-rerun re-attaches to them.
+Why not prefect-shell's ``ShellOperation`` for the commands on the hosts: x2c runs them
+through its ``Runner`` seam (:mod:`x2c.hosts`), the same ``run(argv)`` for this machine and
+for SSH hosts, so the recipe is one code path whatever the host; ``ShellOperation`` takes shell
+*strings* and ties the process to the task, while jobs are detached so that they outlive every
+orchestrator process.
 """

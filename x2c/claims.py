@@ -24,11 +24,13 @@ from __future__ import annotations
 import logging
 import posixpath
 import secrets
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from x2c import jobdir as jd
-from x2c.errors import PipelineError, RemoteCommandError, SchedulerOutputError
+from x2c.errors import PipelineError, RemoteCommandError, SchedulerOutputError, X2CError
 from x2c.hosts import Host
 
 log = logging.getLogger(__name__)
@@ -210,6 +212,28 @@ def take_finishing(host: Host, workdir: str, rel: str, *, stale_s: float) -> boo
 def renew(host: Host, jobdir: jd.JobDir) -> None:
     """Renew this pass's claim on ``jobdir`` (it is still staging or submitting)."""
     host.runner.run(["touch", "-c", "--", posixpath.join(jobdir.root, jd.CLAIM)])
+
+
+@contextmanager
+def renewing(host: Host, jobdir: jd.JobDir, *, stale_s: float) -> Iterator[None]:
+    """Renew the claim on ``jobdir`` every quarter of ``stale_s`` while the block runs (a
+    stage of large inputs can outlast the stale time; a live pass must never look crashed)."""
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.wait(stale_s / 4):
+            try:
+                renew(host, jobdir)
+            except X2CError as exc:  # the step itself will meet the same connection trouble
+                log.warning("renewing the claim on %s failed: %s", jobdir.root, exc)
+
+    thread = threading.Thread(target=loop, name=f"x2c-claim-{jobdir.root}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=10)
 
 
 def adopt(host: Host, jobdir: jd.JobDir) -> None:

@@ -52,13 +52,14 @@ class SchedulerConfig(_Frozen):
     account: str | None = None
     extra_args: tuple[str, ...] = ()
     max_local_jobs: int = Field(default=2, ge=1, description="Slots of the local scheduler")
-    poll_min_s: float = Field(default=2.0, gt=0, description="Shortest poll interval")
-    poll_max_s: float = Field(default=60.0, gt=0, description="Steady-state poll interval")
+    poll_min_s: float = Field(
+        default=2.0, gt=0, description="Shortest wait between the passes of `x2c run`"
+    )
+    poll_max_s: float = Field(
+        default=60.0, gt=0, description="Longest wait between the passes of `x2c run`"
+    )
     exit_marker_grace_s: float = Field(
         default=30.0, ge=0, description="Wait for the exit marker after a job left the queue"
-    )
-    poll_give_up_s: float = Field(
-        default=3600.0, gt=0, description="Fail the waiters after this long without a good poll"
     )
     unknown_state_limit_s: float = Field(
         default=900.0, gt=0, description="Fail a job stuck in a state x2c does not know"

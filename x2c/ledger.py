@@ -106,10 +106,12 @@ class Ledger:
         pipeline: str,
         version: str,
         verdicts: Iterable[tuple[str, str, str, str]],
+        *,
+        job_ids: Mapping[str, str] | None = None,
     ) -> None:
         """Remember many verdicts in one write: (experiment, last_modified, ``done`` or
-        ``nothing``, reason). Entries without a ``last_modified`` are not kept (they could
-        never be trusted)."""
+        ``nothing`` or ``failed``, reason), with the job of each failure in ``job_ids``.
+        Entries without a ``last_modified`` are not kept (they could never be trusted)."""
         now = datetime.now(UTC).isoformat(timespec="seconds")
         new = {
             experiment: {
@@ -118,6 +120,7 @@ class Ledger:
                 "verdict": verdict,
                 "reason": reason,
                 "checked_at": now,
+                "job_id": (job_ids or {}).get(experiment, ""),
             }
             for experiment, last_modified, verdict, reason in verdicts
             if last_modified

@@ -339,6 +339,7 @@ def _claimed(
             t.pipeline,
             rt.pipeline(t.pipeline).version,
             [(t.experiment, t.last_modified, LEDGER_FAILED, reason)],
+            job_ids={t.experiment: record.job_id},
         )
     return Row.of(t, FAILED, reason, action="ended", log_tail=record.log_tail, **common)
 
@@ -373,7 +374,7 @@ def _choose_launches(
             out.rows[key_of(t)] = Row.of(
                 t,
                 PENDING,
-                f"waiting for a place on {name} ({out.claimed[name]} of "
+                f"waiting for a place on {name} ({out.claimed[name] + len(chosen)} of "
                 f"{cfg.max_in_flight} in flight)",
                 action="wait",
             )
@@ -403,7 +404,10 @@ def check(rt: Runtime, t: Target, *, retry_failed: bool = False, mutate: bool = 
                 [(t.experiment, t.last_modified, LEDGER_DONE, "")],
             )
         return Row.of(t, DONE, status.reason, action="skip_done", xnat_uri=_result_uri(rt, t))
-    record = recipe.read_record(rt, t)
+    try:
+        record = recipe.read_record(rt, t)
+    except PipelineError as exc:  # a corrupt registry entry: this experiment only
+        return Row.of(t, FAILED, str(exc), action="report_failed")
     if record is not None and record.job_id and is_live(record.state):
         if mutate:
             claims.adopt(
@@ -429,6 +433,7 @@ def check(rt: Runtime, t: Target, *, retry_failed: bool = False, mutate: bool = 
                 t.pipeline,
                 pipe.version,
                 [(t.experiment, t.last_modified, LEDGER_FAILED, str(exc))],
+                job_ids={t.experiment: exc.job_id or ""},
             )
         return Row.of(
             t,
@@ -489,22 +494,23 @@ def _retry_note(exc: BaseException) -> str:
 
 
 def launch(rt: Runtime, t: Target) -> Row:
-    """Select, stage, build and submit a claimed experiment, renewing its claim between the
-    steps. Nothing to process gives the place back (``skipped``); an error before the
-    submission gives it back too (``failed`` for this run, tried again by the next pass)."""
+    """Select, stage, build and submit a claimed experiment, renewing its claim meanwhile.
+    Nothing to process gives the place back (``skipped``); an error before the submission gives
+    it back too (``failed`` for this run, tried again by the next pass)."""
     host = rt.host(t.host)
     jobdir = jd.job_dir(rt.host_config(t.host).workdir, t.pipeline, t.experiment)
     submitted = False
+    stale_s = rt.host_config(t.host).claim_stale_s
     try:
-        selection = recipe.select(rt, t)
         claims.renew(host, jobdir)
-        with rt.xnat_slot:
-            recipe.stage(rt, t, selection)
-        claims.renew(host, jobdir)
-        spec = recipe.build(rt, t, selection)
-        claims.renew(host, jobdir)
-        submitted = True
-        job_id = recipe.submit(rt, t, spec)
+        with claims.renewing(host, jobdir, stale_s=stale_s):
+            selection = recipe.select(rt, t)
+            with rt.xnat_slot:
+                recipe.stage(rt, t, selection)
+            spec = recipe.build(rt, t, selection)
+            claims.renew(host, jobdir)
+            submitted = True
+            job_id = recipe.submit(rt, t, spec)
     except NothingToProcessError as exc:
         claims.release(host, jobdir)
         return Row.of(t, SKIPPED, f"skipped: {exc.reason}", action="submit")
