@@ -71,6 +71,17 @@ free_port() {
   python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
+launch() {  # launch LOG PIDFILE COMMAND...: in the background, in a process group of its own
+  # Job control (set -m) gives the command its own process group and, unlike a plain `&` in a
+  # script, leaves SIGINT at its default: a Prefect worker turns SIGTERM into SIGINT to stop
+  # and would never stop with SIGINT ignored. fd 9 (the lock) is not inherited.
+  local log=$1 pidfile=$2; shift 2
+  set -m
+  nohup "$@" >>"$log" 2>&1 </dev/null 9>&- &
+  echo $! > "$pidfile"
+  set +m
+}
+
 alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }  # alive PIDFILE
 
 load_ports() {  # ports chosen on first use are kept in $STATE/ports; the env vars override them
@@ -159,10 +170,10 @@ up_server() {
   read -r pw < "$SECRET/db-password"
   say "prefect server start on 127.0.0.1:$API_PORT (PostgreSQL 127.0.0.1:$PG_PORT)"
   # the URL is in this one process's environment: not in argv, not exported to the workers
-  PREFECT_SERVER_DATABASE_CONNECTION_URL="postgresql+asyncpg://$DB_USER:$pw@127.0.0.1:$PG_PORT/$DB_NAME" \
-    setsid "$PREFECT" server start --host 127.0.0.1 --port "$API_PORT" \
-    >>"$STATE/server.log" 2>&1 </dev/null 9>&- &
-  echo $! > "$STATE/server.pid"
+  (
+    export PREFECT_SERVER_DATABASE_CONNECTION_URL="postgresql+asyncpg://$DB_USER:$pw@127.0.0.1:$PG_PORT/$DB_NAME"
+    launch "$STATE/server.log" "$STATE/server.pid" "$PREFECT" server start --host 127.0.0.1 --port "$API_PORT"
+  )
   wait_for 180 "the Prefect server on $API_URL" server_up_or_dead
 }
 
@@ -194,9 +205,8 @@ up_workers() {
   local i started=()
   for i in $(seq 1 "$WORKERS"); do
     alive "$STATE/worker-$i.pid" && continue
-    setsid "$PREFECT" worker start --pool "$POOL" --type process --name "$(worker_name "$i")" \
-      >>"$STATE/worker-$i.log" 2>&1 </dev/null 9>&- &
-    echo $! > "$STATE/worker-$i.pid"
+    launch "$STATE/worker-$i.log" "$STATE/worker-$i.pid" \
+      "$PREFECT" worker start --pool "$POOL" --type process --name "$(worker_name "$i")"
     started+=("$i")
   done
   [ ${#started[@]} -eq 0 ] || say "started worker(s) ${started[*]} on the $POOL pool"
