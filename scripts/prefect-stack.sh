@@ -22,8 +22,10 @@
 #
 # The database password never reaches a command line or a log: psql reads it from a .pgpass
 # file (PGPASSFILE), and the connection URL is in the environment of the server process only.
-# The workers inherit the caller's environment (e.g. XNAT_PASS, for the flows they run) but not
-# the database URL. The env file holds only PREFECT_API_URL.
+# The server and the workers inherit the caller's environment (so `PREFECT_WORKER_QUERY_SECONDS=2
+# scripts/prefect-stack.sh up` or another PREFECT_* setting reaches them; the workers get e.g.
+# XNAT_PASS for the flows they run) but the workers never get the database URL. The env file
+# holds only PREFECT_API_URL.
 #
 # One server process, no Redis: Prefect's self-hosting guide requires Redis (prefect-redis) for
 # several server instances or `prefect server start --workers N>1` (its CLI refuses N>1 without
