@@ -154,6 +154,7 @@ CONF
 }
 
 prefect_env() {  # the Prefect settings every process started here shares (no database URL)
+  unset PREFECT_SERVER_DATABASE_CONNECTION_URL PREFECT_API_DATABASE_CONNECTION_URL
   export PREFECT_HOME=$STATE/prefect-home
   export PREFECT_API_URL=$API_URL
   export PREFECT_SERVER_ANALYTICS_ENABLED=false
