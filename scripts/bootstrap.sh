@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install everything x2c and its tests need, from nothing, on Debian 12 as root (or with sudo):
-# the Debian packages for the test cluster (OpenSSH, SLURM, munge, podman) and a virtualenv in
+# the Debian packages for the test cluster (OpenSSH, SLURM, munge, podman), PostgreSQL for the
+# Prefect stack (scripts/prefect-stack.sh) and a virtualenv in
 # .venv with x2c and its dev tools. Safe to run again: it only installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,7 +9,7 @@ cd "$(dirname "$0")/.."
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 
-DEBS=(openssh-server openssh-client slurm-wlm munge podman runc iproute2 uidmap)
+DEBS=(openssh-server openssh-client slurm-wlm munge podman runc iproute2 uidmap postgresql)
 missing=()
 for p in "${DEBS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -7,7 +7,12 @@ from collections.abc import Iterator
 
 import pytest
 
-pytest_plugins = ["tests.fixtures.cluster", "tests.fixtures.podman", "tests.fixtures.xnat_server"]
+pytest_plugins = [
+    "tests.fixtures.cluster",
+    "tests.fixtures.podman",
+    "tests.fixtures.prefect_stack",
+    "tests.fixtures.xnat_server",
+]
 
 # Variables a test may rely on; everything else (XNAT_*, PREFECT_*, SSH_AUTH_SOCK, proxies...)
 # is removed so that no test depends on the developer's shell.

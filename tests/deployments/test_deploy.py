@@ -1,5 +1,6 @@
-"""``prefect deploy --all`` against a real ``prefect server start``: what prefect.yaml and
-deployments.setup create, read back from the server."""
+"""``prefect deploy --all`` against the Prefect stack (``prefect server start`` on PostgreSQL):
+what prefect.yaml and deployments.setup create, read back from the server. The server is shared:
+the test reads the deployments, limits and automations it created, by name or ID."""
 
 from __future__ import annotations
 
@@ -9,23 +10,25 @@ from pathlib import Path
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.schedules import CronSchedule, IntervalSchedule
 
-from tests.deployments.conftest import ROOT, PrefectServer, run
+from tests.deployments.conftest import ROOT, Deployed, deployment_ids, run
+from tests.fixtures.prefect_stack import PrefectStack
+
+KNOWN = {"nightly", "watcher", "on-new-session", "batch"}  # prefect.yaml may define more
 
 
 def test_deploy_all_creates_the_deployments_pool_and_limits(
-    prefect_server: PrefectServer, deployed: str
+    prefect_stack: PrefectStack, deployed: Deployed
 ) -> None:
-    assert "x2c-process" in deployed
-
-    with prefect_server.settings(), get_client(sync_client=True) as client:
+    with prefect_stack.settings(), get_client(sync_client=True) as client:
         pool = client.read_work_pool("x2c-process")
         assert pool.type == "process"
-        limits = {lim.name: lim.limit for lim in client.read_global_concurrency_limits(limit=50)}
-        ours = {name: n for name, n in limits.items() if name.startswith("x2c-")}
-        assert ours == {"x2c-host-cluster": 7, "x2c-host-local": 2, "x2c-xnat": 3}
+        limits = {lim.name: lim.limit for lim in client.read_global_concurrency_limits(limit=200)}
+        assert limits[f"x2c-host-{deployed.cluster_host}"] == 7
+        assert limits[f"x2c-host-{deployed.local_host}"] == 2
+        assert limits["x2c-xnat"] == 3
 
-        deployments = {d.name: d for d in client.read_deployments()}
-        assert set(deployments) == {"nightly", "watcher", "on-new-session", "batch"}
+        assert set(deployed.ids) >= KNOWN
+        deployments = {name: client.read_deployment(deployed.ids[name]) for name in KNOWN}
         flows = {d.name: client.read_flow(d.flow_id).name for d in deployments.values()}
         assert flows == {
             "nightly": "x2c-nightly",
@@ -72,13 +75,19 @@ def test_deploy_all_creates_the_deployments_pool_and_limits(
                 == []
             )
 
-    # deploying twice changes nothing: same four deployments, one trigger
-    run([sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all"], prefect_server)
-    with prefect_server.settings(), get_client(sync_client=True) as client:
-        again = {d.name: d.id for d in client.read_deployments()}
-        assert again == {name: d.id for name, d in deployments.items()}
-        assert len(client.read_automations()) == 1
-        assert {lim.name for lim in client.read_global_concurrency_limits(limit=50)} >= {
-            "x2c-host-local",
+    # deploying twice changes nothing: the same deployments, one trigger
+    run([sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all"], prefect_stack)
+    assert deployment_ids(prefect_stack) == deployed.ids
+    with prefect_stack.settings(), get_client(sync_client=True) as client:
+        triggers = [
+            a
+            for name in KNOWN
+            for a in client.read_resource_related_automations(
+                f"prefect.deployment.{deployed.ids[name]}"
+            )
+        ]
+        assert len(triggers) == 1, "the trigger is replaced, not added to"
+        assert {lim.name for lim in client.read_global_concurrency_limits(limit=200)} >= {
+            f"x2c-host-{deployed.local_host}",
             "x2c-xnat",
         }

@@ -1,73 +1,62 @@
-"""The whole loop with a real ``prefect server start`` and a real process worker: a new session
-appears on XNAT -> the watcher notices -> exactly one ``process-experiment`` run of the
-``on-new-session`` deployment (from prefect.yaml) -> the worker runs it -> the result is on
-XNAT."""
+"""The whole loop on the Prefect stack (a ``prefect server start`` on PostgreSQL and its process
+workers): a new session appears on XNAT -> the watcher notices -> exactly one
+``process-experiment`` run of the ``on-new-session`` deployment (from prefect.yaml) -> one of the
+pool's workers runs it -> the result is on XNAT.
+
+Any worker of the pool may take the run, so the XNAT credential source is one every worker on
+this machine can read: a pyxnat ``.cfg`` file (0600) named by the settings file, never a
+parameter."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from collections.abc import Iterator
+import contextlib
+import json
 from pathlib import Path
 
-import pytest
+import yaml
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterDeploymentId
+from prefect.exceptions import ObjectNotFound
 
 from flows.watch import watch_xnat
-from tests.deployments.conftest import PrefectServer
+from tasks.watch import variable_name
+from tests.deployments.conftest import Deployed
+from tests.fixtures.prefect_stack import PrefectStack
 from tests.fixtures.xnat_data import add_session, xnat_config
 from tests.fixtures.xnat_server import XnatServer
 from tests.flows.helpers import poll, write_settings
 from x2c import recipe
 from x2c.xnat import connect, resource_status
 
-ROOT = Path(__file__).resolve().parents[2]
 
-
-@pytest.fixture
-def worker(
-    prefect_server: PrefectServer, deployed: str, xnat_server: XnatServer, tmp_path: Path
-) -> Iterator[Path]:
-    """``prefect worker start`` on the x2c-process pool; the flow runs it starts get the XNAT
-    password from the worker's environment, never from a parameter."""
-    env = prefect_server.env()
-    env.update(XNAT_PASS=xnat_server.password, PREFECT_WORKER_QUERY_SECONDS="1")
-    log_path = tmp_path / "worker.log"
-    with open(log_path, "ab") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "prefect", "worker", "start", "--pool", "x2c-process"],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
+def settings_with_cfg(tmp_path: Path, xnat_server: XnatServer, project: str, host: str) -> str:
+    """A settings file whose XNAT password is in a pyxnat .cfg file beside it."""
+    cfg = tmp_path / "xnat.cfg"
+    cfg.touch(mode=0o600)
+    cfg.write_text(
+        json.dumps(
+            {"server": xnat_server.url, "user": xnat_server.user, "password": xnat_server.password}
         )
-    try:
-        yield log_path
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+    )
+    path = write_settings(
+        tmp_path / "x2c.yaml", xnat_server, tmp_path, projects=[(project, "demo")], host=host
+    )
+    settings = yaml.safe_load(path.read_text())
+    settings["xnat"] = {"config": str(cfg), "timeout": 20, "retries": 2}
+    path.write_text(yaml.safe_dump(settings))
+    return str(path)
 
 
 def test_a_new_session_is_processed_once_through_watcher_and_worker(
-    prefect_server: PrefectServer,
-    xnat_server: XnatServer,
-    worker: Path,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    prefect_stack: PrefectStack, deployed: Deployed, xnat_server: XnatServer, tmp_path: Path
 ) -> None:
     project = xnat_server.new_project("E2E")
     add_session(xnat_server, project, "S0", "S0_MR1")
-    settings = str(
-        write_settings(tmp_path / "x2c.yaml", xnat_server, tmp_path, projects=[(project, "demo")])
-    )
-    monkeypatch.setenv("XNAT_PASS", xnat_server.password)
+    host = f"local{project.lower()}"  # its own host limit on the shared server
+    settings = settings_with_cfg(tmp_path, xnat_server, project, host)
+    on_new_session = deployed.ids["on-new-session"]
     try:
-        with prefect_server.settings():
+        with prefect_stack.settings():
             assert watch_xnat(settings) == [], "the first look sets the mark"
             eid = add_session(xnat_server, project, "S1", "S1_MR1", index=2)
             [run_id] = watch_xnat(settings)
@@ -79,23 +68,29 @@ def test_a_new_session_is_processed_once_through_watcher_and_worker(
                 return run if run.state and run.state.is_final() else None
 
             try:
-                run = poll(finished, "the worker to finish the run", timeout=180)
+                run = poll(finished, "a worker of the stack to finish the run", timeout=180)
             except AssertionError:
-                raise AssertionError(worker.read_text(errors="replace")[-4000:]) from None
+                raise AssertionError(prefect_stack.worker_logs()) from None
             assert run.state is not None and run.state.is_completed(), (
-                f"{run.state}\n{worker.read_text(errors='replace')[-4000:]}"
+                f"{run.state}\n{prefect_stack.worker_logs()}"
             )
             assert run.name == f"{project}-S1_MR1"
+            assert run.deployment_id == on_new_session
+            assert run.work_pool_name == "x2c-process"
             with get_client(sync_client=True) as client:
                 runs = client.read_flow_runs(
-                    deployment_filter=DeploymentFilter(
-                        name=DeploymentFilterName(any_=["on-new-session"])
+                    flow_run_filter=FlowRunFilter(
+                        deployment_id=FlowRunFilterDeploymentId(any_=[on_new_session])
                     )
                 )
             mine = [r for r in runs if r.parameters.get("project") == project]
             assert [r.id for r in mine] == [run.id], "exactly one run for the new session"
     finally:
         recipe.close_runtimes()
+        with prefect_stack.settings(), get_client(sync_client=True) as client:
+            client.delete_variable_by_name(variable_name(project, "demo"))
+            with contextlib.suppress(ObjectNotFound):
+                client.delete_global_concurrency_limit_by_name(f"x2c-host-{host}")
 
     with connect(xnat_config(xnat_server)) as session:
         status = resource_status(session, eid, "DEMO_STATS", "1.0.0")
