@@ -1,7 +1,11 @@
 """Create what the deployments in ``prefect.yaml`` need on a Prefect server: the process work
 pool. (x2c holds no Prefect concurrency limits: the places in flight on each host are claims
 on the host itself, see :mod:`x2c.claims`, so a crashed process or server never keeps them.)
-The settings file is loaded to check it before anything is deployed from it::
+It also creates the automation that marks a flow run Crashed when it stops sending heartbeats
+(its worker or machine died; Prefect's "zombie flows" recipe): the deployments' runs send one
+every ``PREFECT_FLOWS_HEARTBEAT_FREQUENCY`` seconds (set it, above 30, for the workers). A
+crashed pass loses nothing: the next one finds its work on Y and X. The settings file is loaded
+to check it before anything is deployed from it::
 
     python -m deployments.setup --config x2c.yaml
     prefect deploy --all
@@ -48,9 +52,61 @@ def ensure_work_pool(name: str = WORK_POOL) -> bool:
         return True
 
 
+ZOMBIE_AUTOMATION = "x2c: crash flow runs without heartbeats"
+ZOMBIE_AFTER_S = 120
+
+
+def ensure_zombie_automation(within_s: float = ZOMBIE_AFTER_S) -> bool:
+    """Create (once, by name) the automation that sets a flow run Crashed when no heartbeat
+    or final state followed its last heartbeat within ``within_s``; True when created."""
+    from datetime import timedelta
+
+    from prefect.automations import (
+        Automation,
+        ChangeFlowRunState,
+        EventTrigger,
+        Posture,
+        ResourceSpecification,
+    )
+    from prefect.client.schemas.objects import StateType
+
+    with get_client(sync_client=True) as client:
+        if client.read_automations_by_name(ZOMBIE_AUTOMATION):
+            return False
+    Automation(
+        name=ZOMBIE_AUTOMATION,
+        description="A flow run that stopped sending heartbeats (its worker died) is Crashed.",
+        trigger=EventTrigger(
+            after={"prefect.flow-run.heartbeat"},
+            expect={
+                "prefect.flow-run.heartbeat",
+                "prefect.flow-run.Completed",
+                "prefect.flow-run.Failed",
+                "prefect.flow-run.Cancelled",
+                "prefect.flow-run.Crashed",
+            },
+            match=ResourceSpecification({"prefect.resource.id": ["prefect.flow-run.*"]}),
+            for_each={"prefect.resource.id"},
+            posture=Posture.Proactive,
+            threshold=1,
+            within=timedelta(seconds=within_s),
+        ),
+        actions=[
+            ChangeFlowRunState(
+                state=StateType.CRASHED,
+                message=f"no heartbeat for {within_s:g} s: its worker or machine stopped",
+            )
+        ],
+    ).create()
+    return True
+
+
 def setup(settings: Settings, *, work_pool: str = WORK_POOL) -> bool:
-    """Create the work pool unless it exists; True when it was created."""
+    """Create the work pool and the zombie-run automation unless they exist; True when the
+    pool was created."""
     created = ensure_work_pool(work_pool)
+    if ensure_zombie_automation():
+        log.info("created the automation %r", ZOMBIE_AUTOMATION)
     log.info("process work pool %s %s", work_pool, "created" if created else "exists")
     log.info("settings %s: hosts %s", settings.source, ", ".join(sorted(settings.hosts)))
     return created

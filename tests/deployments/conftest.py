@@ -1,7 +1,7 @@
 """``deployments.setup`` and ``prefect deploy --all`` on the Prefect stack's server (see
 tests/fixtures/prefect_stack.py), undone after the session: the server is shared, so what the
-deploy creates (the deployments of prefect.yaml, their triggers and flow runs, the host limits)
-is deleted again, and the tests read back only what they created."""
+deploy creates (the deployments of prefect.yaml, their triggers and flow runs) is deleted
+again, and the tests read back only what they created."""
 
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ def run(argv: list[str], stack: PrefectStack, cwd: Path = ROOT) -> str:
 @dataclass(frozen=True)
 class Deployed:
     """What the session's deploy created: the IDs of prefect.yaml's deployments, and the
-    settings' host names (unique, so their limits are this session's own)."""
+    settings' host names (unique to this session)."""
 
     ids: dict[str, UUID]
     cluster_host: str
@@ -62,8 +62,8 @@ def deployment_ids(stack: PrefectStack) -> dict[str, UUID]:
     return {d.name: d.id for d in found}
 
 
-def undeploy(stack: PrefectStack, ids: list[UUID], limits: list[str]) -> None:
-    """Delete deployments ``ids`` with their triggers and flow runs, and the limits ``limits``."""
+def undeploy(stack: PrefectStack, ids: list[UUID]) -> None:
+    """Delete deployments ``ids`` with their triggers and flow runs."""
     with stack.settings(), get_client(sync_client=True) as client:
         for dep_id in ids:
             client.delete_resource_owned_automations(f"prefect.deployment.{dep_id}")
@@ -75,9 +75,6 @@ def undeploy(stack: PrefectStack, ids: list[UUID], limits: list[str]) -> None:
         ):
             for flow_run in runs:
                 client.delete_flow_run(flow_run.id)
-        for name in limits:
-            with contextlib.suppress(ObjectNotFound):
-                client.delete_global_concurrency_limit_by_name(name)
 
 
 @pytest.fixture(scope="session")
@@ -88,10 +85,6 @@ def deployed(
     tmp_path = tmp_path_factory.mktemp("deploy")
     suffix = uuid.uuid4().hex[:8]
     cluster, local = f"cluster{suffix}", f"local{suffix}"
-    with prefect_stack.settings(), get_client(sync_client=True) as client:
-        had_xnat_limit = any(
-            lim.name == "x2c-xnat" for lim in client.read_global_concurrency_limits(limit=200)
-        )
     settings = tmp_path / "x2c.yaml"
     settings.write_text(
         yaml.safe_dump(
@@ -107,7 +100,6 @@ def deployed(
             }
         )
     )
-    limits = [f"x2c-host-{cluster}", f"x2c-host-{local}"] + ([] if had_xnat_limit else ["x2c-xnat"])
     ids: dict[str, UUID] = {}
     try:
         run([sys.executable, "-m", "deployments.setup", "--config", str(settings)], prefect_stack)
@@ -115,4 +107,4 @@ def deployed(
         ids = deployment_ids(prefect_stack)
         yield Deployed(ids=ids, cluster_host=cluster, local_host=local)
     finally:
-        undeploy(prefect_stack, list((ids or deployment_ids(prefect_stack)).values()), limits)
+        undeploy(prefect_stack, list((ids or deployment_ids(prefect_stack)).values()))

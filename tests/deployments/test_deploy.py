@@ -10,31 +10,34 @@ from pathlib import Path
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.schedules import CronSchedule, IntervalSchedule
 
+from deployments.setup import ZOMBIE_AUTOMATION
 from tests.deployments.conftest import ROOT, Deployed, deployment_ids, run
 from tests.fixtures.prefect_stack import PrefectStack
 
-KNOWN = {"nightly", "watcher", "on-new-session", "batch"}  # prefect.yaml may define more
+KNOWN = {"reconcile", "nightly", "watcher", "on-new-session", "batch"}
 
 
-def test_deploy_all_creates_the_deployments_pool_and_limits(
+def test_deploy_all_creates_the_deployments_pool_and_automation(
     prefect_stack: PrefectStack, deployed: Deployed
 ) -> None:
     with prefect_stack.settings(), get_client(sync_client=True) as client:
         pool = client.read_work_pool("x2c-process")
         assert pool.type == "process"
-        limits = {lim.name: lim.limit for lim in client.read_global_concurrency_limits(limit=200)}
-        assert limits[f"x2c-host-{deployed.cluster_host}"] == 7
-        assert limits[f"x2c-host-{deployed.local_host}"] == 2
-        assert limits["x2c-xnat"] == 3
+        # no concurrency limits: places in flight are claims on the hosts themselves
+        names = {lim.name for lim in client.read_global_concurrency_limits(limit=200)}
+        assert not {n for n in names if n.startswith(f"x2c-host-{deployed.local_host}")}
+        [zombie] = client.read_automations_by_name(ZOMBIE_AUTOMATION)
+        assert zombie.enabled
 
         assert set(deployed.ids) >= KNOWN
         deployments = {name: client.read_deployment(deployed.ids[name]) for name in KNOWN}
         flows = {d.name: client.read_flow(d.flow_id).name for d in deployments.values()}
         assert flows == {
-            "nightly": "x2c-nightly",
+            "reconcile": "x2c-reconcile",
+            "nightly": "x2c-reconcile",
             "watcher": "watch-xnat",
-            "on-new-session": "process-experiment",
-            "batch": "process-experiments",
+            "on-new-session": "x2c-reconcile",
+            "batch": "x2c-reconcile",
         }
         for d in deployments.values():
             assert d.work_pool_name == "x2c-process"
@@ -48,12 +51,13 @@ def test_deploy_all_creates_the_deployments_pool_and_limits(
             "Europe/Amsterdam",
         )
         assert nightly.active
-        [watcher] = deployments["watcher"].schedules
-        assert isinstance(watcher.schedule, IntervalSchedule)
-        assert watcher.schedule.interval.total_seconds() == 300
+        for name in ("reconcile", "watcher"):
+            [every] = deployments[name].schedules
+            assert isinstance(every.schedule, IntervalSchedule)
+            assert every.schedule.interval.total_seconds() == 300
         assert deployments["on-new-session"].schedules == []
         assert deployments["batch"].schedules == []
-        for name in ("nightly", "watcher"):
+        for name in ("reconcile", "nightly", "watcher"):
             limit = deployments[name].global_concurrency_limit
             assert limit is not None and limit.limit == 1
             assert str(deployments[name].concurrency_options.collision_strategy).endswith(
@@ -66,8 +70,8 @@ def test_deploy_all_creates_the_deployments_pool_and_limits(
         assert automation.trigger.expect == {"x2c.session.arrived"}
         [action] = automation.actions
         assert action.deployment_id == on_new.id
-        assert action.parameters["experiment"] == "{{ event.resource['xnat.experiment'] }}"
-        for name in ("nightly", "watcher", "batch"):
+        assert action.parameters["experiments"] == ["{{ event.resource['xnat.experiment'] }}"]
+        for name in ("reconcile", "nightly", "watcher", "batch"):
             assert (
                 client.read_resource_related_automations(
                     f"prefect.deployment.{deployments[name].id}"
@@ -87,7 +91,4 @@ def test_deploy_all_creates_the_deployments_pool_and_limits(
             )
         ]
         assert len(triggers) == 1, "the trigger is replaced, not added to"
-        assert {lim.name for lim in client.read_global_concurrency_limits(limit=200)} >= {
-            f"x2c-host-{deployed.local_host}",
-            "x2c-xnat",
-        }
+        assert len(client.read_automations_by_name(ZOMBIE_AUTOMATION)) == 1
