@@ -6,12 +6,14 @@ again, and the tests read back only what they created."""
 from __future__ import annotations
 
 import contextlib
+import json
 import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from uuid import UUID
 
 import pytest
@@ -26,6 +28,8 @@ from prefect.client.schemas.filters import (
 from prefect.exceptions import ObjectNotFound
 
 from tests.fixtures.prefect_stack import PrefectStack
+from tests.fixtures.xnat_server import XnatServer
+from tests.flows.helpers import write_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 # the deployments prefect.yaml defines (the tests assert on the ones they know by name)
@@ -108,3 +112,29 @@ def deployed(
         yield Deployed(ids=ids, cluster_host=cluster, local_host=local)
     finally:
         undeploy(prefect_stack, list((ids or deployment_ids(prefect_stack)).values()))
+
+
+def settings_with_cfg(
+    tmp_path: Path, xnat_server: XnatServer, project: str, host: str, **fields: Any
+) -> str:
+    """A settings file whose XNAT password is in a pyxnat .cfg file beside it, readable by
+    every worker on this machine (never a parameter); ``fields`` go to write_settings."""
+    cfg = tmp_path / "xnat.cfg"
+    cfg.touch(mode=0o600)
+    cfg.write_text(
+        json.dumps(
+            {"server": xnat_server.url, "user": xnat_server.user, "password": xnat_server.password}
+        )
+    )
+    path = write_settings(
+        tmp_path / "x2c.yaml",
+        xnat_server,
+        tmp_path,
+        projects=[(project, "demo")],
+        host=host,
+        **fields,
+    )
+    settings = yaml.safe_load(path.read_text())
+    settings["xnat"] = {"config": str(cfg), "timeout": 20, "retries": 2}
+    path.write_text(yaml.safe_dump(settings))
+    return str(path)

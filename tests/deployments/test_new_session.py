@@ -10,42 +10,22 @@ parameter."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-import yaml
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterDeploymentId
 
 from flows.reconcile import reconcile
 from flows.watch import watch_xnat
 from tasks.watch import variable_name
-from tests.deployments.conftest import Deployed
+from tests.deployments.conftest import Deployed, settings_with_cfg
 from tests.fixtures.prefect_stack import PrefectStack
 from tests.fixtures.xnat_data import add_session, xnat_config
 from tests.fixtures.xnat_server import XnatServer
-from tests.flows.helpers import poll, write_settings
+from tests.flows.helpers import poll
 from x2c import recipe
 from x2c.xnat import connect, resource_status
-
-
-def settings_with_cfg(tmp_path: Path, xnat_server: XnatServer, project: str, host: str) -> str:
-    """A settings file whose XNAT password is in a pyxnat .cfg file beside it."""
-    cfg = tmp_path / "xnat.cfg"
-    cfg.touch(mode=0o600)
-    cfg.write_text(
-        json.dumps(
-            {"server": xnat_server.url, "user": xnat_server.user, "password": xnat_server.password}
-        )
-    )
-    path = write_settings(
-        tmp_path / "x2c.yaml", xnat_server, tmp_path, projects=[(project, "demo")], host=host
-    )
-    settings = yaml.safe_load(path.read_text())
-    settings["xnat"] = {"config": str(cfg), "timeout": 20, "retries": 2}
-    path.write_text(yaml.safe_dump(settings))
-    return str(path)
 
 
 def one_pass(settings: str, project: str, host: str, eid: str) -> list[Any]:
