@@ -1,7 +1,9 @@
 """XNAT's listing responses: rows of strings, filtered, cut to ``columns=`` and rendered as the
 ``ResultSet`` JSON envelope or as CSV.
 
-XNAT facts kept here: every value is a string; ``totalRecords`` is a string too; ``columns=``
+XNAT facts kept here (recorded responses in tests/data/xnat/recorded/): the JSON envelope of a
+listing is ``{"ResultSet": {"Result": [...], "totalRecords": "N"}}`` with no ``title``; every
+value is a string; ``totalRecords`` is a string too; ``columns=``
 accepts shortcut names (``label``) and xpaths (``xnat:subjectAssessorData/subject_id``) and the
 answer is keyed by the shortcut (``subject_ID``); resource and file listings ignore ``columns=``
 (xnatpy relies on resources having neither ``ID`` nor ``URI``); query parameters named after a
@@ -53,6 +55,10 @@ class Level:
     defaults: tuple[str, ...]
     extra: tuple[str, ...] = ()
     honours_columns: bool = True
+    # What the JSON envelope holds beside ``Result``: listings give ``totalRecords`` only; the
+    # search-element table (XNAT's Search API page) gives ``title`` only.
+    json_total: bool = True
+    json_title: bool = False
 
     @property
     def known(self) -> tuple[str, ...]:
@@ -142,8 +148,10 @@ FILES = Level(
     honours_columns=False,
 )
 ELEMENTS = Level(
-    "Elements",
+    "Data-Types",
     ("ELEMENT_NAME", "SINGULAR", "PLURAL", "CATEGORY", "SECURED", "BROWSEABLE", "COUNT"),
+    json_total=False,
+    json_title=True,
 )
 FIELDS = Level(
     "Fields",
@@ -241,11 +249,9 @@ def render(
         for row in table:
             writer.writerow([row[c] for c in columns])
         return buf.getvalue(), "text/csv; charset=utf-8"
-    envelope = {
-        "ResultSet": {
-            "Result": table,
-            "totalRecords": str(len(table)),
-            "title": level.title,
-        }
-    }
-    return json.dumps(envelope), "application/json; charset=utf-8"
+    result_set: dict[str, object] = {"Result": table}
+    if level.json_total:
+        result_set["totalRecords"] = str(len(table))
+    if level.json_title:
+        result_set["title"] = level.title
+    return json.dumps({"ResultSet": result_set}), "application/json; charset=utf-8"
