@@ -10,7 +10,7 @@ from urllib.parse import quote
 
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 
-from x2c.devxnat import listings
+from x2c.devxnat import datatypes, listings
 from x2c.devxnat.archives import UnsafeArchiveError, clean_relpath, stream_zip
 from x2c.devxnat.documents import catalog_xml, file_row, object_json, object_xml, resource_row
 from x2c.devxnat.paths import Target
@@ -33,7 +33,8 @@ class Reader:
         if fmt not in ("json", "csv"):
             fmt = "json"
         kept = listings.filter_rows(level, rows, params)
-        columns = listings.choose_columns(level, params.get("columns"))
+        root = params.get("xsiType") if level is listings.EXPERIMENTS else None
+        columns = listings.choose_columns(level, params.get("columns"), root)
         body, media = listings.render(level, kept, columns, fmt)
         return Response(body, media_type=media)
 
@@ -65,7 +66,16 @@ class Reader:
                     exps = self.store.experiments_of(t.project["ID"])
                 else:
                     exps = iter(self.store.index["experiments"].values())
-                rows = [self._experiment_row(e) for e in exps if user.can_read(e["project"])]
+                readable = [e for e in exps if user.can_read(e["project"])]
+                scan_type = listings.scan_type_wanted(listings.EXPERIMENTS, params)
+                if scan_type is None:
+                    rows = [self._experiment_row(e) for e in readable]
+                else:
+                    rows = [
+                        self._experiment_row(e) | scan_row
+                        for e in readable
+                        for scan_row in self._scan_columns(e, scan_type)
+                    ]
                 return self.listing(listings.EXPERIMENTS, rows, params)
             if t.kind in ("assessors", "reconstructions"):
                 return self.listing(listings.EXPERIMENTS, [], params)
@@ -174,6 +184,16 @@ class Reader:
             "frames": str(sc.get("frames", "")),
             "UID": sc.get("UID", ""),
         }
+
+    def _scan_columns(self, e: Json, scan_type: str) -> list[dict[str, str]]:
+        """The scan fields (``scan/ID``...) of each scan of ``e`` of ``scan_type``: one row per
+        scan, or one empty row when it has none (XNAT joins scans to sessions this way)."""
+        rows = [
+            {listings.SCAN_PREFIX + k: v for k, v in self._scan_row(e, sc).items()}
+            for sc in e["scans"].values()
+            if datatypes.is_a(sc["xsiType"], scan_type)
+        ]
+        return rows or [{}]
 
     def _resource_row(self, owner: tuple[str, Json], res: Json) -> dict[str, str]:
         kind, rec = owner
