@@ -61,6 +61,9 @@ class Level:
     # search-element table (XNAT's Search API page) gives ``title`` only.
     json_total: bool = True
     json_title: bool = False
+    # Whether ``limit``/``offset`` page the rows (XNAT 1.8.9+ pages its subject and experiment
+    # tables: wiki.xnat.org/xnat-api/paging-restful-tables).
+    pages: bool = False
 
     @property
     def known(self) -> tuple[str, ...]:
@@ -77,6 +80,7 @@ SUBJECTS = Level(
     "Subjects",
     ("ID", "project", "label", "insert_date", "insert_user", "URI"),
     ("xsiType", "last_modified", "subject_label"),
+    pages=True,
 )
 EXPERIMENTS = Level(
     "Experiments",
@@ -102,6 +106,7 @@ EXPERIMENTS = Level(
         "note",
         "insert_user",
     ),
+    pages=True,
 )
 SCANS = Level(
     "Scans",
@@ -264,6 +269,28 @@ def filter_rows(
         return True
 
     return [row for row in rows if keep(row)]
+
+
+class BadPaging(ValueError):
+    """``limit`` or ``offset`` is neither a whole number nor (for ``limit``) ``*``."""
+
+
+def page(
+    level: Level, rows: list[Mapping[str, str]], params: Mapping[str, str]
+) -> list[Mapping[str, str]]:
+    """The rows ``limit``/``offset`` select, as XNAT 1.8.9+ pages subject and experiment tables:
+    ``limit`` rows after skipping ``offset``; ``limit=*`` or no ``limit`` gives every row. Other
+    listings ignore both. Raises :class:`BadPaging` for values that are not whole numbers."""
+    if not level.pages:
+        return rows
+    limit_text = params.get("limit", "*").strip() or "*"
+    offset_text = params.get("offset", "0").strip() or "0"
+    if not offset_text.isdigit() or not (limit_text == "*" or limit_text.isdigit()):
+        raise BadPaging(
+            f"limit={limit_text!r}, offset={offset_text!r}: use whole numbers (limit=* for all)"
+        )
+    start = int(offset_text)
+    return rows[start:] if limit_text == "*" else rows[start : start + int(limit_text)]
 
 
 def choose_columns(

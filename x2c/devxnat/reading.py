@@ -32,7 +32,11 @@ class Reader:
         fmt = params.get("format", "json").lower()
         if fmt not in ("json", "csv"):
             fmt = "json"
-        kept = listings.filter_rows(level, rows, params)
+        try:
+            kept = listings.page(level, listings.filter_rows(level, rows, params), params)
+        except listings.BadPaging as exc:
+            # XNAT's cached-search paging answers 422 to a non-numeric limit/offset.
+            raise HTTPError(422, "Unprocessable Entity", str(exc)) from exc
         root = params.get("xsiType") if level is listings.EXPERIMENTS else None
         columns = listings.choose_columns(level, params.get("columns"), root)
         body, media = listings.render(level, kept, columns, fmt)

@@ -634,3 +634,25 @@ def test_global_subject_paths(http: requests.Session, xnat_server: XnatServer) -
     assert [r["ID"] for r in rows] == ["X2C_E00002"]
     doc = http.get(_url(xnat_server, "/data/subjects/X2C_S00002"), params={"format": "json"})
     assert doc.json()["items"][0]["data_fields"]["label"] == "DEMO_S002"
+
+
+def test_limit_and_offset_page_subject_and_experiment_tables(
+    http: requests.Session, xnat_server: XnatServer
+) -> None:
+    def ids(path: str, **params: str) -> list[str]:
+        return [r["ID"] for r in _result(http.get(_url(xnat_server, path), params=params))]
+
+    every = ids("/data/projects/DEMO/experiments", format="json")
+    assert every == ["X2C_E00001", "X2C_E00002", "X2C_E00003"]
+    assert ids("/data/projects/DEMO/experiments", limit="2", offset="1") == every[1:3]
+    assert ids("/data/experiments", limit="1", offset="0", project="DEMO") == every[:1]
+    assert ids("/data/projects/DEMO/experiments", limit="*") == every
+    assert ids("/data/projects/DEMO/experiments", offset="5") == []
+    assert ids("/data/projects/DEMO/subjects", limit="2") == ["X2C_S00001", "X2C_S00002"]
+    page = http.get(_url(xnat_server, "/data/projects/DEMO/subjects"), params={"limit": "1"})
+    assert page.json()["ResultSet"]["totalRecords"] == "1"
+    # Scans are not a paged table: XNAT 1.8.9 added paging to subjects and experiments only.
+    assert len(ids(f"{EXP1}/scans", limit="0")) == 1
+    bad = http.get(_url(xnat_server, "/data/projects/DEMO/experiments"), params={"limit": "ten"})
+    assert bad.status_code == 422
+    assert "limit=*" in bad.text

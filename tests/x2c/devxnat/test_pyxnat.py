@@ -173,3 +173,17 @@ def test_array_scans_answers_one_row_per_scan(intf: Interface, xnat_server: Xnat
     assert sorted(r["xnat:imagescandata/id"] for r in scans.data) == ["1", "2"]
     mr_scans = intf.array.mrscans(project_id=project, columns=["xnat:mrScanData/type"])
     assert sorted(r["xnat:mrscandata/id"] for r in mr_scans.data) == ["1", "2"]
+
+
+def test_paging_through_pyxnat(intf: Interface) -> None:
+    pages = [
+        intf.get(
+            "/data/projects/DEMO/experiments",
+            params={"format": "json", "limit": "2", "offset": str(offset)},
+        ).json()["ResultSet"]["Result"]
+        for offset in (0, 2)
+    ]
+    assert [[r["label"] for r in p] for p in pages] == [
+        ["DEMO_S001_MR1", "DEMO_S002_MR1"],
+        ["DEMO_S003_MR1"],
+    ]

@@ -149,3 +149,12 @@ def test_upload_dir_as_tgz_and_download_dir(
     listed.delete()
     session.clearcache()
     assert "UPDIR" not in session.experiments[experiment.id].resources.key_map
+
+
+def test_paging_through_xnatpy(session: xnat.session.XNATSession) -> None:
+    every = session.get_json("/data/experiments", query={"project": "DEMO", "limit": "*"})
+    page = session.get_json(
+        "/data/experiments", query={"project": "DEMO", "limit": "1", "offset": "1"}
+    )
+    assert [r["ID"] for r in page["ResultSet"]["Result"]] == [every["ResultSet"]["Result"][1]["ID"]]
+    assert len(every["ResultSet"]["Result"]) == 3
