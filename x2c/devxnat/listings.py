@@ -160,6 +160,8 @@ ELEMENTS = Level(
     json_total=False,
     json_title=True,
 )
+# Search results (POST /data/search): their columns come from the search document.
+SEARCH = Level("Search results", (), honours_columns=False)
 FIELDS = Level(
     "Fields",
     ("FIELD_ID", "HEADER", "SUMMARY", "TYPE", "REQUIRES_VALUE", "DESC", "ELEMENT_NAME", "SRC"),

@@ -15,6 +15,7 @@ from x2c.devxnat.archives import UnsafeArchiveError, clean_relpath, stream_zip
 from x2c.devxnat.documents import catalog_xml, file_row, object_json, object_xml, resource_row
 from x2c.devxnat.paths import Target
 from x2c.devxnat.responses import HTTPError
+from x2c.devxnat.search import SearchError, parse_search
 from x2c.devxnat.store import Json, Store, User
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,32 @@ class Reader:
         columns = listings.choose_columns(level, params.get("columns"), root)
         body, media = listings.render(level, kept, columns, fmt)
         return Response(body, media_type=media)
+
+    def search(self, body: bytes, user: User, params: dict[str, str]) -> Response:
+        """Answer ``POST /data/search``: the rows of the document's root type that ``user`` may
+        read and its criteria keep, in CSV (what pyxnat and xnatpy ask for) or JSON."""
+        try:
+            query = parse_search(body)
+        except SearchError as exc:
+            raise HTTPError(400, "Bad Request", f"search: {exc}") from exc
+        with self.store.lock:
+            if query.kind == "subject":
+                rows = [
+                    self._subject_row(s)
+                    for s in self.store.index["subjects"].values()
+                    if user.can_read(s["project"])
+                ]
+            else:
+                rows = [
+                    self._experiment_row(e)
+                    for e in self.store.index["experiments"].values()
+                    if user.can_read(e["project"]) and datatypes.is_a(e["xsiType"], query.root)
+                ]
+        kept = [row for row in rows if query.keep(row)]
+        columns = [(c.header, c.field) for c in query.columns]
+        fmt = "csv" if params.get("format", "").lower() == "csv" else "json"
+        body_text, media = listings.render(listings.SEARCH, kept, columns, fmt)
+        return Response(body_text, media_type=media)
 
     def get(self, t: Target, user: User, params: dict[str, str]) -> Response:
         """Answer a GET (or HEAD) for ``t``: a listing, a document, a catalog, a file, a zip."""

@@ -656,3 +656,56 @@ def test_limit_and_offset_page_subject_and_experiment_tables(
     bad = http.get(_url(xnat_server, "/data/projects/DEMO/experiments"), params={"limit": "ten"})
     assert bad.status_code == 422
     assert "limit=*" in bad.text
+
+
+def _search_doc(root: str, where: str, fields: str = "") -> str:
+    fields = (
+        fields
+        or f"<xdat:element_name>{root}</xdat:element_name><xdat:field_ID>LABEL</xdat:field_ID>"
+    )
+    return (
+        '<xdat:bundle xmlns:xdat="http://nrg.wustl.edu/security">'
+        f"<xdat:root_element_name>{root}</xdat:root_element_name>"
+        f"<xdat:search_field>{fields}</xdat:search_field>"
+        f'<xdat:search_where method="AND">{where}</xdat:search_where></xdat:bundle>'
+    )
+
+
+def _criterion(field: str, op: str, value: str) -> str:
+    return (
+        "<xdat:criteria><xdat:schema_field>"
+        f"{field}</xdat:schema_field><xdat:comparison_type>{op}</xdat:comparison_type>"
+        f"<xdat:value>{value}</xdat:value></xdat:criteria>"
+    )
+
+
+def test_search_answers_json_and_refuses_unsupported_criteria(
+    http: requests.Session, xnat_server: XnatServer
+) -> None:
+    url = _url(xnat_server, "/data/search")
+    ok = http.post(
+        url,
+        params={"format": "json"},
+        data=_search_doc(
+            "xnat:subjectData", _criterion("xnat:subjectData/LABEL", "&lt;", "DEMO_S002")
+        ),
+    )
+    assert ok.status_code == 200, ok.text
+    assert [r["label"] for r in ok.json()["ResultSet"]["Result"]] == ["DEMO_S001"]
+    refused = {
+        "root": _search_doc("xnat:mrScanData", ""),
+        "field": _search_doc("xnat:mrSessionData", _criterion("xnat:mrSessionData/AGE", ">", "4")),
+        "comparison": _search_doc(
+            "xnat:mrSessionData", _criterion("xnat:mrSessionData/LABEL", "SOUNDS LIKE", "x")
+        ),
+        "custom field": _search_doc(
+            "xnat:mrSessionData",
+            _criterion("xnat:mrSessionData/XNAT_MRSESSIONDATA_FIELD_MAP=age", "=", "4"),
+        ),
+        "DTD": '<!DOCTYPE x [<!ENTITY a "b">]>' + _search_doc("xnat:mrSessionData", ""),
+        "not XML": "label=DEMO",
+    }
+    for what, doc in refused.items():
+        resp = http.post(url, params={"format": "csv"}, data=doc)
+        assert resp.status_code == 400, what
+        assert "search:" in resp.text, what

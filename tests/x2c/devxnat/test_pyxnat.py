@@ -187,3 +187,30 @@ def test_paging_through_pyxnat(intf: Interface) -> None:
         ["DEMO_S001_MR1", "DEMO_S002_MR1"],
         ["DEMO_S003_MR1"],
     ]
+
+
+def test_search_where(intf: Interface) -> None:
+    columns = ["xnat:mrSessionData/LABEL", "xnat:mrSessionData/PROJECT", "xnat:subjectData/LABEL"]
+    table = intf.select("xnat:mrSessionData", columns).where(
+        [
+            ("xnat:mrSessionData/PROJECT", "=", "DEMO"),
+            [
+                ("xnat:mrSessionData/LABEL", "LIKE", "*S002*"),
+                ("xnat:subjectData/LABEL", "=", "DEMO_S003"),
+                "OR",
+            ],
+            "AND",
+        ]
+    )
+    assert sorted((r["label"], r["project"], r["xnat_subjectdata_label"]) for r in table) == [
+        ("DEMO_S002_MR1", "DEMO", "DEMO_S002"),
+        ("DEMO_S003_MR1", "DEMO", "DEMO_S003"),
+    ]
+    everything = intf.select("xnat:imageSessionData", ["xnat:imageSessionData/LABEL"]).all()
+    assert {"DEMO_S001_MR1", "DEMO_S002_MR1", "DEMO_S003_MR1"} <= {r["label"] for r in everything}
+
+
+def test_search_refuses_what_it_cannot_answer(intf: Interface) -> None:
+    search = intf.select("xnat:mrSessionData", ["xnat:mrSessionData/LABEL"])
+    with pytest.raises(Exception, match="not supported"):
+        search.where([("xnat:mrSessionData/AGE", ">", "40"), "AND"])

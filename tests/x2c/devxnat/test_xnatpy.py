@@ -158,3 +158,13 @@ def test_paging_through_xnatpy(session: xnat.session.XNATSession) -> None:
     )
     assert [r["ID"] for r in page["ResultSet"]["Result"]] == [every["ResultSet"]["Result"][1]["ID"]]
     assert len(every["ResultSet"]["Result"]) == 3
+
+
+def test_query_interface(session: xnat.session.XNATSession) -> None:
+    mr = session.classes.MrSessionData
+    found = mr.query().filter(mr.project == "DEMO").filter(mr.label.like("%S00_%")).all()
+    assert sorted(e.label for e in found) == ["DEMO_S001_MR1", "DEMO_S002_MR1", "DEMO_S003_MR1"]
+    assert {e.id for e in found} == {"X2C_E00001", "X2C_E00002", "X2C_E00003"}
+    one = mr.query().filter(mr.label == "DEMO_S002_MR1").one()
+    assert one.id == "X2C_E00002" and one.subject_id == "X2C_S00002"
+    assert mr.query().filter(mr.label == "NO_SUCH_LABEL").one_or_none() is None
