@@ -74,7 +74,7 @@ class Level:
 PROJECTS = Level(
     "Projects",
     ("ID", "secondary_ID", "name", "description", "pi_firstname", "pi_lastname", "URI"),
-    ("insert_date", "xsiType"),
+    ("insert_date", "xsiType", "alias"),
 )
 SUBJECTS = Level(
     "Subjects",
@@ -331,6 +331,8 @@ def choose_columns(
             chosen.setdefault(key, name)
     if level is EXPERIMENTS:
         chosen.setdefault(root_key, "ID")
+    if level is PROJECTS:  # pyxnat asks columns=alias and reads each row's ID
+        chosen.setdefault("ID", "ID")
     if "URI" in level.defaults:
         chosen.setdefault("URI", "URI")
     return list(chosen.items())

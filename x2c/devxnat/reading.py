@@ -16,7 +16,7 @@ from x2c.devxnat.documents import catalog_xml, file_row, object_json, object_xml
 from x2c.devxnat.paths import Target
 from x2c.devxnat.responses import HTTPError
 from x2c.devxnat.search import SearchError, parse_search
-from x2c.devxnat.store import Json, Store, User
+from x2c.devxnat.store import Json, Store, User, visible
 
 log = logging.getLogger(__name__)
 
@@ -55,13 +55,13 @@ class Reader:
                 rows = [
                     self._subject_row(s)
                     for s in self.store.index["subjects"].values()
-                    if user.can_read(s["project"])
+                    if visible(user, s)
                 ]
             else:
                 rows = [
                     self._experiment_row(e)
                     for e in self.store.index["experiments"].values()
-                    if user.can_read(e["project"]) and datatypes.is_a(e["xsiType"], query.root)
+                    if visible(user, e) and datatypes.is_a(e["xsiType"], query.root)
                 ]
         kept = [row for row in rows if query.keep(row)]
         columns = [(c.header, c.field) for c in query.columns]
@@ -75,6 +75,22 @@ class Reader:
             raise HTTPError(404, "Not Found", f"{t.kind} {t.key}")
         fmt = params.get("format", "").lower()
         with self.store.lock:
+            if t.kind == "projects" and (t.subject is not None or t.experiment is not None):
+                shared = t.experiment if t.experiment is not None else t.subject
+                assert shared is not None
+                ids = [shared["project"], *shared.get("shares", {})]
+                rows = [
+                    self._project_row(self.store.index["projects"][pid])
+                    for pid in ids
+                    if pid in self.store.index["projects"] and user.can_read(pid)
+                ]
+                return self.listing(listings.PROJECTS, rows, params)
+            if t.kind == "share":
+                assert t.share_project is not None
+                project = self.store.project(t.share_project)
+                if project is None or not user.can_read(t.share_project):
+                    raise HTTPError(404, "Not Found", f"project {t.share_project}")
+                return JSONResponse(object_json("project", project))
             if t.kind == "projects":
                 rows = [
                     self._project_row(p)
@@ -88,7 +104,7 @@ class Reader:
                     if t.project is not None
                     else iter(self.store.index["subjects"].values())
                 )
-                rows = [self._subject_row(s) for s in subjects if user.can_read(s["project"])]
+                rows = [self._subject_row(s) for s in subjects if visible(user, s)]
                 return self.listing(listings.SUBJECTS, rows, params)
             if t.kind == "experiments":
                 if t.subject is not None:
@@ -97,7 +113,7 @@ class Reader:
                     exps = self.store.experiments_of(t.project["ID"])
                 else:
                     exps = iter(self.store.index["experiments"].values())
-                readable = [e for e in exps if user.can_read(e["project"])]
+                readable = [e for e in exps if visible(user, e)]
                 scan_type = listings.scan_type_wanted(listings.EXPERIMENTS, params)
                 if scan_type is None:
                     rows = [self._experiment_row(e) for e in readable]

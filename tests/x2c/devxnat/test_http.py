@@ -709,3 +709,39 @@ def test_search_answers_json_and_refuses_unsupported_criteria(
         resp = http.post(url, params={"format": "csv"}, data=doc)
         assert resp.status_code == 400, what
         assert "search:" in resp.text, what
+
+
+def test_shared_subject_and_experiment_are_listed_with_their_owner(
+    http: requests.Session, xnat_server: XnatServer
+) -> None:
+    owner, other = xnat_server.new_project("OWN"), xnat_server.new_project("SHR")
+    base = f"/data/projects/{owner}/subjects/S1"
+    assert http.put(_url(xnat_server, base)).status_code == 201
+    eid = http.put(_url(xnat_server, f"{base}/experiments/S1_MR1")).text
+    for path in (f"{base}/projects/{other}", f"{base}/experiments/S1_MR1/projects/{other}"):
+        assert http.put(_url(xnat_server, path), params={"label": "SHARED"}).status_code == 201
+
+    def rows(path: str) -> list[tuple[str, str, str]]:
+        return [
+            (r["ID"], r["label"], r["project"]) for r in _result(http.get(_url(xnat_server, path)))
+        ]
+
+    # Listed in the second project with their OWNING project, as the recorded XNAT listing shows.
+    assert [r[2] for r in rows(f"/data/projects/{other}/subjects")] == [owner]
+    assert [(r[0], r[2]) for r in rows(f"/data/projects/{other}/experiments")] == [(eid, owner)]
+    assert rows(f"/data/projects/{other}/subjects/SHARED/experiments")[0][0] == eid
+    assert http.get(_url(xnat_server, f"/data/projects/{other}/experiments/SHARED")).ok
+    shares = _result(http.get(_url(xnat_server, f"{base}/projects")))
+    assert sorted(r["ID"] for r in shares) == sorted([owner, other])
+    # A user of the second project only sees the shared objects, through either project path.
+    xnat_server.add_user("sharereader", "pw-share-1", [other])
+    reader = requests.Session()
+    reader.auth = ("sharereader", "pw-share-1")
+    assert reader.get(_url(xnat_server, f"/data/experiments/{eid}"), params={"format": "json"}).ok
+    assert reader.get(_url(xnat_server, f"/data/projects/{owner}")).status_code == 404
+    # The owner cannot be unshared; the share can; the second project's deletion spares it.
+    assert http.delete(_url(xnat_server, f"{base}/projects/{owner}")).status_code == 400
+    assert http.delete(_url(xnat_server, f"{base}/experiments/S1_MR1/projects/{other}")).ok
+    assert rows(f"/data/projects/{other}/experiments") == []
+    assert http.delete(_url(xnat_server, f"/data/projects/{other}")).ok
+    assert [r[0] for r in rows(f"/data/projects/{owner}/experiments")] == [eid]

@@ -214,3 +214,15 @@ def test_search_refuses_what_it_cannot_answer(intf: Interface) -> None:
     search = intf.select("xnat:mrSessionData", ["xnat:mrSessionData/LABEL"])
     with pytest.raises(Exception, match="not supported"):
         search.where([("xnat:mrSessionData/AGE", ">", "40"), "AND"])
+
+
+def test_share_and_unshare_a_subject(intf: Interface, xnat_server: XnatServer) -> None:
+    owner, other = xnat_server.new_project("OWN"), xnat_server.new_project("SHR")
+    subject = intf.select.project(owner).subject("S1")
+    subject.create()
+    subject.share(other)
+    assert sorted(subject.shares().get()) == sorted([owner, other])
+    shared = intf.select.project(other).subject("S1")
+    assert shared.exists() and shared.attrs.get("project") == owner
+    subject.unshare(other)
+    assert not intf.select.project(other).subject("S1").exists()
