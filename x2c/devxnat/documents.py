@@ -110,8 +110,11 @@ def experiment_fields(e: Json) -> dict[str, Any]:
 
 
 def scan_fields(e: Json, sc: Json) -> dict[str, Any]:
-    """The data fields of a scan document."""
+    """The data fields of a scan document; numeric fields are JSON numbers there (XNAT's Image
+    Session Scans API page: ``xnat_imagescandata_id`` and ``frames``), unlike in listings."""
     return {
+        "xnat_imagescandata_id": sc.get("xnat_imagescandata_id"),
+        "frames": sc.get("frames"),
         "ID": sc["ID"],
         "type": sc.get("type", ""),
         "image_session_ID": e["ID"],
@@ -156,6 +159,8 @@ def object_xml(kind: str, rec: Json, experiment: Json | None = None) -> str:
     else:
         assert experiment is not None
         tag, fields = "xnat:MRScan", scan_fields(experiment, rec)
+        for json_only in ("xnat_imagescandata_id", "frames"):
+            fields.pop(json_only)
     attrs = "".join(
         f" {k}={quoteattr(str(v))}"
         for k, v in fields.items()

@@ -138,6 +138,9 @@ RESOURCES = Level(
         "file_size",
     ),
     honours_columns=False,
+    # XNAT's Image Scan Resource API page shows this envelope with "title": "Resources" (a
+    # documented, not a recorded, body).
+    json_title=True,
 )
 FILES = Level(
     "Files",

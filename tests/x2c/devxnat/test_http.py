@@ -745,3 +745,19 @@ def test_shared_subject_and_experiment_are_listed_with_their_owner(
     assert rows(f"/data/projects/{other}/experiments") == []
     assert http.delete(_url(xnat_server, f"/data/projects/{other}")).ok
     assert [r[0] for r in rows(f"/data/projects/{owner}/experiments")] == [eid]
+
+
+def test_documented_shapes_of_scan_documents_and_resource_listings(
+    http: requests.Session, xnat_server: XnatServer
+) -> None:
+    # XNAT's API pages (documented, not recorded: tests/data/xnat/recorded/README.md): a scan
+    # document's numeric fields are JSON numbers; a resource listing's envelope has a title.
+    scan = http.get(_url(xnat_server, f"{EXP1}/scans/1"), params={"format": "json"}).json()
+    fields = scan["items"][0]["data_fields"]
+    assert isinstance(fields["xnat_imagescandata_id"], int)
+    assert isinstance(fields["ID"], str)
+    listing = http.get(_url(xnat_server, f"{EXP1}/scans/1/resources"), params={"format": "json"})
+    assert listing.json()["ResultSet"]["title"] == "Resources"
+    assert listing.json()["ResultSet"]["totalRecords"] == "2"
+    xml = http.get(_url(xnat_server, f"{EXP1}/scans/1"), params={"format": "xml"}).text
+    assert "xnat_imagescandata_id" not in xml
