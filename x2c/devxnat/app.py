@@ -107,6 +107,9 @@ class DevXnat:
             return error_response(401, "Unauthorized", "The request requires user authentication")
         if path.startswith("/x2c/"):
             return await self._x2c(request, user, path, method)
+        if path in ("/data/search", "/REST/search") and method == "POST":
+            self.counter.add("POST /data/search")
+            return self.reader.search(await request.body(), user, params)
         special = self._special(request, user, path, method, params)
         if special is not None:
             return special

@@ -3,6 +3,7 @@ reads (``?format=xml``), resource catalogs, listing rows, and XNAT-style error p
 
 from __future__ import annotations
 
+import datetime as dt
 import html
 from typing import Any
 from xml.sax.saxutils import quoteattr
@@ -29,14 +30,28 @@ def error_page(status: int, reason: str, detail: str) -> str:
     )
 
 
+def java_date(stamp: str) -> str:
+    """A listing timestamp (``2023-05-02 10:15:00.001``) as a document's ``meta/start_date``
+    prints it: Java's ``Date.toString()`` form, ``Tue May 02 10:15:00 UTC 2023`` (recorded in
+    tests/data/xnat/recorded/experiment_document_xnatpy.json). Empty when ``stamp`` is."""
+    if not stamp:
+        return ""
+    t = dt.datetime.strptime(stamp.split(".", 1)[0], "%Y-%m-%d %H:%M:%S")
+    days = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+    months = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+    return f"{days[t.weekday()]} {months[t.month - 1]} {t:%d %H:%M:%S} UTC {t.year}"
+
+
 def _item(xsi_type: str, fields: dict[str, Any], children: list[Json], start: str) -> Json:
+    # Recorded documents: ``create_event_id`` is a number, ``isHistory`` a boolean, unset fields
+    # are left out.
     return {
         "children": children,
         "meta": {
             "create_event_id": 1,
             "xsi:type": xsi_type,
             "isHistory": False,
-            "start_date": start,
+            "start_date": java_date(start),
         },
         "data_fields": {k: v for k, v in fields.items() if v not in (None, "")},
     }
@@ -81,9 +96,11 @@ def subject_fields(s: Json) -> dict[str, Any]:
 
 
 def experiment_fields(e: Json) -> dict[str, Any]:
-    """The data fields of an experiment document."""
+    """The data fields of an experiment document; like XNAT's, they carry the accession ID twice,
+    as ``ID`` and as a lower-case ``id``."""
     return {
         "ID": e["ID"],
+        "id": e["ID"],
         "project": e["project"],
         "label": e["label"],
         "subject_ID": e["subject_ID"],
@@ -93,8 +110,11 @@ def experiment_fields(e: Json) -> dict[str, Any]:
 
 
 def scan_fields(e: Json, sc: Json) -> dict[str, Any]:
-    """The data fields of a scan document."""
+    """The data fields of a scan document; numeric fields are JSON numbers there (XNAT's Image
+    Session Scans API page: ``xnat_imagescandata_id`` and ``frames``), unlike in listings."""
     return {
+        "xnat_imagescandata_id": sc.get("xnat_imagescandata_id"),
+        "frames": sc.get("frames"),
         "ID": sc["ID"],
         "type": sc.get("type", ""),
         "image_session_ID": e["ID"],
@@ -135,9 +155,12 @@ def object_xml(kind: str, rec: Json, experiment: Json | None = None) -> str:
         tag, fields = "xnat:Subject", subject_fields(rec)
     elif kind == "experiment":
         tag, fields = "xnat:MRSession", experiment_fields(rec)
+        fields.pop("id")  # the JSON form's lower-case copy; XML has the ID attribute
     else:
         assert experiment is not None
         tag, fields = "xnat:MRScan", scan_fields(experiment, rec)
+        for json_only in ("xnat_imagescandata_id", "frames"):
+            fields.pop(json_only)
     attrs = "".join(
         f" {k}={quoteattr(str(v))}"
         for k, v in fields.items()

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from urllib.parse import unquote
 
-from x2c.devxnat.store import Json, Store, User
+from x2c.devxnat.store import Json, Store, User, visible
 
 PREFIXES = ("/data/archive", "/data", "/REST")
 
@@ -44,6 +44,9 @@ class Target:
     key: str | None = None
     file_rel: str | None = None
     found: bool = True
+    # ``.../subjects/S/projects/Q`` (kind ``share``): the project Q the subject or experiment
+    # is (to be) shared into, or its owner.
+    share_project: str | None = None
 
     @property
     def scan(self) -> Json | None:
@@ -174,8 +177,8 @@ def resolve(store: Store, user: User, rest: str) -> Target:
             if t.project is None and i > 0:
                 raise NotFound(rest)
             rec = store.subject(key, pid)
-            if rec is not None:
-                readable(rec["project"])
+            if rec is not None and not visible(user, rec):
+                raise NotFound(f"subject {key}")
             t.subject = rec
             t.kind = "subject"
         elif coll == "experiments" and t.experiment is None:
@@ -183,10 +186,18 @@ def resolve(store: Store, user: User, rest: str) -> Target:
             pid = t.project["ID"] if t.project is not None else None
             sid = t.subject["ID"] if t.subject is not None else None
             rec = store.experiment(key, pid, sid)
-            if rec is not None:
-                readable(rec["project"])
+            if rec is not None and not visible(user, rec):
+                raise NotFound(f"experiment {key}")
             t.experiment = rec
             t.kind = "experiment"
+        elif coll == "projects" and _parent_kind(t) in ("subject", "experiment") and last:
+            shared = _current_record(t)
+            if shared is None:
+                raise NotFound(rest)
+            t.template += "/{project}"
+            t.kind = "share"
+            t.share_project = key
+            t.found = key == shared["project"] or key in shared.get("shares", {})
         elif coll == "scans" and t.experiment is not None and t.scan_selector is None:
             t.template += "/{scan}"
             t.scan_selector = key
@@ -215,6 +226,11 @@ def resolve(store: Store, user: User, rest: str) -> Target:
     return t
 
 
+def _current_record(t: Target) -> Json | None:
+    """The subject or experiment a ``projects`` (sharing) path hangs below."""
+    return t.experiment if t.experiment is not None else t.subject
+
+
 def _current(t: Target) -> Json | None:
     return {"project": t.project, "subject": t.subject, "experiment": t.experiment}[t.kind]
 
@@ -223,8 +239,8 @@ def _check_collection(t: Target) -> None:
     allowed = {
         "": {"projects", "subjects", "experiments"},
         "project": {"subjects", "experiments", "resources"},
-        "subject": {"experiments", "resources"},
-        "experiment": {"scans", "resources", "assessors", "reconstructions"},
+        "subject": {"experiments", "resources", "projects"},
+        "experiment": {"scans", "resources", "assessors", "reconstructions", "projects"},
         "scan": {"resources"},
     }
     if t.kind not in allowed.get(_parent_kind(t), set()):

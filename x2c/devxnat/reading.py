@@ -10,12 +10,13 @@ from urllib.parse import quote
 
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 
-from x2c.devxnat import listings
+from x2c.devxnat import datatypes, listings
 from x2c.devxnat.archives import UnsafeArchiveError, clean_relpath, stream_zip
 from x2c.devxnat.documents import catalog_xml, file_row, object_json, object_xml, resource_row
 from x2c.devxnat.paths import Target
 from x2c.devxnat.responses import HTTPError
-from x2c.devxnat.store import Json, Store, User
+from x2c.devxnat.search import SearchError, parse_search
+from x2c.devxnat.store import Json, Store, User, visible
 
 log = logging.getLogger(__name__)
 
@@ -32,10 +33,41 @@ class Reader:
         fmt = params.get("format", "json").lower()
         if fmt not in ("json", "csv"):
             fmt = "json"
-        kept = listings.filter_rows(level, rows, params)
-        columns = listings.choose_columns(level, params.get("columns"))
+        try:
+            kept = listings.page(level, listings.filter_rows(level, rows, params), params)
+        except listings.BadPaging as exc:
+            # XNAT's cached-search paging answers 422 to a non-numeric limit/offset.
+            raise HTTPError(422, "Unprocessable Entity", str(exc)) from exc
+        root = params.get("xsiType") if level is listings.EXPERIMENTS else None
+        columns = listings.choose_columns(level, params.get("columns"), root)
         body, media = listings.render(level, kept, columns, fmt)
         return Response(body, media_type=media)
+
+    def search(self, body: bytes, user: User, params: dict[str, str]) -> Response:
+        """Answer ``POST /data/search``: the rows of the document's root type that ``user`` may
+        read and its criteria keep, in CSV (what pyxnat and xnatpy ask for) or JSON."""
+        try:
+            query = parse_search(body)
+        except SearchError as exc:
+            raise HTTPError(400, "Bad Request", f"search: {exc}") from exc
+        with self.store.lock:
+            if query.kind == "subject":
+                rows = [
+                    self._subject_row(s)
+                    for s in self.store.index["subjects"].values()
+                    if visible(user, s)
+                ]
+            else:
+                rows = [
+                    self._experiment_row(e)
+                    for e in self.store.index["experiments"].values()
+                    if visible(user, e) and datatypes.is_a(e["xsiType"], query.root)
+                ]
+        kept = [row for row in rows if query.keep(row)]
+        columns = [(c.header, c.field) for c in query.columns]
+        fmt = "csv" if params.get("format", "").lower() == "csv" else "json"
+        body_text, media = listings.render(listings.SEARCH, kept, columns, fmt)
+        return Response(body_text, media_type=media)
 
     def get(self, t: Target, user: User, params: dict[str, str]) -> Response:
         """Answer a GET (or HEAD) for ``t``: a listing, a document, a catalog, a file, a zip."""
@@ -43,6 +75,22 @@ class Reader:
             raise HTTPError(404, "Not Found", f"{t.kind} {t.key}")
         fmt = params.get("format", "").lower()
         with self.store.lock:
+            if t.kind == "projects" and (t.subject is not None or t.experiment is not None):
+                shared = t.experiment if t.experiment is not None else t.subject
+                assert shared is not None
+                ids = [shared["project"], *shared.get("shares", {})]
+                rows = [
+                    self._project_row(self.store.index["projects"][pid])
+                    for pid in ids
+                    if pid in self.store.index["projects"] and user.can_read(pid)
+                ]
+                return self.listing(listings.PROJECTS, rows, params)
+            if t.kind == "share":
+                assert t.share_project is not None
+                project = self.store.project(t.share_project)
+                if project is None or not user.can_read(t.share_project):
+                    raise HTTPError(404, "Not Found", f"project {t.share_project}")
+                return JSONResponse(object_json("project", project))
             if t.kind == "projects":
                 rows = [
                     self._project_row(p)
@@ -56,7 +104,7 @@ class Reader:
                     if t.project is not None
                     else iter(self.store.index["subjects"].values())
                 )
-                rows = [self._subject_row(s) for s in subjects if user.can_read(s["project"])]
+                rows = [self._subject_row(s) for s in subjects if visible(user, s)]
                 return self.listing(listings.SUBJECTS, rows, params)
             if t.kind == "experiments":
                 if t.subject is not None:
@@ -65,7 +113,16 @@ class Reader:
                     exps = self.store.experiments_of(t.project["ID"])
                 else:
                     exps = iter(self.store.index["experiments"].values())
-                rows = [self._experiment_row(e) for e in exps if user.can_read(e["project"])]
+                readable = [e for e in exps if visible(user, e)]
+                scan_type = listings.scan_type_wanted(listings.EXPERIMENTS, params)
+                if scan_type is None:
+                    rows = [self._experiment_row(e) for e in readable]
+                else:
+                    rows = [
+                        self._experiment_row(e) | scan_row
+                        for e in readable
+                        for scan_row in self._scan_columns(e, scan_type)
+                    ]
                 return self.listing(listings.EXPERIMENTS, rows, params)
             if t.kind in ("assessors", "reconstructions"):
                 return self.listing(listings.EXPERIMENTS, [], params)
@@ -174,6 +231,16 @@ class Reader:
             "frames": str(sc.get("frames", "")),
             "UID": sc.get("UID", ""),
         }
+
+    def _scan_columns(self, e: Json, scan_type: str) -> list[dict[str, str]]:
+        """The scan fields (``scan/ID``...) of each scan of ``e`` of ``scan_type``: one row per
+        scan, or one empty row when it has none (XNAT joins scans to sessions this way)."""
+        rows = [
+            {listings.SCAN_PREFIX + k: v for k, v in self._scan_row(e, sc).items()}
+            for sc in e["scans"].values()
+            if datatypes.is_a(sc["xsiType"], scan_type)
+        ]
+        return rows or [{}]
 
     def _resource_row(self, owner: tuple[str, Json], res: Json) -> dict[str, str]:
         kind, rec = owner

@@ -18,6 +18,8 @@ ELEMENTS: tuple[tuple[str, str, str, str], ...] = (
     ("xnat:subjectData", "Subject", "Subjects", "Subject"),
     ("xnat:mrSessionData", "MR Session", "MR Sessions", "Experiment"),
     ("xnat:mrScanData", "MR Scan", "MR Scans", "Scan"),
+    ("xnat:petSessionData", "PET Session", "PET Sessions", "Experiment"),
+    ("xnat:ctSessionData", "CT Session", "CT Sessions", "Experiment"),
 )
 
 # Search fields per element (FIELD_ID values are upper case as in XNAT, which also keeps them
@@ -38,6 +40,24 @@ FIELDS: dict[str, tuple[tuple[str, str, str], ...]] = {
     "xnat:mrSessionData": (
         ("SESSION_ID", "MR ID", "string"),
         ("LABEL", "MR Label", "string"),
+        ("SUBJECT_ID", "Subject", "string"),
+        ("PROJECT", "Project", "string"),
+        ("DATE", "Date", "date"),
+        ("INSERT_DATE", "Inserted", "string"),
+        ("LAST_MODIFIED", "Last Modified", "string"),
+    ),
+    "xnat:petSessionData": (
+        ("SESSION_ID", "PET ID", "string"),
+        ("LABEL", "PET Label", "string"),
+        ("SUBJECT_ID", "Subject", "string"),
+        ("PROJECT", "Project", "string"),
+        ("DATE", "Date", "date"),
+        ("INSERT_DATE", "Inserted", "string"),
+        ("LAST_MODIFIED", "Last Modified", "string"),
+    ),
+    "xnat:ctSessionData": (
+        ("SESSION_ID", "CT ID", "string"),
+        ("LABEL", "CT Label", "string"),
         ("SUBJECT_ID", "Subject", "string"),
         ("PROJECT", "Project", "string"),
         ("DATE", "Date", "date"),
@@ -72,6 +92,14 @@ def _elems(*pairs: tuple[str, str]) -> str:
     return "".join(f'\n        <xs:element name="{n}" type="{t}" minOccurs="0"/>' for n, t in pairs)
 
 
+def _extension(name: str, base: str) -> str:
+    return f"""  <xs:complexType name="{name}">
+    <xs:complexContent>
+      <xs:extension base="xnat:{base}"/>
+    </xs:complexContent>
+  </xs:complexType>"""
+
+
 def xnat_schema() -> str:
     """The ``xnat`` schema document served at ``/xapi/schemas/xnat`` and ``/schemas/xnat/...``."""
     resources = _listing("resources", "resource", "xnat:abstractResource")
@@ -101,6 +129,10 @@ def xnat_schema() -> str:
   <xs:element name="Subject" type="xnat:subjectData"/>
   <xs:element name="MRSession" type="xnat:mrSessionData"/>
   <xs:element name="MRScan" type="xnat:mrScanData"/>
+  <xs:element name="PETSession" type="xnat:petSessionData"/>
+  <xs:element name="PETScan" type="xnat:petScanData"/>
+  <xs:element name="CTSession" type="xnat:ctSessionData"/>
+  <xs:element name="CTScan" type="xnat:ctScanData"/>
   <xs:element name="ResourceCatalog" type="xnat:resourceCatalog"/>
   <xs:complexType name="abstractResource">
     <xs:sequence>{_elems(("note", "xs:string"))}
@@ -156,6 +188,8 @@ def xnat_schema() -> str:
       </xs:extension>
     </xs:complexContent>
   </xs:complexType>
+{_extension("petSessionData", "imageSessionData")}
+{_extension("ctSessionData", "imageSessionData")}
   <xs:complexType name="imageScanData">
     <xs:sequence>{scan_elems}
     </xs:sequence>{_attrs("ID", "type", "UID")}
@@ -168,6 +202,8 @@ def xnat_schema() -> str:
       </xs:extension>
     </xs:complexContent>
   </xs:complexType>
+{_extension("petScanData", "imageScanData")}
+{_extension("ctScanData", "imageScanData")}
 </xs:schema>
 """
 

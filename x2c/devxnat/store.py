@@ -76,6 +76,24 @@ class User:
         return self.admin or (self.can_write and project in self.readable)
 
 
+def belongs(rec: Json, project: str) -> bool:
+    """Whether a subject or experiment is in ``project``: owned by it or shared into it."""
+    return bool(rec["project"] == project or project in rec.get("shares", {}))
+
+
+def visible(user: User, rec: Json) -> bool:
+    """Whether ``user`` may see a subject or experiment: it can read the owning project or a
+    project the record is shared into (sharing grants read access there, as in XNAT)."""
+    return user.can_read(rec["project"]) or any(user.can_read(p) for p in rec.get("shares", {}))
+
+
+def _labelled(rec: Json, project: str, label: str) -> bool:
+    if rec["project"] == project:
+        return bool(rec["label"] == label)
+    shared: str | None = rec.get("shares", {}).get(project)
+    return shared == label
+
+
 def _empty_index() -> Json:
     return {
         "version": 1,
@@ -98,6 +116,8 @@ class Store:
     - experiment: ``ID, project, subject_ID, label, xsiType, date, insert_date, last_modified,
       scans, resources``; a scan: ``ID, type, xsiType, series_description, quality, note,
       resources``
+    - subjects and experiments may carry ``shares``: ``{project ID: label there}`` for each
+      project they are shared into (listed there with their owning ``project``);
     - resource: ``xnat_abstractresource_id, label, format, content, tags, insert_date, files``;
       a file: ``size, md5, format, content, tags``; bytes at ``files/<resource id>/<path>``.
     """
@@ -219,14 +239,14 @@ class Store:
         return rec
 
     def subject(self, ref: str, project: str | None = None) -> Json | None:
-        """A subject by ID, or by label within ``project``."""
+        """A subject by ID, or by label within ``project`` (owned or shared there)."""
         rec: Json | None = self.index["subjects"].get(ref)
-        if rec is not None and (project is None or rec["project"] == project):
+        if rec is not None and (project is None or belongs(rec, project)):
             return rec
         if project is None:
             return None
         for cand in self.index["subjects"].values():
-            if cand["project"] == project and cand["label"] == ref:
+            if _labelled(cand, project, ref):
                 found: Json = cand
                 return found
         return None
@@ -234,18 +254,19 @@ class Store:
     def experiment(
         self, ref: str, project: str | None = None, subject: str | None = None
     ) -> Json | None:
-        """An experiment by ID, or by label within ``project`` (and ``subject`` when given)."""
+        """An experiment by ID, or by label within ``project`` (owned or shared there; and of
+        ``subject`` when given)."""
         rec: Json | None = self.index["experiments"].get(ref)
         if (
             rec is not None
-            and (project is None or rec["project"] == project)
+            and (project is None or belongs(rec, project))
             and (subject is None or rec["subject_ID"] == subject)
         ):
             return rec
         if project is None:
             return None
         for cand in self.index["experiments"].values():
-            if cand["project"] != project or cand["label"] != ref:
+            if not _labelled(cand, project, ref):
                 continue
             if subject is None or cand["subject_ID"] == subject:
                 found: Json = cand
@@ -253,15 +274,16 @@ class Store:
         return None
 
     def subjects_of(self, project: str) -> Iterator[Json]:
-        """The subjects of ``project`` in insertion order."""
-        return (s for s in self.index["subjects"].values() if s["project"] == project)
+        """The subjects of ``project`` (owned or shared there) in insertion order."""
+        return (s for s in self.index["subjects"].values() if belongs(s, project))
 
     def experiments_of(self, project: str, subject: str | None = None) -> Iterator[Json]:
-        """The experiments of ``project`` (of one subject when ``subject`` is its ID)."""
+        """The experiments of ``project`` (owned or shared there; of one subject when
+        ``subject`` is its ID)."""
         return (
             e
             for e in self.index["experiments"].values()
-            if e["project"] == project and (subject is None or e["subject_ID"] == subject)
+            if belongs(e, project) and (subject is None or e["subject_ID"] == subject)
         )
 
     # -- files ---------------------------------------------------------------------------------

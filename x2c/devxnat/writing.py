@@ -60,7 +60,27 @@ class Writer:
                 return self._put_scan(t, user, params)
             if t.kind == "resource":
                 return self._put_resource(t, user, params)
+            if t.kind == "share":
+                return self._put_share(t, user, params)
         raise HTTPError(405, "Method Not Allowed", f"{method} {t.template}")
+
+    def _put_share(self, t: Target, user: User, params: dict[str, str]) -> Response:
+        """Share the subject or experiment into ``t.share_project`` (``?label=`` names it
+        there), as XNAT's ``PUT .../subjects/S/projects/Q``; it stays owned by its project."""
+        rec = t.experiment if t.experiment is not None else t.subject
+        target = t.share_project
+        assert rec is not None and target is not None
+        if is_true(params.get("primary")):
+            raise HTTPError(400, "Bad Request", "primary=true (moving ownership) is not supported")
+        if self.store.project(target) is None:
+            raise HTTPError(404, "Not Found", f"project {target}")
+        self._require_write(user, target)
+        if target == rec["project"]:
+            raise HTTPError(400, "Bad Request", f"{rec['ID']} is already owned by {target}")
+        label = check_label(params.get("label") or rec["label"])
+        rec.setdefault("shares", {})[target] = label
+        self.store.save()
+        return PlainTextResponse(rec["ID"], status_code=200 if t.found else 201)
 
     def _put_project(self, t: Target, user: User, params: dict[str, str]) -> Response:
         if t.found:
@@ -309,6 +329,8 @@ class Writer:
                 self.store.save()
                 self._remove_tree(t.resource)
                 return PlainTextResponse("")
+            if t.kind == "share":
+                return self._unshare(t, user)
             doomed = self._detach(t, user)
             if doomed is None:
                 raise HTTPError(405, "Method Not Allowed", f"DELETE {t.template}")
@@ -320,6 +342,17 @@ class Writer:
         # unreferenced directories, never references to missing files.
         for res in doomed:
             self._remove_tree(res)
+        return PlainTextResponse("")
+
+    def _unshare(self, t: Target, user: User) -> Response:
+        rec = t.experiment if t.experiment is not None else t.subject
+        target = t.share_project
+        assert rec is not None and target is not None
+        if target == rec["project"]:
+            raise HTTPError(400, "Bad Request", f"{rec['ID']} cannot leave its owning project")
+        self._require_write(user, target)
+        del rec["shares"][target]
+        self.store.save()
         return PlainTextResponse("")
 
     def _detach(self, t: Target, user: User) -> list[Json] | None:
@@ -338,8 +371,10 @@ class Writer:
             self._require_write(user, t.subject["project"])
             sid = t.subject["ID"]
             doomed = _resources_of(index["subjects"].pop(sid))
-            for e in list(self.store.experiments_of(t.subject["project"], sid)):
-                doomed += _resources_of(index["experiments"].pop(e["ID"]))
+            owner = t.subject["project"]
+            for e in [e for e in index["experiments"].values() if e["subject_ID"] == sid]:
+                if e["project"] == owner:
+                    doomed += _resources_of(index["experiments"].pop(e["ID"]))
             return doomed
         if t.kind == "project":
             assert t.project is not None
@@ -347,10 +382,13 @@ class Writer:
                 raise HTTPError(403, "Forbidden", f"user {user.name} cannot delete projects")
             pid = t.project["ID"]
             doomed = _resources_of(index["projects"].pop(pid))
-            for e in list(self.store.experiments_of(pid)):
-                doomed += _resources_of(index["experiments"].pop(e["ID"]))
-            for subj in list(self.store.subjects_of(pid)):
-                doomed += _resources_of(index["subjects"].pop(subj["ID"]))
+            # Only what the project owns goes; what was shared into it just stops being shared.
+            for kind in ("experiments", "subjects"):
+                for rec in list(index[kind].values()):
+                    if rec["project"] == pid:
+                        doomed += _resources_of(index[kind].pop(rec["ID"]))
+                    else:
+                        rec.get("shares", {}).pop(pid, None)
             return doomed
         return None
 

@@ -132,3 +132,97 @@ def test_attrs_set_and_get(intf: Interface, xnat_server: XnatServer) -> None:
         "S_MR1",
     ]
     assert experiment.attrs.get("xnat:mrSessionData/last_modified") >= before
+
+
+def _mixed_project(intf: Interface, xnat_server: XnatServer) -> str:
+    """A fresh project whose subject S has an MR session (two scans) and a PET session."""
+    project = xnat_server.new_project()
+    subject = intf.select.project(project).subject("S")
+    subject.create()
+    mr = subject.experiment("S_MR1")
+    mr.create(experiments="xnat:mrSessionData")
+    mr.scan("1").create(scans="xnat:mrScanData")
+    mr.scan("2").create(scans="xnat:mrScanData")
+    subject.experiment("S_PET1").create(experiments="xnat:petSessionData")
+    return project
+
+
+def test_array_experiments_follows_the_type_hierarchy(
+    intf: Interface, xnat_server: XnatServer
+) -> None:
+    project = _mixed_project(intf, xnat_server)
+    # Sends ?xsiType=xnat:subjectAssessorData: every session type extends it.
+    table = intf.array.experiments(project_id=project, columns=["label", "xsiType"])
+    assert sorted((r["label"], r["xsiType"]) for r in table.data) == [
+        ("S_MR1", "xnat:mrSessionData"),
+        ("S_PET1", "xnat:petSessionData"),
+    ]
+    assert {r["project"] for r in table.data} == {project}
+    assert all(r["subject_ID"] and r["xnat:subjectassessordata/id"] == r["ID"] for r in table)
+    assert [r["label"] for r in intf.array.mrsessions(project_id=project, columns=["label"])] == [
+        "S_MR1"
+    ]
+    pet = intf.array.experiments(project_id=project, experiment_type="xnat:petSessionData")
+    assert [r["xnat:petsessiondata/id"] for r in pet.data] == [r["ID"] for r in pet.data]
+    assert len(pet.data) == 1
+
+
+def test_array_scans_answers_one_row_per_scan(intf: Interface, xnat_server: XnatServer) -> None:
+    project = _mixed_project(intf, xnat_server)
+    scans = intf.array.scans(project_id=project)
+    assert sorted(r["xnat:imagescandata/id"] for r in scans.data) == ["1", "2"]
+    mr_scans = intf.array.mrscans(project_id=project, columns=["xnat:mrScanData/type"])
+    assert sorted(r["xnat:mrscandata/id"] for r in mr_scans.data) == ["1", "2"]
+
+
+def test_paging_through_pyxnat(intf: Interface) -> None:
+    pages = [
+        intf.get(
+            "/data/projects/DEMO/experiments",
+            params={"format": "json", "limit": "2", "offset": str(offset)},
+        ).json()["ResultSet"]["Result"]
+        for offset in (0, 2)
+    ]
+    assert [[r["label"] for r in p] for p in pages] == [
+        ["DEMO_S001_MR1", "DEMO_S002_MR1"],
+        ["DEMO_S003_MR1"],
+    ]
+
+
+def test_search_where(intf: Interface) -> None:
+    columns = ["xnat:mrSessionData/LABEL", "xnat:mrSessionData/PROJECT", "xnat:subjectData/LABEL"]
+    table = intf.select("xnat:mrSessionData", columns).where(
+        [
+            ("xnat:mrSessionData/PROJECT", "=", "DEMO"),
+            [
+                ("xnat:mrSessionData/LABEL", "LIKE", "*S002*"),
+                ("xnat:subjectData/LABEL", "=", "DEMO_S003"),
+                "OR",
+            ],
+            "AND",
+        ]
+    )
+    assert sorted((r["label"], r["project"], r["xnat_subjectdata_label"]) for r in table) == [
+        ("DEMO_S002_MR1", "DEMO", "DEMO_S002"),
+        ("DEMO_S003_MR1", "DEMO", "DEMO_S003"),
+    ]
+    everything = intf.select("xnat:imageSessionData", ["xnat:imageSessionData/LABEL"]).all()
+    assert {"DEMO_S001_MR1", "DEMO_S002_MR1", "DEMO_S003_MR1"} <= {r["label"] for r in everything}
+
+
+def test_search_refuses_what_it_cannot_answer(intf: Interface) -> None:
+    search = intf.select("xnat:mrSessionData", ["xnat:mrSessionData/LABEL"])
+    with pytest.raises(Exception, match="not supported"):
+        search.where([("xnat:mrSessionData/AGE", ">", "40"), "AND"])
+
+
+def test_share_and_unshare_a_subject(intf: Interface, xnat_server: XnatServer) -> None:
+    owner, other = xnat_server.new_project("OWN"), xnat_server.new_project("SHR")
+    subject = intf.select.project(owner).subject("S1")
+    subject.create()
+    subject.share(other)
+    assert sorted(subject.shares().get()) == sorted([owner, other])
+    shared = intf.select.project(other).subject("S1")
+    assert shared.exists() and shared.attrs.get("project") == owner
+    subject.unshare(other)
+    assert not intf.select.project(other).subject("S1").exists()

@@ -30,6 +30,9 @@ from x2c.devxnat.paths import template_of
         ("xnat:experimentData/label", "label"),
         ("xsiType", "xsiType"),
         ("xsi_type", "xsiType"),
+        ("xnat:subjectData/label", "subject_label"),
+        ("xnat:mrScanData/type", "scan/type"),
+        ("xnat:imageScanData/ID", "scan/ID"),
         ("no_such_column", None),
     ],
 )
@@ -38,10 +41,51 @@ def test_experiment_column_shortcuts(column: str, expected: str | None) -> None:
 
 
 def test_choose_columns_keeps_uri_and_drops_unknown() -> None:
-    assert listings.choose_columns(listings.SUBJECTS, "label,bogus,ID") == ["label", "ID", "URI"]
-    assert listings.choose_columns(listings.RESOURCES, "ID,URI") == list(
+    assert listings.choose_columns(listings.SUBJECTS, "label,bogus,ID") == [
+        ("label", "label"),
+        ("ID", "ID"),
+        ("URI", "URI"),
+    ]
+    assert [k for k, _ in listings.choose_columns(listings.RESOURCES, "ID,URI")] == list(
         listings.RESOURCES.defaults
     )
+
+
+def test_choose_columns_keys_scan_xpaths_by_xpath_and_names_the_root_id() -> None:
+    cols = listings.choose_columns(
+        listings.EXPERIMENTS,
+        "ID,xnat:subjectAssessorData/subject_id,xnat:mrScanData/type",
+        "xnat:mrSessionData",
+    )
+    assert cols == [
+        ("ID", "ID"),
+        ("subject_ID", "subject_ID"),
+        ("xnat:mrscandata/type", "scan/type"),
+        ("xnat:mrsessiondata/id", "ID"),
+        ("URI", "URI"),
+    ]
+    default = listings.choose_columns(listings.EXPERIMENTS, None, "xnat:petSessionData")
+    assert ("xnat:petsessiondata/id", "ID") in default
+    assert ("xnat:subjectassessordata/id", "ID") in listings.choose_columns(
+        listings.EXPERIMENTS, None
+    )
+
+
+@pytest.mark.parametrize(
+    ("xsi_type", "wanted", "expected"),
+    [
+        ("xnat:mrSessionData", "xnat:subjectAssessorData", True),
+        ("xnat:petSessionData", "xnat:imageSessionData", True),
+        ("xnat:ctSessionData", "xnat:experimentData", True),
+        ("xnat:mrSessionData", "xnat:petSessionData", False),
+        ("xnat:imageSessionData", "xnat:mrSessionData", False),
+        ("xnat:mrScanData", "xnat:imageScanData", True),
+    ],
+)
+def test_type_filter_follows_the_hierarchy(xsi_type: str, wanted: str, expected: bool) -> None:
+    rows = [{"ID": "E1", "xsiType": xsi_type}]
+    kept = listings.filter_rows(listings.EXPERIMENTS, rows, {"xsiType": wanted})
+    assert bool(kept) is expected
 
 
 def test_filters_match_wildcards_and_alternatives() -> None:
@@ -58,7 +102,7 @@ def test_filters_match_wildcards_and_alternatives() -> None:
 
 def test_csv_render_quotes_commas() -> None:
     body, media = listings.render(
-        listings.SUBJECTS, [{"ID": "S1", "label": "a,b"}], ["ID", "label"], "csv"
+        listings.SUBJECTS, [{"ID": "S1", "label": "a,b"}], [("ID", "ID"), ("label", "label")], "csv"
     )
     assert media.startswith("text/csv")
     assert body == 'ID,label\nS1,"a,b"\n'

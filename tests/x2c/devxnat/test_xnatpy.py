@@ -41,7 +41,7 @@ def test_connect_makes_only_handled_requests(xnat_server: XnatServer) -> None:
         "GET /xapi/schemas": 1,
         "GET /xapi/schemas/{schema}": 1,
         "GET /data/search/elements": 1,
-        "GET /data/search/elements/{element}": 4,
+        "GET /data/search/elements/{element}": 6,  # one per data type it publishes
         "DELETE /data/JSESSION": 1,
     }
     assert "unhandled route" not in xnat_server.log_text()[log_before:]
@@ -149,3 +149,22 @@ def test_upload_dir_as_tgz_and_download_dir(
     listed.delete()
     session.clearcache()
     assert "UPDIR" not in session.experiments[experiment.id].resources.key_map
+
+
+def test_paging_through_xnatpy(session: xnat.session.XNATSession) -> None:
+    every = session.get_json("/data/experiments", query={"project": "DEMO", "limit": "*"})
+    page = session.get_json(
+        "/data/experiments", query={"project": "DEMO", "limit": "1", "offset": "1"}
+    )
+    assert [r["ID"] for r in page["ResultSet"]["Result"]] == [every["ResultSet"]["Result"][1]["ID"]]
+    assert len(every["ResultSet"]["Result"]) == 3
+
+
+def test_query_interface(session: xnat.session.XNATSession) -> None:
+    mr = session.classes.MrSessionData
+    found = mr.query().filter(mr.project == "DEMO").filter(mr.label.like("%S00_%")).all()
+    assert sorted(e.label for e in found) == ["DEMO_S001_MR1", "DEMO_S002_MR1", "DEMO_S003_MR1"]
+    assert {e.id for e in found} == {"X2C_E00001", "X2C_E00002", "X2C_E00003"}
+    one = mr.query().filter(mr.label == "DEMO_S002_MR1").one()
+    assert one.id == "X2C_E00002" and one.subject_id == "X2C_S00002"
+    assert mr.query().filter(mr.label == "NO_SUCH_LABEL").one_or_none() is None

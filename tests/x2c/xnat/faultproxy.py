@@ -46,6 +46,7 @@ class FaultProxy:
         self.faults: list[Fault] = []
         self.seen: list[str] = []
         self._lock = threading.Lock()
+        self._in_flight = 0
         self._http = requests.Session()
         self._http.trust_env = False
         proxy = self
@@ -70,6 +71,15 @@ class FaultProxy:
                 return self.rfile.read(length) if length else b""
 
             def _handle(self) -> None:
+                with proxy._lock:
+                    proxy._in_flight += 1
+                try:
+                    self._forward()
+                finally:
+                    with proxy._lock:
+                        proxy._in_flight -= 1
+
+            def _forward(self) -> None:
                 line = f"{self.command} {self.path}"
                 body = self._body()
                 fault = proxy._take(line)
@@ -153,6 +163,14 @@ class FaultProxy:
         try:
             yield self
         finally:
+            # A delayed request still being forwarded when the test ends would reach the server
+            # during the next test and be counted there: wait (bounded) for it to finish.
+            deadline = time.monotonic() + 10.0
+            while time.monotonic() < deadline:
+                with self._lock:
+                    if self._in_flight == 0:
+                        break
+                time.sleep(0.02)
             self._server.shutdown()
             self._server.server_close()
             self._http.close()
