@@ -5,12 +5,15 @@ Each function costs a fixed, documented number of requests, whatever the project
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import unquote
 
 from x2c.errors import XnatError, XnatNotFoundError
 from x2c.xnat.session import XnatSession, path_of
+
+logger = logging.getLogger(__name__)
 
 _EXPERIMENT_COLUMNS = "ID,label,project,subject_label,date,insert_date,last_modified"
 
@@ -65,14 +68,27 @@ def _experiment(row: dict[str, str], project: str = "") -> Experiment:
 
 
 def list_experiments(session: XnatSession, project: str) -> list[Experiment]:
-    """Every experiment of ``project`` with its subject and dates, in ONE request. Raises
-    :class:`XnatNotFoundError` when the project does not exist or the user cannot read it."""
+    """Every experiment OWNED by ``project`` with its subject and dates, in ONE request (all
+    rows: ``limit=*``, XNAT's advice to scripts). An experiment shared into ``project`` from
+    another one is listed by XNAT with its owning project; it is left out here (and logged),
+    so it is processed once, under its owner. Raises :class:`XnatNotFoundError` when the
+    project does not exist or the user cannot read it."""
     rows = session.result_set(
         path_of("data", "projects", project, "experiments"),
         what=f"list experiments of project {project!r}",
-        params={"columns": _EXPERIMENT_COLUMNS},
+        params={"columns": _EXPERIMENT_COLUMNS, "limit": "*"},
     )
-    return sorted((_experiment(row, project) for row in rows), key=lambda e: e.id)
+    found = [_experiment(row, project) for row in rows]
+    shared = [e for e in found if e.project != project]
+    if shared:
+        logger.info(
+            "project %s: %d experiment(s) shared into it from other projects (%s) are processed "
+            "under their owning project",
+            project,
+            len(shared),
+            ", ".join(f"{e.label} of {e.project}" for e in shared[:5]),
+        )
+    return sorted((e for e in found if e.project == project), key=lambda e: e.id)
 
 
 def get_experiment(session: XnatSession, experiment_id: str) -> Experiment:

@@ -68,3 +68,21 @@ def test_unreadable_project_is_not_found(xnat_server: Any, demo_project: str) ->
     config = xnat_config(xnat_server, user="outsider", password="outsider-pw")
     with connect(config) as other, pytest.raises(XnatNotFoundError):
         list_experiments(other, demo_project)
+
+
+def test_a_shared_experiment_is_listed_under_its_owner_only(
+    session: XnatSession, xnat_server: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """XNAT lists an experiment shared into a second project with its owning project; x2c
+    processes it once, under its owner, and says so."""
+    from tests.fixtures.xnat_data import add_session, put
+
+    owner, other = xnat_server.new_project("OWN"), xnat_server.new_project("SHR")
+    eid = add_session(xnat_server, owner, "S1", "S1_MR1")
+    put(session, "data", "projects", owner, "subjects", "S1", "projects", other)
+    put(session, "data", "projects", owner, "subjects", "S1", "experiments", "S1_MR1", "projects",
+        other, params={"label": "S1_SHARED"})  # fmt: skip
+    assert [e.id for e in list_experiments(session, owner)] == [eid]
+    with caplog.at_level("INFO", logger="x2c.xnat"):
+        assert list_experiments(session, other) == []
+    assert "shared into it" in caplog.text and f"of {owner}" in caplog.text
