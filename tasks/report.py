@@ -8,8 +8,10 @@ parameter value that could be a secret (there is none: flows take the settings f
 
 from __future__ import annotations
 
+import contextvars
 import re
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -126,27 +128,33 @@ def history_key(r: Row) -> str:
     return artifact_key("x2c", r.project, r.label, r.pipeline)
 
 
-def publish_history(rows: Sequence[Row]) -> int:
+def _history(r: Row) -> None:
+    job = f", job {r.job_id} on {r.host}" if r.job_id else f", on {r.host}"
+    text = [f"**{md_text(r.state)}** ({md_text(r.action)}{md_text(job)}): {md_text(r.reason)}"]
+    if r.xnat_uri:
+        text.append(f"result: {_link(r.xnat_uri)}")
+    if r.log_tail:
+        text += ["", *code_block(tail(r.log_tail))]
+    create_markdown_artifact(
+        key=history_key(r),
+        markdown="\n".join(text) + "\n",
+        description=f"{r.pipeline} for {r.project}/{r.label}: one version per change",
+    )
+
+
+def publish_history(rows: Sequence[Row], workers: int = 8) -> int:
     """A new version of each experiment's history artifact for what this pass did to it
     (submitted, collected, found ended); experiments the pass only looked at cost nothing.
-    Returns how many were written."""
-    written = 0
-    for r in rows:
-        if r.action not in HISTORY_ACTIONS:
-            continue
-        job = f", job {r.job_id} on {r.host}" if r.job_id else f", on {r.host}"
-        text = [f"**{md_text(r.state)}** ({md_text(r.action)}{md_text(job)}): {md_text(r.reason)}"]
-        if r.xnat_uri:
-            text.append(f"result: {_link(r.xnat_uri)}")
-        if r.log_tail:
-            text += ["", *code_block(tail(r.log_tail))]
-        create_markdown_artifact(
-            key=history_key(r),
-            markdown="\n".join(text) + "\n",
-            description=f"{r.pipeline} for {r.project}/{r.label}: one version per change",
-        )
-        written += 1
-    return written
+    Written from ``workers`` threads (one API call each; they carry the run's context so the
+    artifacts belong to it). Returns how many were written."""
+    changed = [r for r in rows if r.action in HISTORY_ACTIONS]
+    if not changed:
+        return 0
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        done = [pool.submit(contextvars.copy_context().run, _history, r) for r in changed]
+        for future in done:
+            future.result()
+    return len(changed)
 
 
 def as_dicts(results: Sequence[Row]) -> list[dict[str, object]]:
