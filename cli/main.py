@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import TextIO
@@ -252,13 +253,36 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
     else:
         parser.print_help(sys.stderr)
         return 2
+    stopped: list[int] = []
+
+    def terminate(signum: int, _frame: object) -> None:
+        # SIGTERM unwinds like Ctrl-C: Prefect's temporary server and the SSH connections are
+        # closed on the way out instead of being left behind (the default handler exits at once)
+        stopped.append(signum)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, terminate)
     try:
         return func(args, os.environ, out)
     except X2CError as exc:
+        if stopped:  # a pass cut short by the signal reports it as its own failure
+            return _stopped(stopped[0])
         print(f"x2c: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        return 130
+        return _stopped(stopped[0] if stopped else signal.SIGINT)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _stopped(signum: int) -> int:
+    """Say in one line that the run was stopped, and what to do; the exit code 128+signal."""
+    print(
+        f"x2c: stopped by {signal.Signals(signum).name}; jobs already submitted keep running, "
+        "and the next `x2c run` (or the reconcile deployment) picks them up",
+        file=sys.stderr,
+    )
+    return 128 + signum
 
 
 if __name__ == "__main__":

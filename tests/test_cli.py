@@ -5,12 +5,15 @@ project where one job fails (exit code 1, the reason in the table)."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -464,3 +467,60 @@ def test_two_runs_on_one_experiment_make_one_job_and_one_upload(
     [worker] = [out for out, _ in outs if "result uploaded and verified" in out]
     [other] = [out for out, _ in outs if out is not worker]
     assert "another run" in other or "is on XNAT" in other, other
+
+
+def test_sigterm_ends_a_run_promptly_and_the_next_run_finishes_its_jobs(
+    tmp_path: Path, fresh_xnat_server: XnatServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run stopped with SIGTERM while its jobs hold ends within seconds, in one line, leaving
+    no process of its own behind (Prefect's temporary server included); its jobs keep running
+    and the next run collects them, one job per experiment."""
+    from tests.flows.helpers import claims_on, hold_pipeline, poll
+
+    server = fresh_xnat_server
+    trace, release = tmp_path / "trace", tmp_path / "release"
+    pipe = hold_pipeline(tmp_path / "hold.yaml", trace, release)
+    settings = tmp_path / "x2c.yaml"
+    settings.write_text(
+        yaml.safe_dump(
+            {
+                "xnat": {"url": server.url, "user": server.user},
+                "hosts": {
+                    "local": {
+                        "workdir": str(tmp_path / "work"),
+                        "scheduler": {"kind": "local", "poll_min_s": 0.2, "poll_max_s": 0.5},
+                    }
+                },
+                "pipelines": [str(pipe)],
+                "projects": [{"project": "DEMO", "pipeline": "hold", "host": "local"}],
+            }
+        )
+    )
+    monkeypatch.setenv("XNAT_PASS", server.password)
+    argv = [sys.executable, "-m", "cli.main", "run", "--settings", str(settings), "--quick"]
+    run = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=x2c_env(tmp_path), cwd=ROOT, start_new_session=True,
+    )  # fmt: skip
+    try:
+        poll(lambda: claims_on(tmp_path / "work") == 3, "the run to submit its jobs", timeout=180)
+        started = time.monotonic()
+        run.send_signal(signal.SIGTERM)
+        out, err = run.communicate(timeout=60)  # returns only once no process holds its pipes
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
+    assert time.monotonic() - started < 30
+    assert run.returncode == 128 + signal.SIGTERM, out + err
+    [line] = [x for x in err.splitlines() if x.startswith("x2c:")]
+    assert "stopped by SIGTERM" in line and "Traceback" not in err, err
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(run.pid, 0)
+        raise AssertionError("a process of the stopped run is still running")
+
+    release.touch()
+    done = x2c("run", "--settings", str(settings), "--quick", home=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "3 experiment(s): 3 done, 0 skipped, 0 failed" in done.stdout
+    jobs = [d for d in (tmp_path / "work" / ".x2c-local").iterdir() if (d / "tag").is_file()]
+    assert len(jobs) == 3, "the stopped run's jobs were collected, not submitted again"

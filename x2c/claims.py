@@ -22,8 +22,10 @@ positional arguments, never inside their text.
 from __future__ import annotations
 
 import logging
+import os
 import posixpath
 import secrets
+import socket
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -48,29 +50,36 @@ for m in */*/inflight; do
   f=-
   [ -e "$d/finishing" ] && f=$(( now - $(stat -c %Y -- "$d/finishing" 2>/dev/null || echo "$now") ))
   printf '%s D %s %s %s\n' "$b" "$c" "$f" "$d"
+  printf '%s\n' "$(head -c 200 -- "$m" 2>/dev/null | tr -d '\n')"
   cat -- "$d/job.json" 2>/dev/null
   printf '\n'
 done
 printf '%s END\n' "$b"
 """
 
-# $1 workdir, $2 cap, $3 stale seconds, then (mode, dir) pairs: mode n = a new claim within the
-# cap, t = take over a claim not renewed for $3 s. Prints "C dir" / "T dir" for each granted.
+# $1 workdir, $2 cap, $3 stale seconds, $4 lock file, $5 wait, $6 this claimant, then (mode,
+# dir, owner) triples: n = a new claim within the cap; t = take over a claim not renewed for
+# $3 s; d = take over a claim still held by ``owner`` (a process known dead). A claim holds its
+# claimant. Prints "C dir" / "T dir" for each granted.
 _RESERVE = r"""mkdir -p -- "$1" && cd "$1" || exit 66
 exec 9>>"$4" || exit 67
 flock -x -w "$5" 9 || exit 75
-now=$(date +%s); cap=$2; stale=$3; shift 5
+now=$(date +%s); cap=$2; stale=$3; me=$6; shift 6
 n=0; for m in */*/inflight; do [ -e "$m" ] && n=$((n+1)); done
-while [ $# -ge 2 ]; do
-  mode=$1; d=$2; shift 2
+while [ $# -ge 3 ]; do
+  mode=$1; d=$2; was=$3; shift 3
   if [ -e "$d/inflight" ]; then
-    [ "$mode" = t ] || continue
-    age=$(( now - $(stat -c %Y -- "$d/inflight" 2>/dev/null || echo "$now") ))
-    [ "$age" -ge "$stale" ] && touch -- "$d/inflight" && printf 'T %s\n' "$d"
+    case $mode in
+      t) age=$(( now - $(stat -c %Y -- "$d/inflight" 2>/dev/null || echo "$now") ))
+         [ "$age" -ge "$stale" ] || continue;;
+      d) [ "$(head -c 200 -- "$d/inflight" | tr -d '\n')" = "$was" ] || continue;;
+      *) continue;;
+    esac
+    printf '%s\n' "$me" > "$d/inflight" && printf 'T %s\n' "$d"
     continue
   fi
   [ "$n" -lt "$cap" ] || continue
-  mkdir -p -- "$d" && : > "$d/inflight" && { n=$((n+1)); printf 'C %s\n' "$d"; }
+  mkdir -p -- "$d" && printf '%s\n' "$me" > "$d/inflight" && { n=$((n+1)); printf 'C %s\n' "$d"; }
 done
 exit 0
 """
@@ -99,6 +108,33 @@ class Claim:
     age_s: int
     finishing_age_s: int | None
     record: jd.JobRecord | None
+    owner: str = ""
+    """Who holds the claim: ``<orchestrator host> <pid>`` (:func:`claimant`)."""
+
+    def abandoned(self, stale_s: float) -> bool:
+        """True when nobody works on this claim any more: not renewed for ``stale_s``, or
+        held by a process of this machine that is gone (Ctrl-C, SIGTERM, kill -9)."""
+        return self.age_s >= stale_s or owner_dead(self.owner)
+
+
+def claimant() -> str:
+    """This process as a claim's holder: this machine's name and the process id."""
+    return f"{socket.gethostname()} {os.getpid()}"
+
+
+def owner_dead(owner: str) -> bool:
+    """True only when ``owner`` is a process of THIS machine that no longer runs (another
+    machine's processes cannot be seen: their claims go stale instead)."""
+    host, _, pid = owner.partition(" ")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
 
 
 def relpath(workdir: str, pipeline: str, experiment: str) -> str:
@@ -135,6 +171,7 @@ def scan(host: Host, workdir: str) -> dict[str, Claim]:
         if len(parts) != 4 or parts[0] != "D":
             raise SchedulerOutputError(f"unexpected claim record {head!r}", output=head)
         _, age, finishing, rel = parts
+        owner, _, body = body.partition("\n")
         dirpath = jd.JobDir(posixpath.join(posixpath.normpath(workdir), rel))
         try:
             record = jd.decode_record(body.strip().encode() or None, dirpath)
@@ -142,7 +179,7 @@ def scan(host: Host, workdir: str) -> dict[str, Claim]:
             log.warning("%s on %s: %s", rel, host.name, exc)
             record = None
         found[rel] = Claim(
-            dirpath, rel, int(age), None if finishing == "-" else int(finishing), record
+            dirpath, rel, int(age), None if finishing == "-" else int(finishing), record, owner
         )
     return found
 
@@ -162,18 +199,19 @@ def reserve(
     cap: int,
     stale_s: float,
     new: Sequence[str] = (),
-    take_over: Sequence[str] = (),
+    take_over: Sequence[Claim] = (),
 ) -> Granted:
     """Claim places on ``host`` under the host-wide lock: each of ``new`` (relative job
-    directories, in priority order) while fewer than ``cap`` claims exist, and each of
-    ``take_over`` whose claim was not renewed for ``stale_s``. One command."""
+    directories, in priority order) while fewer than ``cap`` claims exist, and each claim of
+    ``take_over`` that is still abandoned (see :meth:`Claim.abandoned`). One command."""
     if not new and not take_over:
         return Granted((), ())
     argv = ["sh", "-c", _RESERVE, "x2c-reserve", workdir, str(cap), str(int(stale_s))]
-    argv += [LOCK_FILE, str(LOCK_WAIT_S)]
-    for mode, dirs in (("t", take_over), ("n", new)):
-        for d in dirs:
-            argv += [mode, d]
+    argv += [LOCK_FILE, str(LOCK_WAIT_S), claimant()]
+    for c in take_over:
+        argv += ["d", c.relpath, c.owner] if owner_dead(c.owner) else ["t", c.relpath, ""]
+    for d in new:
+        argv += ["n", d, ""]
     done = host.runner.run(argv)
     if done.returncode != 0:
         raise RemoteCommandError(
@@ -239,7 +277,8 @@ def renewing(host: Host, jobdir: jd.JobDir, *, stale_s: float) -> Iterator[None]
 def adopt(host: Host, jobdir: jd.JobDir) -> None:
     """Claim a place for a job that exists without one (submitted by hand, or by a version of
     x2c without claims): it is in flight, whatever the cap says."""
-    host.runner.run(["touch", "--", posixpath.join(jobdir.root, jd.CLAIM)])
+    path = posixpath.join(jobdir.root, jd.CLAIM)
+    host.runner.run(["sh", "-c", 'printf "%s\\n" "$2" > "$1"', "x2c-adopt", path, claimant()])
 
 
 def release(host: Host, jobdir: jd.JobDir, *, finishing_only: bool = False) -> None:

@@ -162,7 +162,7 @@ class Survey:
     rows: dict[Key, Row] = field(default_factory=dict)
     finish: list[Target] = field(default_factory=list)
     launch: dict[str, list[Target]] = field(default_factory=dict)
-    take_over: dict[str, list[Target]] = field(default_factory=dict)
+    take_over: dict[str, list[tuple[Target, claims.Claim]]] = field(default_factory=dict)
     claimed: dict[str, int] = field(default_factory=dict)
     polls: dict[str, int] = field(default_factory=dict)
 
@@ -288,24 +288,25 @@ def _claimed(
     """The row of an experiment holding a place on its host (None: launch it again)."""
     cfg = rt.host_config(t.host)
     record = claim.record
-    if record is not None and record.state == SUBMITTING and claim.age_s >= cfg.claim_stale_s:
+    abandoned = claim.abandoned(cfg.claim_stale_s)
+    if record is not None and record.state == SUBMITTING and abandoned:
         resolved = recipe.resolve_submitting(rt, t, record)
         if resolved is not None and mutate:
             rt.host(t.host).write_atomic(claim.jobdir.registry, jd.encode_record(resolved))
         record = resolved
     if record is None or (record.state == SUBMITTING and not record.job_id):
-        if claim.age_s < cfg.claim_stale_s:
+        if not abandoned:
             return Row.of(
                 t,
                 IN_FLIGHT,
                 f"another run is staging and submitting it (claimed {claim.age_s} s ago)",
                 action="wait",
             )
-        out.take_over.setdefault(t.host, []).append(t)
+        out.take_over.setdefault(t.host, []).append((t, claim))
         return Row.of(
             t,
             PENDING,
-            f"a run claimed it {claim.age_s} s ago and stopped; taking it over",
+            f"the run that claimed it {claim.age_s} s ago stopped; taking it over",
             action="wait",
         )
     common = {"job_id": record.job_id, "since": _since(record)}
@@ -455,9 +456,10 @@ def claim_places(rt: Runtime, s: Survey) -> tuple[list[Target], list[Row]]:
     denied: list[Row] = []
     for name in sorted(set(s.launch) | set(s.take_over)):
         cfg = rt.host_config(name)
+        stale = s.take_over.get(name, [])
         rel = {
             claims.relpath(cfg.workdir, t.pipeline, t.experiment): t
-            for t in [*s.take_over.get(name, []), *s.launch.get(name, [])]
+            for t in [*(t for t, _ in stale), *s.launch.get(name, [])]
         }
         got = claims.reserve(
             rt.host(name),
@@ -468,10 +470,7 @@ def claim_places(rt: Runtime, s: Survey) -> tuple[list[Target], list[Row]]:
                 claims.relpath(cfg.workdir, t.pipeline, t.experiment)
                 for t in s.launch.get(name, [])
             ],
-            take_over=[
-                claims.relpath(cfg.workdir, t.pipeline, t.experiment)
-                for t in s.take_over.get(name, [])
-            ],
+            take_over=[c for _, c in stale],
         )
         ok = set(got.new) | set(got.taken_over)
         for r, t in rel.items():
