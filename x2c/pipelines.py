@@ -36,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from x2c.config import ContainerRuntime
 from x2c.errors import PipelineError
+from x2c.escalation import Escalation
 from x2c.hooks import Hooks
 from x2c.selection import InputSelection
 
@@ -154,6 +155,9 @@ class Pipeline(_Frozen):
     )
     binds: tuple[PipelineBind, ...] = ()
     hooks: Hooks = Field(default=Hooks(), description="Commands run on Z after a job ends")
+    escalation: Escalation | None = Field(
+        default=None, description="Launch again bigger after OUT_OF_MEMORY or TIMEOUT"
+    )
 
     @field_validator("command", mode="before")
     @classmethod
