@@ -15,7 +15,7 @@ import yaml
 from flows.reconcile import reconcile
 from tests.fixtures.xnat_data import add_session
 from tests.fixtures.xnat_server import XnatServer
-from tests.flows.helpers import recorded_text, write_settings
+from tests.flows.helpers import poll, recorded_text, write_settings
 from x2c import recipe
 from x2c.reconcile import Row
 
@@ -56,15 +56,23 @@ def test_hook_output_in_the_flow_logs_and_failures_reported(
 
     deadline = time.monotonic() + 240
     ended: dict[str, Row] = {}
-    texts = []
+    run_ids = []
     while len(ended) < 2:
         assert time.monotonic() < deadline, ended
         state = reconcile(settings_path=str(settings), return_state=True)
         rows = state.result()
-        texts.append(recorded_text(state.state_details.flow_run_id))
+        run_ids.append(state.state_details.flow_run_id)
         ended.update({r.pipeline: r for r in rows if r.final})
         time.sleep(0.3)
-    text = "\n".join(texts)
+
+    def logged() -> str | None:
+        """Everything the runs recorded, once the hooks' lines arrived (logs reach the server
+        asynchronously, after the run returns)."""
+        text = "\n".join(recorded_text(i) for i in run_ids)
+        wanted = ("HOOK-DONE", "about to fail", "HOOK-FAILED")
+        return text if all(w in text for w in wanted) else None
+
+    text = poll(logged, "the hooks' output in the flow runs' logs", timeout=60)
 
     done, failed = ended["demo"], ended["failing"]
     assert done.state == "done" and "hook sh exited 7" in done.reason, done
