@@ -20,6 +20,7 @@ that experiment ``pending`` for the next pass, never ``failed``: its truth is on
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from prefect import flow
@@ -29,12 +30,14 @@ from prefect.runtime import flow_run
 from prefect.states import Completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from tasks.hooks import run_hooks
 from tasks.report import artifact_key, counts, publish_history, publish_results
 from tasks.runtime import open_runtime
 from tasks.submit import claim_places, submit_experiment
 from tasks.survey import survey_scope
 from tasks.upload import upload_result
 from x2c.errors import X2CError
+from x2c.hooks import fires_hooks
 from x2c.recipe import Target
 from x2c.reconcile import FAILED, PENDING, Row, key_of, scope_of
 
@@ -70,6 +73,16 @@ def _row_of(future: PrefectFuture[Row], t: Target) -> Row:
         )
 
 
+def _hooked_row(future: PrefectFuture[Row], row: Row) -> Row:
+    """The row after its hooks; an error around the hook task leaves the row as it was, with
+    the error beside it (a hook never changes an experiment's state)."""
+    try:
+        return future.result()
+    except Exception as exc:
+        note = f"hooks not run ({type(exc).__name__}: {exc})"
+        return replace(row, reason=f"{row.reason}; {note}" if row.reason else note)
+
+
 @flow(
     name="x2c-reconcile",
     flow_run_name=_run_name,
@@ -101,6 +114,10 @@ def reconcile(
     for t, future in launches:
         rows[key_of(t)] = _row_of(future, t)
     ordered = [rows[key_of(t)] for t in s.targets if key_of(t) in rows]
+    # the site's hooks for every experiment that ended in this pass (done or failed), on Z
+    hooked = [(i, run_hooks.submit(rt, r)) for i, r in enumerate(ordered) if fires_hooks(rt, r)]
+    for i, future in hooked:
+        ordered[i] = _hooked_row(future, ordered[i])
     title = _run_name()
     publish_results(artifact_key("x2c", title), title, ordered)
     publish_history(ordered)

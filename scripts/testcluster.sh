@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A throwaway test cluster on loopback, as root: a real OpenSSH server (own config, generated host
 # and user keys, a non-default port) and a real one-node SLURM (munge, slurmctld, slurmd, short
-# MinJobAge so finished jobs leave the queue quickly).
+# MinJobAge so finished jobs leave the queue quickly), and a real one-node Grid Engine (Debian's
+# gridengine 8.1.9: sge_qmaster and sge_execd as root, queue all.q, parallel environment smp).
 #
 #   scripts/testcluster.sh up      # idempotent; writes $STATE/env for the tests
 #   scripts/testcluster.sh down    # stops what `up` started
@@ -24,10 +25,11 @@ need_root() { [ "$(id -u)" = 0 ] || { echo "testcluster: run as root (it starts 
 
 ensure_packages() {
   local missing=()
-  for p in openssh-server openssh-client slurm-wlm munge; do
+  for p in openssh-server openssh-client slurm-wlm munge gridengine-master gridengine-exec gridengine-client; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
   done
   if [ ${#missing[@]} -gt 0 ]; then
+    sge_preseed
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   fi
 }
@@ -127,6 +129,98 @@ CONF
   wait_for "the SLURM node" sh -c "sinfo -h -N -o %t | grep -Eq '^(idle|mix|alloc)'"
 }
 
+# Grid Engine: Debian's packages create the cell (SGE_ROOT=/var/lib/gridengine, cell "default")
+# when debconf is told to configure it automatically; the master is this host.
+export SGE_ROOT=/var/lib/gridengine SGE_CELL=default
+SGE_COMMON=$SGE_ROOT/$SGE_CELL/common
+
+sge_preseed() {
+  debconf-set-selections <<SEL
+gridengine-common shared/gridengineconfig boolean true
+gridengine-common shared/gridenginecell string default
+gridengine-common shared/gridenginemaster string $(hostname -f)
+SEL
+}
+
+# The daemons are found by name: execd names its spool directory after what 127.0.0.1 resolves
+# to ("localhost"), not after the host, so its pid file is not where one would look.
+sge_running() { pgrep -x "$1" >/dev/null; }
+
+sge_apply() {  # sge_apply SHOW-ARGS ADD-FLAG FILE: add an object from FILE unless it exists
+  local show=$1 add=$2 file=$3
+  # shellcheck disable=SC2086
+  qconf $show >/dev/null 2>&1 || qconf "$add" "$file" >/dev/null
+}
+
+up_sge() {
+  [ -f "$SGE_COMMON/act_qmaster" ] || { echo "testcluster: no Grid Engine cell in $SGE_COMMON (reinstall gridengine-master with the debconf answers of sge_preseed)"; exit 1; }
+  # 127.0.0.1 resolves back to "localhost", not to this host's name: without an alias qmaster
+  # refuses every client ("access denied (client IP resolved to host name localhost ...)").
+  if [ "$NODE" != localhost ]; then echo "$NODE localhost" > "$SGE_COMMON/host_aliases"; fi
+  mkdir -p /var/run/gridengine "$STATE/sge"
+  sge_running sge_qmaster || /usr/sbin/sge_qmaster
+  wait_for sge_qmaster qconf -sh
+  # Root may submit (min_uid/min_gid default to 1000); loads and scheduling every second; no
+  # login shells (by default bash jobs run as "-bash" and source root's profile, which here
+  # runs pyenv-rehash under a lock that concurrent jobs wait on; x2c's jobs start clean).
+  qconf -sconf global \
+    | sed -E -e 's/^(min_uid|min_gid)( +).*/\1\20/' -e 's/^(load_report_time +).*/\100:00:05/' \
+      -e 's/^(login_shells +).*/\1none/' \
+    > "$STATE/sge/global"
+  qconf -Mconf "$STATE/sge/global" >/dev/null
+  qconf -ssconf \
+    | sed -E -e 's/^(schedule_interval +).*/\10:0:1/' -e 's/^(flush_(submit|finish)_sec +).*/\11/' \
+    > "$STATE/sge/sched"
+  qconf -Msconf "$STATE/sge/sched" >/dev/null
+  qconf -as "$NODE" >/dev/null 2>&1 || true
+  cat > "$STATE/sge/exechost" <<CONF
+hostname              $NODE
+load_scaling          NONE
+complex_values        NONE
+user_lists            NONE
+xuser_lists           NONE
+projects              NONE
+xprojects             NONE
+usage_scaling         NONE
+report_variables      NONE
+CONF
+  sge_apply "-se $NODE" -Ae "$STATE/sge/exechost"
+  cat > "$STATE/sge/smp" <<CONF
+pe_name            smp
+slots              $CPUS
+user_lists         NONE
+xuser_lists        NONE
+start_proc_args    NONE
+stop_proc_args     NONE
+allocation_rule    \$pe_slots
+control_slaves     FALSE
+job_is_first_task  TRUE
+urgency_slots      min
+accounting_summary FALSE
+qsort_args         NONE
+CONF
+  sge_apply "-sp smp" -Ap "$STATE/sge/smp"
+  printf 'group_name @allhosts\nhostlist %s\n' "$NODE" > "$STATE/sge/allhosts"
+  sge_apply "-shgrp @allhosts" -Ahgrp "$STATE/sge/allhosts"
+  qconf -sq \
+    | sed -E -e 's/^(qname +).*/\1all.q/' -e 's/^(hostlist +).*/\1@allhosts/' \
+      -e "s/^(slots +).*/\1$CPUS/" -e 's/^(pe_list +).*/\1smp/' -e 's|^(shell +).*|\1/bin/bash|' \
+      -e 's/^(load_thresholds +).*/\1NONE/' \
+    > "$STATE/sge/all.q"
+  sge_apply "-sq all.q" -Aq "$STATE/sge/all.q"
+  sge_running sge_execd || /usr/sbin/sge_execd
+  # the host reports a load once its execd has registered with qmaster
+  wait_for "the SGE execution host" sh -c "qhost -h $NODE | awk 'NR > 3 && \$4 != \"-\"' | grep -q ."
+}
+
+down_sge() {
+  export SGE_ROOT SGE_CELL
+  qdel -u root >/dev/null 2>&1 || true
+  pkill -x sge_execd 2>/dev/null || true
+  pkill -x sge_qmaster 2>/dev/null || true
+  for _ in $(seq 1 150); do { sge_running sge_execd || sge_running sge_qmaster; } || break; sleep 0.2; done
+}
+
 write_env() {
   cat > "$STATE/env" <<ENV
 X2C_TEST_SSH_CONFIG=$STATE/ssh/ssh_config
@@ -136,6 +230,8 @@ X2C_TEST_SSH_PORT=$SSH_PORT
 X2C_TEST_SSH_KEY=$STATE/ssh/id_ed25519
 X2C_TEST_SSHD_CONFIG=$STATE/ssh/sshd_config
 X2C_TEST_SLURM=1
+X2C_TEST_SGE_ROOT=$SGE_ROOT
+X2C_TEST_SGE_CELL=$SGE_CELL
 ENV
 }
 
@@ -146,12 +242,13 @@ down() {
   pkill -x slurmctld 2>/dev/null || true
   for _ in $(seq 1 50); do { pgrep -x slurmctld || pgrep -x slurmd; } >/dev/null || break; sleep 0.1; done
   if [ -f "$SLURM_CONF" ] && head -1 "$SLURM_CONF" | grep -q "$MARK"; then rm -f "$SLURM_CONF"; fi
+  down_sge
   rm -f "$STATE/env"
 }
 
 case "${1:-}" in
-  up) need_root; ensure_packages; mkdir -p "$STATE"; up_ssh; up_slurm; write_env; echo "testcluster: up ($STATE/env)";;
+  up) need_root; ensure_packages; mkdir -p "$STATE"; up_ssh; up_slurm; up_sge; write_env; echo "testcluster: up ($STATE/env)";;
   down) need_root; down; echo "testcluster: down";;
-  status) [ -f "$STATE/env" ] && cat "$STATE/env" && sinfo && exit 0; echo "testcluster: not up"; exit 1;;
+  status) [ -f "$STATE/env" ] && cat "$STATE/env" && sinfo && qstat -f && exit 0; echo "testcluster: not up"; exit 1;;
   *) echo "usage: $0 up|down|status"; exit 2;;
 esac

@@ -96,6 +96,14 @@ class HostConfig(_Frozen):
         "virtualenv's bin for runtime none, so python3 has the pipeline's modules)",
     )
     max_in_flight: int = Field(default=50, ge=1, description="Experiments in flight on this host")
+    max_mem_mb: int | None = Field(
+        default=None, ge=1, description="Most memory an escalated job may ask for (MB)"
+    )
+    max_walltime: str | None = Field(
+        default=None,
+        pattern=r"^(\d+-)?\d{1,4}:[0-5]\d:[0-5]\d$",
+        description="Longest walltime an escalated job may ask for ([D-]HH:MM:SS)",
+    )
     max_transfers: int = Field(default=4, ge=1, description="Parallel file transfers")
     max_submit_per_pass: int | None = Field(
         default=None,

@@ -157,6 +157,29 @@ def job_dir(workdir: str, pipeline: str, experiment: str) -> JobDir:
     return JobDir(root)
 
 
+class Request(BaseModel):
+    """The resources one attempt asked the scheduler for (0: the site default)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    mem_mb: int = 0
+    walltime_s: int = 0
+
+
+class Attempt(BaseModel):
+    """One earlier attempt of a job (escalation, :mod:`x2c.escalation`): how it ended, with
+    which resources."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    attempt: int
+    job_id: str
+    state: str
+    mem_mb: int = 0
+    walltime_s: int = 0
+    reason: str = ""
+
+
 class JobRecord(BaseModel):
     """The job registry entry kept in ``job.json``: how a restarted orchestrator finds a job.
 
@@ -190,6 +213,16 @@ class JobRecord(BaseModel):
     the orchestrator): it is LOST once the exit-marker grace has passed since."""
     unknown_since: float | None = None
     """When a pass first saw a state x2c does not know (epoch seconds): failed after a bound."""
+    attempt: int = 1
+    """1 for the first job of this build's experiment, +1 for each escalation."""
+    mem_mb: int = 0
+    """Memory this attempt asked for (MB; 0: the site default)."""
+    walltime_s: int = 0
+    """Walltime this attempt asked for (seconds; 0: the site default)."""
+    history: tuple[Attempt, ...] = ()
+    """The earlier attempts, oldest first."""
+    escalate_to: Request | None = None
+    """Set on an ended attempt that is launched again bigger: the next build's request."""
 
 
 @dataclass(frozen=True)

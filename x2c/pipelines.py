@@ -36,6 +36,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from x2c.config import ContainerRuntime
 from x2c.errors import PipelineError
+from x2c.escalation import Escalation
+from x2c.hooks import Hooks
 from x2c.selection import InputSelection
 
 PLACEHOLDERS = frozenset(
@@ -152,6 +154,10 @@ class Pipeline(_Frozen):
         "and the scheduler's own variables reach it (x2c.jobenv)",
     )
     binds: tuple[PipelineBind, ...] = ()
+    hooks: Hooks = Field(default=Hooks(), description="Commands run on Z after a job ends")
+    escalation: Escalation | None = Field(
+        default=None, description="Launch again bigger after OUT_OF_MEMORY or TIMEOUT"
+    )
 
     @field_validator("command", mode="before")
     @classmethod

@@ -64,6 +64,7 @@ def build_provenance(
     env: Mapping[str, str] | None = None,
     created_at: datetime | None = None,
     archive: FileRef | None = None,
+    attempts: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
     """The provenance record of one finished job.
 
@@ -75,6 +76,8 @@ def build_provenance(
     ``archive`` is the result archive as collected (:func:`x2c.archive_check.check_archive`:
     size and md5 measured on the host, members checked); its digest is recorded with
     ``"measured": true``. Without it the job's own figures from ``run.env`` are recorded.
+    ``attempts`` lists every attempt of the job, the earlier ones escalated after running out
+    of memory or time (:mod:`x2c.escalation`), each with its resources and how it ended.
     """
     run = run or RunInfo()
     record: dict[str, Any] = {
@@ -109,6 +112,7 @@ def build_provenance(
             "exit_code": run.exit_code if run.exit_code is not None else exit_code,
             "started_at": run.started_at,
             "ended_at": run.ended_at,
+            "attempts": [dict(a) for a in attempts],
         },
         "archive": (
             {"md5": archive.md5, "size": archive.size, "measured": True}

@@ -387,7 +387,9 @@ def _script(rt: Runtime, t: Target, pipe: Pipeline, inputs: Sequence[str]) -> st
     )
 
 
-def _spec(rt: Runtime, t: Target, pipe: Pipeline, tag: str) -> JobSpec:
+def _spec(
+    rt: Runtime, t: Target, pipe: Pipeline, tag: str, request: jd.Request | None = None
+) -> JobSpec:
     jobdir = _jobdir(rt, t)
     return JobSpec(
         name=job_name(f"x2c-{pipe.name}-{t.label}", 64),
@@ -397,8 +399,8 @@ def _spec(rt: Runtime, t: Target, pipe: Pipeline, tag: str) -> JobSpec:
         exit_marker=jobdir.exit_code,
         tag=tag,
         cpus=pipe.cpus,
-        mem_mb=pipe.mem_mb,
-        walltime_s=pipe.walltime_seconds,
+        mem_mb=request.mem_mb if request else pipe.mem_mb,
+        walltime_s=request.walltime_s if request else pipe.walltime_seconds,
         env=job_env_names(pipe.passenv),
     )
 
@@ -429,7 +431,8 @@ def build(rt: Runtime, t: Target, selection: xnat.SelectedInputs) -> JobSpec:
     nonce = secrets.token_hex(4)
     tag = f"x2c.{jd.safe_component(pipe.name)}.{jd.safe_component(t.experiment)}.{nonce}"
     log.info("%s: wrote %s", _name(t), jobdir.script)
-    return _spec(rt, t, pipe, tag)
+    # an escalated attempt (x2c.escalation) asks for what the survey decided
+    return _spec(rt, t, pipe, tag, current.escalate_to if current is not None else None)
 
 
 def submit(rt: Runtime, t: Target, spec: JobSpec) -> JobId:
@@ -460,7 +463,11 @@ def submit(rt: Runtime, t: Target, spec: JobSpec) -> JobId:
         archive=pipe.archive_name,
         tag=spec.tag,
         inputs_digest=_inputs_digest(_staged_inputs(host, jobdir)),
+        mem_mb=spec.mem_mb,
+        walltime_s=spec.walltime_s,
     )
+    if old is not None and old.escalate_to is not None:  # the next attempt of an escalation
+        record = record.model_copy(update={"attempt": old.attempt + 1, "history": old.history})
     _write_record(host, jobdir, record)
     job_id = sched.submit(spec)
     _update(host, jobdir, record, job_id=job_id, state=JobState.PENDING.value)
@@ -533,7 +540,22 @@ def _provenance(
         subject=t.subject,
         experiment=t.label,
         archive=archive,
+        attempts=_attempts(record),
     )
+
+
+def _attempts(record: jd.JobRecord | None) -> list[dict[str, Any]]:
+    """Every attempt of the job in ``record`` (escalations first), for the provenance."""
+    if record is None:
+        return []
+    last = jd.Attempt(
+        attempt=record.attempt,
+        job_id=record.job_id,
+        state=JobState.COMPLETED.value,
+        mem_mb=record.mem_mb,
+        walltime_s=record.walltime_s,
+    )
+    return [a.model_dump() for a in (*record.history, last)]
 
 
 def upload(rt: Runtime, t: Target, archive: FileRef) -> xnat.UploadReceipt:

@@ -30,7 +30,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
-from x2c import claims, recipe, xnat
+from x2c import claims, escalation, recipe, xnat
 from x2c import jobdir as jd
 from x2c.errors import (
     ConfigError,
@@ -163,6 +163,8 @@ class Survey:
     finish: list[Target] = field(default_factory=list)
     launch: dict[str, list[Target]] = field(default_factory=dict)
     take_over: dict[str, list[tuple[Target, claims.Claim]]] = field(default_factory=dict)
+    escalate: list[Target] = field(default_factory=list)
+    """Ended OUT_OF_MEMORY/TIMEOUT, launched again bigger: they keep their claim."""
     claimed: dict[str, int] = field(default_factory=dict)
     polls: dict[str, int] = field(default_factory=dict)
 
@@ -327,11 +329,20 @@ def _claimed(
         return Row.of(
             t, IN_FLIGHT, f"job {record.job_id} completed; collecting", action="collect", **common
         )
+    # the job ended OUT_OF_MEMORY or TIMEOUT and the pipeline escalates: launch it again,
+    # bigger, keeping its place (x2c.escalation); anything else is reported, never looped
+    request, why = escalation.next_request(rt.pipeline(t.pipeline).escalation, cfg, record)
+    if request is not None and mutate:
+        escalated = escalation.after(record, request)
+        rt.host(t.host).write_atomic(claim.jobdir.registry, jd.encode_record(escalated))
+        out.escalate.append(t)
+        log.info("%s: job %s %s", t.label, record.job_id, why)
+        return Row.of(t, IN_FLIGHT, f"job {record.job_id} {why}", action="escalate", **common)
     # the job failed: give its place back; report it (again) unless asked to retry
     if mutate:
         claims.release(rt.host(t.host), claim.jobdir)
         out.claimed[t.host] -= 1
-    reason = _failure_reason(rt, t, record)
+    reason = _failure_reason(rt, t, record) + (f"; {why}" if why else "")
     if retry_failed:
         return None
     if mutate:
@@ -452,7 +463,7 @@ def check(rt: Runtime, t: Target, *, retry_failed: bool = False, mutate: bool = 
 def claim_places(rt: Runtime, s: Survey) -> tuple[list[Target], list[Row]]:
     """Claim the survey's chosen experiments on their hosts (one command per host): the targets
     granted, in order, and a ``pending`` row for each one another pass got first."""
-    granted: list[Target] = []
+    granted: list[Target] = list(s.escalate)  # they kept their claim
     denied: list[Row] = []
     for name in sorted(set(s.launch) | set(s.take_over)):
         cfg = rt.host_config(name)

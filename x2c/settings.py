@@ -52,6 +52,7 @@ from pydantic import (
 from x2c.config import ContainerRuntime, HostConfig, SchedulerConfig, XnatConfig
 from x2c.containers import image_digest
 from x2c.errors import ConfigError, PipelineError
+from x2c.hooks import Hooks
 from x2c.hosts.local import LocalRunner
 from x2c.pipelines import Pipeline, builtin_pipeline, builtin_pipelines, load_pipeline
 from x2c.xnat import load_xnat_config
@@ -100,6 +101,9 @@ class ProjectRun(_Frozen):
     project: str = Field(min_length=1)
     pipeline: str = Field(min_length=1)
     host: str = Field(min_length=1)
+    hooks: Hooks = Field(
+        default=Hooks(), description="Commands run on Z after a job ends, after the pipeline's"
+    )
 
 
 class Limits(_Frozen):

@@ -76,6 +76,7 @@ def test_record_content() -> None:
         "exit_code": 0,
         "started_at": "2026-01-01T00:00:00Z",
         "ended_at": "2026-01-01T05:00:00Z",
+        "attempts": [],  # escalated attempts and their resources (x2c.escalation)
     }
     assert record["archive"] == {"md5": "f" * 32, "size": 999, "measured": False}
     assert record["x2c_version"] == "0.1.0"

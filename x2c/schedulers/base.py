@@ -161,7 +161,10 @@ class Scheduler(ABC):
 
     def _run(self, argv: list[str], what: str) -> Completed:
         """Run ``argv`` and require exit 0; otherwise a RemoteCommandError naming ``what``."""
-        done = self.runner.run(argv)
+        return self._require(self.runner.run(argv), argv, what)
+
+    def _require(self, done: Completed, argv: list[str], what: str) -> Completed:
+        """``done`` (the result of ``argv``) if it exited 0, else its RemoteCommandError."""
         if done.returncode != 0:
             raise RemoteCommandError(
                 f"{what} failed on {self.host} (exit {done.returncode}): "

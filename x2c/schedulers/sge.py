@@ -92,9 +92,10 @@ def parse_qstat_xml(text: str) -> dict[JobId, tuple[str, JobStatus]]:
     return out
 
 
-def is_unknown_job(stderr: str) -> bool:
-    """qdel's words for a job it no longer knows (``denied: job "12" does not exist``)."""
-    return "does not exist" in stderr
+def is_unknown_job(output: str) -> bool:
+    """qdel's words for a job it no longer knows (``denied: job "12" does not exist``); Grid
+    Engine 8.1.9 prints them on stdout, not stderr (tests/data/sge/recorded)."""
+    return "does not exist" in output
 
 
 class SgeScheduler(Scheduler):
@@ -122,9 +123,10 @@ class SgeScheduler(Scheduler):
 
     def cancel(self, ids: Sequence[JobId]) -> None:
         if ids:
-            done = self.runner.run(["qdel", *ids])
-            if done.returncode != 0 and not is_unknown_job(done.stderr):
-                self._run(["qdel", *ids], "qdel")
+            argv = ["qdel", *ids]
+            done = self.runner.run(argv)
+            if not is_unknown_job(done.stdout + done.stderr):
+                self._require(done, argv, "qdel")
 
     def find(self, tag: str) -> list[FoundJob]:
         listed = parse_qstat_xml(self._run(["qstat", "-xml"], "qstat").stdout)
