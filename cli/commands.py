@@ -36,13 +36,14 @@ def intervals_of(settings: Any, hosts: set[str]) -> tuple[float, float]:
 def cmd_seed(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> int:
     """The seed form: one experiment, or its dry run."""
     from x2c import recipe
+    from x2c.plan import plan
 
     settings, pipeline = seed_settings(args, env)
     rt = recipe.Runtime(settings, xnat_config_of(settings, env))
     try:
         t = _seed_target(rt, args, pipeline)
         if args.dry_run:
-            for line in recipe.plan(rt, t):
+            for line in plan(rt, t):
                 print(line, file=out)
             return 0
     finally:

@@ -42,9 +42,10 @@ from x2c.jobdir import (
 )
 from x2c.jobscript import job_argv, render_job_script
 from x2c.pipelines import Pipeline, builtin_pipeline, builtin_pipelines, load_pipeline
+from x2c.plan import Action, Decision, plan
 from x2c.poller import judge, poll_jobs
 from x2c.provenance import build_provenance
-from x2c.recipe import Action, Decision, Target
+from x2c.recipe import Target
 from x2c.reconcile import Row, ScopeEntry, run_pass, scope_of
 from x2c.runtime import Runtime
 from x2c.schedulers import JobId, JobSpec, JobState, JobStatus, Scheduler, make_scheduler
@@ -158,6 +159,7 @@ __all__ = [
     "load_xnat_config",
     "make_scheduler",
     "open_host",
+    "plan",
     "poll_jobs",
     "read_exit_code",
     "read_record",

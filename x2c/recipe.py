@@ -38,13 +38,11 @@ nothing else (job scripts are rendered with ``forbidden=xnat_forbidden(cfg)``, p
 
 from __future__ import annotations
 
-import enum
 import hashlib
 import json
 import logging
 import posixpath
 import secrets
-import shlex
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -72,7 +70,7 @@ from x2c.jobscript import (
 )
 from x2c.pipelines import Pipeline
 from x2c.poller import SUBMITTING, UPLOADED, is_live, is_success, judge
-from x2c.provenance import build_provenance, public_url
+from x2c.provenance import build_provenance
 
 # tasks/ and flows/ name these through the recipe (recipe.Runtime, recipe.runtime(...),
 # recipe.close_runtimes()); the explicit "as" keeps them part of its interface for mypy
@@ -82,7 +80,6 @@ from x2c.runtime import runtime as runtime
 from x2c.schedulers import JobId, JobSpec, JobState, JobStatus
 from x2c.schedulers.base import job_name
 from x2c.schedulers.markers import Probe
-from x2c.schedulers.slurm import sbatch_argv
 from x2c.sources import FileRef
 
 log = logging.getLogger(__name__)
@@ -113,29 +110,6 @@ class Target:
     """XNAT's ``insert_date``: passes submit the oldest sessions first."""
 
 
-class Action(enum.Enum):
-    """What the dry run (:func:`plan`) found to be the next step for a target."""
-
-    SKIP_DONE = "skip_done"
-    """The verified result of this pipeline version is on XNAT."""
-    ATTACH = "attach"
-    """A job is queued or running: a pass polls it, never submits again."""
-    COLLECT = "collect"
-    """The job finished and its archive is on Y: collect and upload."""
-    SUBMIT = "submit"
-    """Nothing usable exists: select, stage, build and submit."""
-
-
-@dataclass(frozen=True)
-class Decision:
-    """What :func:`plan` decided: the ``action``, why (a user's sentence), and the job it
-    concerns (ATTACH and COLLECT)."""
-
-    action: Action
-    reason: str
-    job_id: JobId | None = None
-
-
 # --- helpers ------------------------------------------------------------------------------
 
 
@@ -145,11 +119,13 @@ def _version() -> str:
     return __version__
 
 
-def _jobdir(rt: Runtime, t: Target) -> jd.JobDir:
+def jobdir_of(rt: Runtime, t: Target) -> jd.JobDir:
+    """The job directory of ``t`` on its host."""
     return jd.job_dir(rt.host_config(t.host).workdir, t.pipeline, t.experiment)
 
 
-def _name(t: Target) -> str:
+def name_of(t: Target) -> str:
+    """``<pipeline> for <project>/<label>``: how messages name an experiment's work."""
     return f"{t.pipeline} for {t.project}/{t.label}"
 
 
@@ -193,9 +169,9 @@ def _update(host: Host, jobdir: jd.JobDir, record: jd.JobRecord, **fields: Any) 
 
 
 def _failure(rt: Runtime, t: Target, record: jd.JobRecord, note: str = "") -> JobFailedError:
-    log_path = _jobdir(rt, t).log
+    log_path = jobdir_of(rt, t).log
     return JobFailedError(
-        f"{_name(t)}: job {record.job_id} on {record.host} ended {record.state} "
+        f"{name_of(t)}: job {record.job_id} on {record.host} ended {record.state} "
         f"(exit {record.exit_code}): {record.reason}; its log is {t.host}:{log_path}"
         + (note or "; fix the cause, then run again with retry_failed=True"),
         job_id=record.job_id,
@@ -208,14 +184,14 @@ def _failure(rt: Runtime, t: Target, record: jd.JobRecord, note: str = "") -> Jo
 
 def read_record(rt: Runtime, t: Target) -> jd.JobRecord | None:
     """The job registry entry of ``t`` on its host (None: no job recorded)."""
-    return _read_record(rt.host(t.host), _jobdir(rt, t))
+    return _read_record(rt.host(t.host), jobdir_of(rt, t))
 
 
 def record_failure(rt: Runtime, t: Target, reason: str) -> None:
     """Record in ``t``'s registry entry that its result could not be used (an archive gone,
     damaged or unsafe): the experiment is reported failed until something changes."""
     host = rt.host(t.host)
-    jobdir = _jobdir(rt, t)
+    jobdir = jobdir_of(rt, t)
     record = _read_record(host, jobdir)
     if record is not None:
         _update(host, jobdir, record, state=JobState.FAILED.value, reason=reason)
@@ -284,13 +260,13 @@ def resolve_submitting(rt: Runtime, t: Target, record: jd.JobRecord) -> jd.JobRe
     sched = rt.scheduler(t.host)
     found = sched.find(record.tag) if record.tag else []
     host = rt.host(t.host)
-    jobdir = _jobdir(rt, t)
+    jobdir = jobdir_of(rt, t)
     if found:
         job = sorted(found, key=lambda f: f.job_id)[-1]
         if len(found) > 1:
             log.warning(
                 "%s: %d jobs carry tag %s; following %s",
-                _name(t),
+                name_of(t),
                 len(found),
                 record.tag,
                 job.job_id,
@@ -319,7 +295,7 @@ def check_failed(rt: Runtime, t: Target) -> None:
         return
     selection = xnat.select_inputs(rt.xnat, t.experiment, pipe.inputs)
     if record.inputs_digest != _inputs_digest(selection.files):
-        log.info("%s: the inputs changed since job %s failed", _name(t), record.job_id)
+        log.info("%s: the inputs changed since job %s failed", name_of(t), record.job_id)
         return
     raise _failure(
         rt,
@@ -345,7 +321,7 @@ def select(rt: Runtime, t: Target) -> xnat.SelectedInputs:
                 t.project, t.pipeline, t.experiment, t.last_modified, pipe.version, exc.reason
             )
         raise
-    log.info("%s: %d input files, %d bytes", _name(t), len(selection.files), selection.total_size)
+    log.info("%s: %d input files, %d bytes", name_of(t), len(selection.files), selection.total_size)
     return selection
 
 
@@ -357,12 +333,12 @@ def stage(rt: Runtime, t: Target, selection: xnat.SelectedInputs) -> transfers.S
         xnat.XnatByteSource(rt.xnat),
         selection.files,
         rt.host(t.host),
-        _jobdir(rt, t).inputs,
+        jobdir_of(rt, t).inputs,
         max_parallel=max(1, min(cfg.max_transfers, rt.settings.limits.xnat_transfers)),
     )
     log.info(
         "%s: staged %d files (%d bytes), %d already there",
-        _name(t),
+        name_of(t),
         report.copied,
         report.bytes_copied,
         report.skipped,
@@ -370,11 +346,12 @@ def stage(rt: Runtime, t: Target, selection: xnat.SelectedInputs) -> transfers.S
     return report
 
 
-def _script(rt: Runtime, t: Target, pipe: Pipeline, inputs: Sequence[str]) -> str:
+def render_script(rt: Runtime, t: Target, pipe: Pipeline, inputs: Sequence[str]) -> str:
+    """The job script of ``t`` for these staged ``inputs`` (the password never in it)."""
     cfg = rt.host_config(t.host)
     return render_job_script(
         pipe,
-        job_dir=_jobdir(rt, t).root,
+        job_dir=jobdir_of(rt, t).root,
         subject=t.subject,
         experiment=t.label,
         inputs=inputs,
@@ -387,10 +364,11 @@ def _script(rt: Runtime, t: Target, pipe: Pipeline, inputs: Sequence[str]) -> st
     )
 
 
-def _spec(
+def job_spec(
     rt: Runtime, t: Target, pipe: Pipeline, tag: str, request: jd.Request | None = None
 ) -> JobSpec:
-    jobdir = _jobdir(rt, t)
+    """What the scheduler needs to run ``t``'s script: resources, tag, the env names."""
+    jobdir = jobdir_of(rt, t)
     return JobSpec(
         name=job_name(f"x2c-{pipe.name}-{t.label}", 64),
         script_path=jobdir.script,
@@ -413,15 +391,15 @@ def build(rt: Runtime, t: Target, selection: xnat.SelectedInputs) -> JobSpec:
     script and the exit marker from under it)."""
     pipe = rt.pipeline(t.pipeline)
     host = rt.host(t.host)
-    jobdir = _jobdir(rt, t)
+    jobdir = jobdir_of(rt, t)
     current = _read_record(host, jobdir)
     if current is not None and current.job_id and is_live(current.state):
         raise PipelineError(
-            f"{_name(t)}: job {current.job_id} is {current.state.lower()} in {jobdir.root} on "
+            f"{name_of(t)}: job {current.job_id} is {current.state.lower()} in {jobdir.root} on "
             f"{t.host}; attach to it (decide says ATTACH) instead of building a new one"
         )
     inputs = [f.path for f in selection.files]
-    script = _script(rt, t, pipe, inputs)
+    script = render_script(rt, t, pipe, inputs)
     manifest = [{"path": f.path, "size": f.size, "md5": f.md5} for f in selection.files]
     host.makedirs(jobdir.root)
     host.write_atomic(posixpath.join(jobdir.root, INPUTS_MANIFEST), json.dumps(manifest).encode())
@@ -430,9 +408,9 @@ def build(rt: Runtime, t: Target, selection: xnat.SelectedInputs) -> JobSpec:
         host.remove(stale)
     nonce = secrets.token_hex(4)
     tag = f"x2c.{jd.safe_component(pipe.name)}.{jd.safe_component(t.experiment)}.{nonce}"
-    log.info("%s: wrote %s", _name(t), jobdir.script)
+    log.info("%s: wrote %s", name_of(t), jobdir.script)
     # an escalated attempt (x2c.escalation) asks for what the survey decided
-    return _spec(rt, t, pipe, tag, current.escalate_to if current is not None else None)
+    return job_spec(rt, t, pipe, tag, current.escalate_to if current is not None else None)
 
 
 def submit(rt: Runtime, t: Target, spec: JobSpec) -> JobId:
@@ -442,11 +420,11 @@ def submit(rt: Runtime, t: Target, spec: JobSpec) -> JobId:
     registry already knows as queued or running is returned instead of a new one."""
     pipe = rt.pipeline(t.pipeline)
     host = rt.host(t.host)
-    jobdir = _jobdir(rt, t)
+    jobdir = jobdir_of(rt, t)
     sched = rt.scheduler(t.host)
     old = _read_record(host, jobdir)
     if old is not None and old.job_id and is_live(old.state):
-        log.info("%s: job %s is already %s", _name(t), old.job_id, old.state.lower())
+        log.info("%s: job %s is already %s", name_of(t), old.job_id, old.state.lower())
         return JobId(old.job_id)
     record = jd.JobRecord(
         job_id="",
@@ -471,7 +449,7 @@ def submit(rt: Runtime, t: Target, spec: JobSpec) -> JobId:
     _write_record(host, jobdir, record)
     job_id = sched.submit(spec)
     _update(host, jobdir, record, job_id=job_id, state=JobState.PENDING.value)
-    log.info("%s: submitted job %s on %s", _name(t), job_id, t.host)
+    log.info("%s: submitted job %s on %s", name_of(t), job_id, t.host)
     return job_id
 
 
@@ -480,7 +458,7 @@ def collect(rt: Runtime, t: Target) -> FileRef:
     what the job recorded in ``run.env``; its ``path`` is relative to the job directory."""
     pipe = rt.pipeline(t.pipeline)
     host = rt.host(t.host)
-    jobdir = _jobdir(rt, t)
+    jobdir = jobdir_of(rt, t)
     # every member listed and checked on Y before any byte leaves it (issue 9)
     ref = check_archive(host, jobdir.archive(pipe.archive_name), root=jobdir.root).ref
     run = _read_run_info(host, jobdir)
@@ -494,14 +472,14 @@ def collect(rt: Runtime, t: Target) -> FileRef:
         )
     ):
         raise IntegrityError(
-            f"{_name(t)}: archive {ref.path} on {t.host} is {ref.size} bytes md5 {ref.md5}, but "
+            f"{name_of(t)}: archive {ref.path} on {t.host} is {ref.size} bytes md5 {ref.md5}, but "
             f"the job recorded {run.archive_size} bytes md5 {run.archive_md5}; rerun the job "
             "(pass retry_failed=True) or inspect the job directory",
             name=ref.path,
             expected=str(run.archive_md5),
             actual=str(ref.md5),
         )
-    log.info("%s: archive %s, %d bytes, md5 %s", _name(t), ref.path, ref.size, ref.md5)
+    log.info("%s: archive %s, %d bytes, md5 %s", name_of(t), ref.path, ref.size, ref.md5)
     return ref
 
 
@@ -511,7 +489,7 @@ def _provenance(
     pipe = rt.pipeline(t.pipeline)
     cfg = rt.host_config(t.host)
     host = rt.host(t.host)
-    jobdir = _jobdir(rt, t)
+    jobdir = jobdir_of(rt, t)
     inputs = _staged_inputs(host, jobdir)
     runtime_ = effective_runtime(pipe, cfg.container_runtime)
     argv = job_argv(
@@ -566,11 +544,11 @@ def upload(rt: Runtime, t: Target, archive: FileRef) -> xnat.UploadReceipt:
     job's facts."""
     pipe = rt.pipeline(t.pipeline)
     host = rt.host(t.host)
-    jobdir = _jobdir(rt, t)
+    jobdir = jobdir_of(rt, t)
     record = _read_record(host, jobdir)
     if record is not None and record.version != pipe.version:
         raise PipelineError(
-            f"{_name(t)}: the job on {t.host} ran pipeline version {record.version}, the "
+            f"{name_of(t)}: the job on {t.host} ran pipeline version {record.version}, the "
             f"current one is {pipe.version}; run again to resubmit"
         )
     provenance = _provenance(rt, t, record, archive)
@@ -587,7 +565,7 @@ def upload(rt: Runtime, t: Target, archive: FileRef) -> xnat.UploadReceipt:
         _update(host, jobdir, record, state=UPLOADED)
     modified = xnat.get_experiment(rt.xnat, t.experiment).last_modified
     rt.ledger.record_done(t.project, t.pipeline, t.experiment, modified, pipe.version)
-    log.info("%s: uploaded to %s", _name(t), receipt.uri)
+    log.info("%s: uploaded to %s", name_of(t), receipt.uri)
     return receipt
 
 
@@ -602,114 +580,16 @@ def clean(rt: Runtime, t: Target) -> bool:
     ``keep_workdir``; refuses while the registry says a job is still queued or running.
     Returns whether the directory was removed."""
     host = rt.host(t.host)
-    jobdir = _jobdir(rt, t)
+    jobdir = jobdir_of(rt, t)
     if rt.settings.keep_workdir:
-        log.info("%s: keeping %s on %s (keep_workdir)", _name(t), jobdir.root, t.host)
+        log.info("%s: keeping %s on %s (keep_workdir)", name_of(t), jobdir.root, t.host)
         return False
     record = _read_record(host, jobdir)
     if record is not None and is_live(record.state):
         raise PipelineError(
-            f"{_name(t)}: job {record.job_id} is still {record.state.lower()}; not removing "
+            f"{name_of(t)}: job {record.job_id} is still {record.state.lower()}; not removing "
             f"{jobdir.root}"
         )
     _remove(host, jobdir)
-    log.info("%s: removed %s on %s", _name(t), jobdir.root, t.host)
+    log.info("%s: removed %s on %s", name_of(t), jobdir.root, t.host)
     return True
-
-
-# --- dry run ------------------------------------------------------------------------------
-
-
-def _assess(rt: Runtime, t: Target) -> Decision:
-    """Where ``t`` stands, read-only (the dry run never polls: a poll of the local scheduler
-    launches jobs); raises :class:`JobFailedError` for a failure that would be reported."""
-    pipe = rt.pipeline(t.pipeline)
-    status = xnat.resource_status(rt.xnat, t.experiment, pipe.resource, pipe.version)
-    if status.done:
-        return Decision(Action.SKIP_DONE, status.reason)
-    record = read_record(rt, t)
-    if record is not None and record.state == SUBMITTING:
-        record = resolve_submitting(rt, t, record)
-    if record is None:
-        return Decision(Action.SUBMIT, f"{status.reason}; no job recorded on {t.host}")
-    if is_live(record.state):
-        return Decision(
-            Action.ATTACH,
-            f"job {record.job_id} was last recorded as {record.state.lower()}",
-            JobId(record.job_id),
-        )
-    if record.version != pipe.version:
-        return Decision(
-            Action.SUBMIT, f"the job on {t.host} ran version {record.version}, not {pipe.version}"
-        )
-    if is_success(record.state):
-        if rt.host(t.host).exists(_jobdir(rt, t).archive(pipe.archive_name)):
-            return Decision(
-                Action.COLLECT,
-                f"job {record.job_id} finished and its archive is on {t.host}; {status.reason}",
-                JobId(record.job_id),
-            )
-        return Decision(Action.SUBMIT, f"job {record.job_id} finished but its archive is gone")
-    check_failed(rt, t)
-    return Decision(Action.SUBMIT, f"the inputs changed since job {record.job_id} failed")
-
-
-def _submit_line(rt: Runtime, t: Target, spec: JobSpec) -> str:
-    cfg = rt.host_config(t.host)
-    if cfg.scheduler.kind == "slurm":
-        return "submit: " + shlex.join(sbatch_argv(spec, cfg.scheduler))
-    return (
-        f"submit: {cfg.scheduler.kind} job {spec.name} running bash {shlex.quote(spec.script_path)}"
-    )
-
-
-def plan(rt: Runtime, t: Target) -> list[str]:
-    """The dry run of ``t``: every request, transfer and command it WOULD make, and the job
-    script it would submit, as lines of text. Changes nothing (read-only XNAT requests and
-    file reads on Y only); never shows a password."""
-    pipe = rt.pipeline(t.pipeline)
-    cfg = rt.host_config(t.host)
-    jobdir = _jobdir(rt, t)
-    server = public_url(rt.xnat_config.url)
-    where = f"{cfg.ssh or t.host}:{shlex.quote(jobdir.root)}"
-    lines = [f"# {_name(t)} ({t.experiment}) on {t.host}, pipeline version {pipe.version}"]
-    try:
-        decision = _assess(rt, t)
-    except JobFailedError as exc:
-        return [*lines, f"report failed: {exc}"]
-    lines.append(f"decide: {decision.action.value}: {decision.reason}")
-    if decision.action is Action.SKIP_DONE:
-        return lines
-    if decision.action is Action.SUBMIT:
-        try:
-            selection = xnat.select_inputs(rt.xnat, t.experiment, pipe.inputs)
-        except NothingToProcessError as exc:
-            return [*lines, f"skip: {exc}"]
-        lines.append(f"run: mkdir -p {shlex.quote(jobdir.inputs)} on {t.host}")
-        for f in selection.files:
-            lines.append(
-                f"transfer: GET {server}{f.uri} -> {where}/{jd.INPUTS}/{f.path} "
-                f"({f.size} bytes, md5 {f.md5}; skipped if already there and verified)"
-            )
-        script = _script(rt, t, pipe, [f.path for f in selection.files])
-        spec = _spec(rt, t, pipe, f"x2c.{pipe.name}.{t.experiment}.<new>")
-        lines.append(f"write: {where}/{INPUTS_MANIFEST} (the staged files, size and md5)")
-        lines.append(f"write: {where}/{jd.JOB_SCRIPT}:")
-        lines += [f"  | {line}" for line in script.splitlines()]
-        lines.append(f"write: {where}/{jd.REGISTRY} (state submitting, with the job's tag)")
-        lines.append(_submit_line(rt, t, spec))
-        lines.append(f"write: {where}/{jd.REGISTRY} (the job id, state PENDING)")
-    if decision.action in (Action.SUBMIT, Action.ATTACH):
-        lines.append(f"wait: poll {cfg.scheduler.kind} on {t.host} until the job ends")
-    resource = f"{server}/data/experiments/{t.experiment}/resources/{pipe.resource}"
-    lines += [
-        f"collect: md5sum {where}/{pipe.archive_name}; compare with {jd.RUN_INFO}",
-        f"upload: DELETE {resource}?removeFiles=true (a partial or outdated result)",
-        f"upload: PUT {resource}",
-        f"upload: PUT {resource}/files/{pipe.archive_name} <- {where}/{pipe.archive_name}",
-        f"upload: GET {resource}/files (verify name, size, md5)",
-        f"upload: PUT {resource}/files/provenance.json; GET {resource}/files (verify)",
-        f"upload: GET {server}/data/experiments?ID={t.experiment} (for the nightly ledger)",
-        f"clean: {'keep' if rt.settings.keep_workdir else 'rm -rf'} {where}",
-    ]
-    return lines

@@ -135,7 +135,7 @@ def test_no_secret_reaches_the_job_or_its_launchers(rt: Runtime, xnat_server: An
     project = xnat_server.new_project("ENV")
     eid = add_session(xnat_server, project, "E1", "E1_MR1")
     [t] = recipe.targets(rt, project, "envdump", "y", [eid])
-    jobdir = recipe._jobdir(rt, t)
+    jobdir = recipe.jobdir_of(rt, t)
     state_dir = rt.host_config("y").workdir + "/.x2c-local"
     selection = recipe.select(rt, t)
     recipe.stage(rt, t, selection)

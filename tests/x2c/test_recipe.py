@@ -47,6 +47,7 @@ from x2c import claims, recipe, reconcile
 from x2c.config import SchedulerConfig
 from x2c.devxnat.demo import nifti_bytes
 from x2c.errors import NothingToProcessError, PipelineError
+from x2c.plan import plan
 from x2c.recipe import Runtime, Target
 from x2c.reconcile import Row, ScopeEntry
 from x2c.xnat import XnatSession, connect, path_of, resource_status
@@ -637,7 +638,7 @@ def test_plan_shows_every_step_and_changes_nothing(
 ) -> None:
     t = session(rt, xnat_server, project, "D1_MR1")
     requests.reset()
-    text = "\n".join(recipe.plan(rt, t))
+    text = "\n".join(plan(rt, t))
     assert "decide: submit" in text
     assert (
         f"{xnat_server.url}/data/experiments/{t.experiment}/scans/1/resources/NIFTI/files/T1.nii"
@@ -654,9 +655,7 @@ def test_plan_shows_every_step_and_changes_nothing(
     assert not any(claims.scan(rt.host("local"), rt.host_config("local").workdir))
     assert not rt.ledger.root.exists()
     empty = session(rt, xnat_server, project, "D2_MR1", scan_type="DWI")
-    assert recipe.plan(rt, empty)[-1].startswith(
-        "skip: nothing to process, because no scan of type"
-    )
+    assert plan(rt, empty)[-1].startswith("skip: nothing to process, because no scan of type")
 
 
 def test_plan_attaches_to_a_job_recorded_as_running(
@@ -673,7 +672,7 @@ def test_plan_attaches_to_a_job_recorded_as_running(
         jobdir_of(rt, t).registry,
         recipe.jd.encode_record(record.model_copy(update={"job_id": "4242", "state": "RUNNING"})),
     )
-    lines = recipe.plan(rt, t)
+    lines = plan(rt, t)
     assert lines[1].startswith("decide: attach: job 4242 was last recorded as running"), lines
     assert not any(line.startswith("submit:") for line in lines), lines
     assert Path(spec.script_path).exists()

@@ -101,7 +101,7 @@ def _writes(server: Any) -> int:
 def _plant(rt: Runtime, t: recipe.Target, archive: str, data: bytes) -> None:
     """Replace the job's archive on Y and make run.env agree, as a hostile job would."""
     host = rt.host(t.host)
-    jobdir = recipe._jobdir(rt, t)
+    jobdir = recipe.jobdir_of(rt, t)
     host.write_atomic(jobdir.archive(archive), data)
     old = (host.read_bytes(jobdir.run_info) or b"").decode()
     kept = [
@@ -169,5 +169,5 @@ def test_an_output_link_leaving_the_job_fails_the_job_by_name(
         recipe.wait(rt, t, job, timeout=120)
     assert info.value.exit_code == 65
     assert "output result.txt is a symbolic link to /etc/hostname" in info.value.log_tail
-    assert not rt.host(t.host).exists(recipe._jobdir(rt, t).archive("LINKS.zip"))
+    assert not rt.host(t.host).exists(recipe.jobdir_of(rt, t).archive("LINKS.zip"))
     assert _writes(xnat_server) == before

@@ -35,6 +35,7 @@ from tests.x2c.hosts.helpers import sshd_pids_for_client_port
 from tests.x2c.schedulers.conftest import CountingRunner
 from x2c import claims, recipe, reconcile
 from x2c.errors import SSHConnectError
+from x2c.plan import plan
 from x2c.recipe import Runtime, Target
 from x2c.reconcile import Row, ScopeEntry
 from x2c.xnat import resource_status
@@ -168,7 +169,7 @@ def test_plan_prints_the_sbatch_command(rt: Runtime, xnat_server: Any, cluster: 
     project = xnat_server.new_project("RCS")
     add_session(xnat_server, project, "H4", "H4_MR1", index=4)
     t = only_target(rt, project)
-    text = "\n".join(recipe.plan(rt, t))
+    text = "\n".join(plan(rt, t))
     jobdir = jobdir_of(rt, t)
     assert (
         f"submit: sbatch --parsable --job-name=x2c-demo-H4_MR1 --output={jobdir.scheduler_log}"
