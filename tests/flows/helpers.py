@@ -187,3 +187,35 @@ def job_windows(trace: Path) -> list[tuple[float, float]]:
 def claims_on(workdir: Path) -> int:
     """Experiments holding an in-flight place under ``workdir`` (their ``inflight`` files)."""
     return len(list(workdir.glob("*/*/inflight")))
+
+
+def pass_state(settings: Path, **params: Any) -> Any:
+    """Run one ``reconcile`` pass in this process; its final state (asserted Completed)."""
+    from flows.reconcile import reconcile
+
+    state = reconcile(settings_path=str(settings), return_state=True, **params)
+    assert state.is_completed(), state
+    return state
+
+
+def one_pass(settings: Path, **params: Any) -> list[Any]:
+    """Run one pass; one row per experiment of its scope."""
+    rows = pass_state(settings, **params).result()
+    assert isinstance(rows, list)
+    return rows
+
+
+def passes_until_final(settings: Path, timeout: float = 300.0, **params: Any) -> list[Any]:
+    """Passes until every experiment is done, skipped or failed (polling, with a deadline);
+    each experiment's row from the pass that ended it."""
+    deadline = time.monotonic() + timeout
+    ended: dict[str, Any] = {}
+    while True:
+        rows = one_pass(settings, **params)
+        for r in rows:
+            if r.final:
+                ended.setdefault(r.experiment, r)
+        if all(r.final for r in rows):
+            return [ended[r.experiment] for r in rows]
+        assert time.monotonic() < deadline, [(r.label, r.state, r.reason) for r in rows]
+        time.sleep(0.3)

@@ -32,14 +32,13 @@ import pytest
 import yaml
 from pyxnat import Interface
 
-from flows.reconcile import reconcile
 from tasks.runtime import open_runtime
 from tests.fixtures.cluster import Cluster
 from tests.fixtures.xnat_data import add_broken_session, add_session
 from tests.fixtures.xnat_server import XnatServer
-from tests.flows.helpers import VENV_BIN, claims_on, hold_pipeline
+from tests.flows.helpers import VENV_BIN, claims_on, hold_pipeline, one_pass, passes_until_final
 from x2c import recipe
-from x2c.reconcile import DONE, FAILED, SKIPPED, Row
+from x2c.reconcile import DONE, FAILED, SKIPPED
 
 pytestmark = pytest.mark.cluster
 
@@ -141,31 +140,6 @@ def xnat_requests(server: XnatServer) -> tuple[int, dict[str, int]]:
     counts = {k: n for k, n in server.request_counts().items() if " /x2c" not in k}
     writes = {k: n for k, n in counts.items() if not k.startswith(("GET ", "HEAD "))}
     return sum(counts.values()), writes
-
-
-def one_pass(settings: Path, **params: object) -> list[Row]:
-    state = reconcile(settings_path=str(settings), return_state=True, **params)
-    assert state.is_completed(), state
-    rows: list[Row] = state.result()
-    return rows
-
-
-def passes_until_final(settings: Path, timeout: float = 300.0, **params: Any) -> list[Row]:
-    """Passes until every experiment is done, skipped or failed (polling, with a deadline);
-    each experiment's row from the pass that ended it."""
-    deadline = time.monotonic() + timeout
-    ended: dict[str, Row] = {}
-    while True:
-        rows = one_pass(settings, **params)
-        if isinstance(rows, tuple):
-            rows = rows[0]
-        for r in rows:
-            if r.final:
-                ended.setdefault(r.experiment, r)
-        if all(r.final for r in rows):
-            return [ended[r.experiment] for r in rows]
-        assert time.monotonic() < deadline, [(r.label, r.state, r.reason) for r in rows]
-        time.sleep(0.3)
 
 
 def test_five_experiments_over_ssh_and_slurm_then_a_pass_that_only_checks(

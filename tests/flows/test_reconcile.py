@@ -17,7 +17,6 @@ import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-from flows.reconcile import reconcile
 from tests.fixtures.xnat_data import add_session
 from tests.fixtures.xnat_server import XnatServer
 from tests.flows.helpers import (
@@ -26,6 +25,9 @@ from tests.flows.helpers import (
     hold_pipeline,
     job_windows,
     max_overlap,
+    one_pass,
+    pass_state,
+    passes_until_final,
     write_settings,
 )
 from x2c import recipe
@@ -36,33 +38,6 @@ from x2c.reconcile import Row
 def runtimes() -> Iterator[None]:
     yield
     recipe.close_runtimes()
-
-
-def one_pass(settings: Path, **params: Any) -> tuple[list[Row], Any]:
-    """Run one pass; its rows and its flow run id."""
-    state = reconcile(settings_path=str(settings), return_state=True, **params)
-    assert state.is_completed(), state
-    rows = state.result()
-    assert isinstance(rows, list)
-    return rows, state.state_details.flow_run_id
-
-
-def passes_until_final(settings: Path, timeout: float = 300.0, **params: Any) -> list[Row]:
-    """Passes until every experiment is done, skipped or failed (polling, with a deadline);
-    each experiment's row from the pass that ended it."""
-    deadline = time.monotonic() + timeout
-    ended: dict[str, Row] = {}
-    while True:
-        rows = one_pass(settings, **params)
-        if isinstance(rows, tuple):
-            rows = rows[0]
-        for r in rows:
-            if r.final:
-                ended.setdefault(r.experiment, r)
-        if all(r.final for r in rows):
-            return [ended[r.experiment] for r in rows]
-        assert time.monotonic() < deadline, [(r.label, r.state, r.reason) for r in rows]
-        time.sleep(0.3)
 
 
 def local_jobs(workdir: Path) -> dict[str, str]:
@@ -114,7 +89,8 @@ def test_passes_submit_into_free_places_and_collect_without_waiting(
     work = tmp_path / "work"
 
     # the first pass claims the two free places, submits, and returns with the jobs blocked
-    rows, first_run = one_pass(settings)
+    state = pass_state(settings)
+    rows, first_run = state.result(), state.state_details.flow_run_id
     assert [r.action for r in rows].count("submit") == 2, rows
     assert claims_on(work) == 2
     assert sum(s != "done" for s in local_jobs(work).values()) == 2
@@ -123,7 +99,7 @@ def test_passes_submit_into_free_places_and_collect_without_waiting(
     assert "survey" in names and "claim-places" in names
     assert sum(n.startswith("submit-") for n in names) == 2, names
     # passes while the jobs hold submit nothing more: the host is full
-    rows, _ = one_pass(settings)
+    rows = one_pass(settings)
     assert [r.action for r in rows].count("submit") == 0, rows
     assert claims_on(work) == 2
 
@@ -141,7 +117,8 @@ def test_passes_submit_into_free_places_and_collect_without_waiting(
     # a pass over a finished project: one listing, nothing written, no job
     jobs_before = set(local_jobs(work))
     server.reset_counts()
-    rows, last_run = one_pass(settings)
+    state = pass_state(settings)
+    rows, last_run = state.result(), state.state_details.flow_run_id
     counts = {k: n for k, n in server.request_counts().items() if " /x2c" not in k}
     assert sum(counts.values()) == 1, counts
     assert set(local_jobs(work)) == jobs_before
@@ -176,7 +153,7 @@ def test_a_thousand_places_cost_no_more_threads_than_a_few(
     work = tmp_path / "work"
 
     threads_before = threading.active_count()
-    rows, _ = one_pass(settings)
+    rows = one_pass(settings)
     assert claims_on(work) == 60
     assert [r.action for r in rows].count("submit") == 60
     assert len(local_jobs(work)) == 60
@@ -185,7 +162,7 @@ def test_a_thousand_places_cost_no_more_threads_than_a_few(
     release.touch()
     deadline = time.monotonic() + 300
     while True:
-        rows, _ = one_pass(settings)
+        rows = one_pass(settings)
         most = max(most, claims_on(work))
         if all(r.final for r in rows):
             break
@@ -197,7 +174,7 @@ def test_a_thousand_places_cost_no_more_threads_than_a_few(
     assert threads_in_flight - threads_before <= 12, (threads_before, threads_in_flight)
 
     server.reset_counts()
-    rows, _ = one_pass(settings)
+    rows = one_pass(settings)
     writes = [k for k in server.request_counts() if not k.startswith(("GET", "HEAD"))]
     assert [k for k in writes if " /x2c" not in k] == []
     assert len(local_jobs(work)) == 80
