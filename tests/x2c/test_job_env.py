@@ -25,7 +25,7 @@ import yaml
 
 from tests.fixtures.cluster import STATE, Cluster
 from tests.fixtures.xnat_data import add_session, xnat_config
-from tests.x2c.test_recipe import QUICK, VENV_BIN
+from tests.x2c.helpers import QUICK, VENV_BIN
 from x2c import recipe
 from x2c.config import HostConfig, SchedulerConfig
 from x2c.jobscript import render_job_script

@@ -20,7 +20,7 @@ import yaml
 from tests.fixtures.archives import TAR_HOSTILE, ZIP_HOSTILE, tar_bytes, zip_bytes
 from tests.fixtures.cluster import Cluster
 from tests.fixtures.xnat_data import add_session, xnat_config
-from tests.x2c.test_recipe import QUICK, VENV_BIN
+from tests.x2c.helpers import QUICK, VENV_BIN
 from x2c import recipe
 from x2c.config import HostConfig, SchedulerConfig
 from x2c.errors import JobFailedError, UnsafeArchiveError

@@ -12,8 +12,7 @@ import pytest
 
 from tests.fixtures.cluster import Cluster
 from tests.fixtures.xnat_data import add_session, xnat_config
-from tests.x2c.test_recipe import QUICK, VENV_BIN, make_settings
-from tests.x2c.test_reconcile import drive
+from tests.x2c.helpers import QUICK, VENV_BIN, drive, make_settings
 from x2c import reconcile
 from x2c.config import HostConfig, SchedulerConfig
 from x2c.recipe import Runtime
