@@ -294,3 +294,23 @@ def crash_at(rt: Runtime, t: Target, point: str) -> str | None:
     if point == "submitting":
         return None
     return rt.scheduler(t.host).submit(spec)
+
+
+def wait_for_job(rt: Runtime, t: Target, timeout: float = 120.0) -> jd.JobRecord:
+    """Poll ``t``'s job the way a pass does (one status call, the one end rule) and record
+    what changed in its registry entry, until the job has ended; the final entry."""
+    from x2c.poller import Watched, is_live, poll_jobs
+
+    jobdir = recipe.jobdir_of(rt, t)
+    host = rt.host(t.host)
+
+    def ended_record() -> jd.JobRecord | None:
+        record = recipe.read_record(rt, t)
+        assert record is not None, f"no job recorded for {t.label}"
+        changed = poll_jobs(rt.scheduler(t.host), {"job": Watched(record, jobdir)}, time.time())
+        if "job" in changed:
+            record = changed["job"]
+            host.write_atomic(jobdir.registry, jd.encode_record(record))
+        return None if is_live(record.state) else record
+
+    return until(ended_record, f"job of {t.label} to end", timeout=timeout)

@@ -25,7 +25,7 @@ import yaml
 
 from tests.fixtures.cluster import STATE, Cluster
 from tests.fixtures.xnat_data import add_session, xnat_config
-from tests.x2c.helpers import QUICK, VENV_BIN
+from tests.x2c.helpers import QUICK, VENV_BIN, wait_for_job
 from x2c import recipe
 from x2c.config import HostConfig, SchedulerConfig
 from x2c.jobscript import render_job_script
@@ -152,8 +152,8 @@ def test_no_secret_reaches_the_job_or_its_launchers(rt: Runtime, xnat_server: An
         for path in _slurm_stored_env(job):
             scanned[str(path)] = path.read_bytes()
     Path(jobdir.root, "go").touch()
-    outcome = recipe.wait(rt, t, job, timeout=120)
-    assert outcome.ok
+    record = wait_for_job(rt, t)
+    assert record.state == "COMPLETED", record
 
     for path in (jobdir.script, jobdir.log, jobdir.run_info, jobdir.scheduler_log, str(env_txt)):
         scanned[path] = Path(path).read_bytes() if Path(path).exists() else b""
@@ -177,7 +177,7 @@ def test_no_secret_reaches_the_job_or_its_launchers(rt: Runtime, xnat_server: An
     if kind == "slurm":
         assert f"SLURM_JOB_ID={job}" in job_env  # the scheduler's own variables still arrive
 
-    recipe.upload(rt, t, archive, outcome)
+    recipe.upload(rt, t, archive)
     assert resource_status(rt.xnat, eid, "ENVDUMP", "1").done
 
 
