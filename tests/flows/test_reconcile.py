@@ -96,12 +96,13 @@ def test_passes_submit_into_free_places_and_collect_without_waiting(
     assert claims_on(work) == 2
     assert sum(s != "done" for s in local_jobs(work).values()) == 2
     assert sorted(s for s in states(rows).values()) == ["in flight"] * 2 + ["pending"] * 3
+
     # task runs reach the server as events, after the flow returns: wait for them
-    names = poll(
-        lambda: (n := task_run_names(first_run)) if len(n) >= 4 else None,
-        "the pass's task runs recorded",
-        timeout=60,
-    )
+    def recorded() -> list[str] | None:
+        names = task_run_names(first_run)
+        return names if len(names) >= 4 else None  # survey, claim-places, two submits
+
+    names = poll(recorded, "the pass's task runs recorded", timeout=60)
     assert "survey" in names and "claim-places" in names
     assert sum(n.startswith("submit-") for n in names) == 2, names
     # passes while the jobs hold submit nothing more: the host is full
