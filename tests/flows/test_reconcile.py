@@ -102,7 +102,7 @@ def test_passes_submit_into_free_places_and_collect_without_waiting(
         names = task_run_names(first_run)
         return names if len(names) >= 4 else None  # survey, claim-places, two submits
 
-    names = poll(recorded, "the pass's task runs recorded", timeout=60)
+    names = poll(recorded, "the pass's task runs recorded", timeout=240)
     assert "survey" in names and "claim-places" in names
     assert sum(n.startswith("submit-") for n in names) == 2, names
     # passes while the jobs hold submit nothing more: the host is full
