@@ -97,14 +97,6 @@ def test_passes_submit_into_free_places_and_collect_without_waiting(
     assert sum(s != "done" for s in local_jobs(work).values()) == 2
     assert sorted(s for s in states(rows).values()) == ["in flight"] * 2 + ["pending"] * 3
 
-    # task runs reach the server as events, after the flow returns: wait for them
-    def recorded() -> list[str] | None:
-        names = task_run_names(first_run)
-        return names if len(names) >= 4 else None  # survey, claim-places, two submits
-
-    names = poll(recorded, "the pass's task runs recorded", timeout=240)
-    assert "survey" in names and "claim-places" in names
-    assert sum(n.startswith("submit-") for n in names) == 2, names
     # passes while the jobs hold submit nothing more: the host is full
     rows = one_pass(settings)
     assert [r.action for r in rows].count("submit") == 0, rows
@@ -134,6 +126,16 @@ def test_passes_submit_into_free_places_and_collect_without_waiting(
     table = arts["x2c-pass-all"]
     assert "x2c-pass-all-summary" in arts
     assert "3 done, 0 in flight, 0 pending, 1 skipped, 1 failed" in str(table.description)
+
+    # the first pass is visible by name: its task runs reach the server as events, late when
+    # the harness is busy (checked last, so the rest of the test gives it time)
+    def recorded() -> list[str] | None:
+        names = task_run_names(first_run)
+        return names if len(names) >= 4 else None  # survey, claim-places, two submits
+
+    names = poll(recorded, "the pass's task runs recorded", timeout=240)
+    assert "survey" in names and "claim-places" in names
+    assert sum(n.startswith("submit-") for n in names) == 2, names
 
 
 def test_a_thousand_places_cost_no_more_threads_than_a_few(
