@@ -27,8 +27,8 @@ def _seed_target(rt: Any, args: argparse.Namespace, pipeline: str) -> Any:
 
 def intervals_of(settings: Any, hosts: set[str]) -> tuple[float, float]:
     """The shortest and longest wait between passes for ``hosts`` (their poll settings)."""
-    configs = [settings.host(h).scheduler for h in sorted(hosts)] or [None]
-    if configs == [None]:
+    configs = [settings.host(h).scheduler for h in sorted(hosts)]
+    if not configs:
         return 2.0, 60.0
     return min(c.poll_min_s for c in configs), max(c.poll_max_s for c in configs)
 

@@ -130,6 +130,7 @@ def run_passes(
     passes (the scope's hosts' ``poll_min_s``/``poll_max_s``)."""
     from flows.reconcile import reconcile
     from x2c.recipe import close_runtimes
+    from x2c.reconcile import key_of
 
     started: dict[tuple[str, str, str], float] = {}
     ended: dict[tuple[str, str, str], float] = {}
@@ -152,7 +153,7 @@ def run_passes(
             rows = data
             now = time.monotonic()
             for r in rows:
-                key = (r.host, r.pipeline, r.experiment)
+                key = key_of(r)
                 started.setdefault(key, now)
                 if r.action == "wait" and r.reason.startswith("another run") and key not in others:
                     others.add(key)
@@ -169,8 +170,8 @@ def run_passes(
         close_runtimes()
     if detach:
         _print_detached(rows, out)
-    rows = [final.get((r.host, r.pipeline, r.experiment), r) for r in rows]
-    keys = [(r.host, r.pipeline, r.experiment) for r in rows]
+    rows = [final.get(key_of(r), r) for r in rows]
+    keys = [key_of(r) for r in rows]
     return [
         Row(
             experiment=f"{r.project}/{r.label}",

@@ -109,7 +109,7 @@ def reconcile(
     for t, future in uploads:
         rows[key_of(t)] = _row_of(future, t)
     granted, denied = claim_places(rt, s)
-    rows.update({(r.host, r.pipeline, r.experiment): r for r in denied})
+    rows.update({key_of(r): r for r in denied})
     launches = [(t, submit_experiment.submit(rt, t)) for t in granted]
     for t, future in launches:
         rows[key_of(t)] = _row_of(future, t)

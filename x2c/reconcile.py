@@ -147,9 +147,10 @@ class Row:
 Key = tuple[str, str, str]
 
 
-def key_of(t: Target) -> Key:
-    """What identifies an experiment's work: host, pipeline and accession ID."""
-    return (t.host, t.pipeline, t.experiment)
+def key_of(x: Target | Row) -> Key:
+    """What identifies an experiment's work (of a target or of its row): host, pipeline and
+    accession ID."""
+    return (x.host, x.pipeline, x.experiment)
 
 
 @dataclass
@@ -166,7 +167,6 @@ class Survey:
     escalate: list[Target] = field(default_factory=list)
     """Ended OUT_OF_MEMORY/TIMEOUT, launched again bigger: they keep their claim."""
     claimed: dict[str, int] = field(default_factory=dict)
-    polls: dict[str, int] = field(default_factory=dict)
 
 
 def _result_uri(rt: Runtime, t: Target) -> str:
@@ -239,7 +239,6 @@ def _scan_and_poll(rt: Runtime, name: str, mutate: bool, out: Survey) -> dict[st
     }
     sched = rt.scheduler(name)
     changed = poll_jobs(sched, watched, time.time(), observe=not mutate) if watched else {}
-    out.polls[name] = 1 if watched else 0
     for rel, record in changed.items():
         if mutate:
             host.write_atomic(found[rel].jobdir.registry, jd.encode_record(record))
@@ -617,7 +616,7 @@ def run_pass(
             s.rows[key_of(t)] = row
         granted, denied = claim_places(rt, s)
         for row in denied:
-            s.rows[(row.host, row.pipeline, row.experiment)] = row
+            s.rows[key_of(row)] = row
         for t, row in zip(granted, pool.map(lambda t: launch(rt, t), granted), strict=True):
             s.rows[key_of(t)] = row
     return [s.rows[key_of(t)] for t in s.targets if key_of(t) in s.rows]
