@@ -6,7 +6,7 @@ Why ``run_deployment`` with an idempotency key rather than events and a deployme
 exactly-once must survive a crash between "started the run" and "saved the mark", two watchers
 overlapping, and a lost mark. With events, each of those emits the event again and the trigger
 starts a second run: automations do not de-duplicate. ``run_deployment(...,
-idempotency_key="<pipeline>:<experiment>")`` makes the Prefect server itself return the
+idempotency_key=<server|project|pipeline|experiment>)`` makes the Prefect server itself return the
 existing run for a repeated key, so a replay is harmless and the mark
 (:mod:`tasks.watch`: newest ``insert_date`` plus the IDs seen near it, in a Prefect Variable) is
 only an optimisation. The started runs are independent deployment runs (not subflows), so a
@@ -30,6 +30,7 @@ from tasks.watch import (
     start_run,
     variable_name,
 )
+from x2c.provenance import public_url
 from x2c.xnat import Experiment
 
 ON_NEW_SESSION = "x2c-reconcile/on-new-session"
@@ -61,6 +62,7 @@ def watch_xnat(
         for e in fresh:
             run_id = start_run(
                 deployment,
+                public_url(rt.xnat_config.url),
                 settings_path,
                 run.project,
                 e.id,

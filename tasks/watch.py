@@ -160,9 +160,14 @@ def list_sessions(rt: Runtime, project: str) -> list[Experiment]:
     return xnat.list_experiments(rt.xnat, project)
 
 
-def idempotency_key(pipeline: str, experiment: str) -> str:
-    """The key that makes "start processing ``experiment`` with ``pipeline``" happen once."""
-    return f"{pipeline}:{experiment}"
+def idempotency_key(server: str, project: str, pipeline: str, experiment: str) -> str:
+    """The key that makes "start processing ``experiment`` with ``pipeline``" happen once.
+
+    An experiment ID is unique on one XNAT only: a Prefect server shared by the watchers of
+    two XNATs (production and test, two sites) sees the same ``XNAT_E00005`` twice, so the key
+    names the server (``server``: its public URL, never one with credentials) and the project
+    too."""
+    return f"{server}|{project}|{pipeline}|{experiment}"
 
 
 # Retried on any error: the idempotency key makes a repeated start return the first run.
@@ -175,6 +180,7 @@ def idempotency_key(pipeline: str, experiment: str) -> str:
 )
 def start_run(
     deployment: str,
+    server: str,
     settings_path: str,
     project: str,
     experiment: str,
@@ -194,7 +200,7 @@ def start_run(
             "experiments": [experiment],
         },
         flow_run_name=f"{project}-{label}",
-        idempotency_key=idempotency_key(pipeline, experiment),
+        idempotency_key=idempotency_key(server, project, pipeline, experiment),
         timeout=0,
         as_subflow=False,
         tags=["x2c", "new-session"],

@@ -34,6 +34,7 @@ from x2c import recipe
 
 CAP = 3
 SESSIONS = 6
+QUEUES = ["first", "second"]
 
 
 def runs_of(deployment_id: UUID) -> list[FlowRun]:
@@ -48,9 +49,10 @@ def runs_of(deployment_id: UUID) -> list[FlowRun]:
 def start_passes(
     deployment_id: UUID, settings: str, project: str, host: str, eids: list[str]
 ) -> list[UUID]:
-    """One pass per experiment, as the watcher or a user starts them (not waited for)."""
+    """One pass per experiment, as the watcher or a user starts them (not waited for), sent
+    to the pool's two queues in turn (one worker on each), so both workers take some."""
     ids = []
-    for eid in eids:
+    for k, eid in enumerate(eids):
         run = run_deployment(
             deployment_id,
             parameters={
@@ -60,6 +62,7 @@ def start_passes(
                 "host": host,
                 "experiments": [eid],
             },
+            work_queue_name=QUEUES[k % 2],
             timeout=0,
         )
         ids.append(run.id)
@@ -113,20 +116,22 @@ def test_two_workers_share_the_cap_and_a_killed_worker_loses_nothing(
             entrypoint="flows/reconcile.py:reconcile",
             path=str(ROOT),
         )
+        for queue in QUEUES:
+            client.create_work_queue(name=queue, work_pool_name=pool)
     requests = Requests(xnat_server)
     try:
         extra_workers.pool = pool
-        w1, w2 = extra_workers.start(2)
+        w1, w2 = extra_workers.start(2, queues=QUEUES)
         with prefect_stack.settings():
             # six passes at once, one per session, spread over both workers
             first = start_passes(deployment_id, settings, project, host, eids)
             runs = poll(lambda: all_final(first), "the six passes to end", timeout=240)
-            logs = {w: extra_workers.log_text(w) for w in (w1, w2)}
+            logs = {w: extra_workers.log_text(w, tail=None) for w in (w1, w2)}
             assert all(r.state is not None and r.state.is_completed() for r in runs), [
                 (r.name, r.state) for r in runs
             ]
             by_worker = {w: [i for i in first if str(i) in logs[w]] for w in (w1, w2)}
-            assert by_worker[w1] and by_worker[w2], f"both workers ran passes: {by_worker}"
+            assert by_worker == {w1: first[0::2], w2: first[1::2]}, "each worker ran its queue's"
             # the cap held across both workers' passes: exactly CAP claimed, CAP jobs
             assert claims_on(work) == CAP
             assert len(local_jobs(work)) == CAP
@@ -137,7 +142,7 @@ def test_two_workers_share_the_cap_and_a_killed_worker_loses_nothing(
 
             def taken_by_w1() -> UUID | None:
                 """A pass the first worker has taken and not finished (starting or running)."""
-                log = extra_workers.log_text(w1)
+                log = extra_workers.log_text(w1, tail=None)
                 with get_client(sync_client=True) as client:
                     for run_id in second:
                         run = client.read_flow_run(run_id)

@@ -32,4 +32,8 @@ def test_per_experiment_tasks_are_named_after_the_label() -> None:
 def test_starting_a_run_is_retried_on_any_error_since_it_is_idempotent() -> None:
     assert watch.start_run.retries == 2
     assert watch.start_run.retry_condition_fn is None
-    assert watch.idempotency_key("demo", "XNAT_E00001") == "demo:XNAT_E00001"
+    key = watch.idempotency_key("https://x.org", "P1", "demo", "XNAT_E00001")
+    assert key == "https://x.org|P1|demo|XNAT_E00001"
+    # one experiment ID on two XNATs (or, after a move, in two projects) is two experiments
+    assert key != watch.idempotency_key("https://y.org", "P1", "demo", "XNAT_E00001")
+    assert key != watch.idempotency_key("https://x.org", "P2", "demo", "XNAT_E00001")
