@@ -84,7 +84,12 @@ launch() {  # launch LOG PIDFILE COMMAND...: in the background, in a process gro
   set +m
 }
 
-alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }  # alive PIDFILE
+alive() {  # alive PIDFILE: the process runs (a killed one left unreaped as a zombie does not)
+  [ -f "$1" ] || return 1
+  local state
+  state=$(ps -o stat= -p "$(cat "$1")" 2>/dev/null) || return 1
+  [ -n "$state" ] && [ "${state#Z}" = "$state" ]
+}
 
 load_ports() {  # ports chosen on first use are kept in $STATE/ports; the env vars override them
   PG_PORT="" API_PORT=""

@@ -536,9 +536,13 @@ def _attempts(record: jd.JobRecord | None) -> list[dict[str, Any]]:
     return [a.model_dump() for a in (*record.history, last)]
 
 
-def upload(rt: Runtime, t: Target, archive: FileRef) -> xnat.UploadReceipt:
+def upload(
+    rt: Runtime, t: Target, archive: FileRef, *, found: xnat.ResourceState | None = None
+) -> xnat.UploadReceipt:
     """Stream the archive from Y to XNAT as the pipeline's result resource (replacing a partial
-    or outdated one: the caller checked it is not a verified result of this version), with its
+    or outdated one: the caller checked it is not a verified result of this version and says
+    what it ``found``: a resource found missing is created, and one made meanwhile by another
+    run is a conflict, never deleted; anything else, or None, is replaced), with its
     provenance written last, verified by listing it back; then record ``uploaded`` in the
     registry and the experiment in the ledger. The registry and ``run.env`` supply the
     job's facts."""
@@ -559,7 +563,7 @@ def upload(rt: Runtime, t: Target, archive: FileRef) -> xnat.UploadReceipt:
         [(archive, transfers.HostByteSource(host, jobdir.root))],
         provenance=provenance,
         version=pipe.version,
-        on_exists="replace",
+        on_exists="fail" if found is xnat.ResourceState.MISSING else "replace",
     )
     if record is not None:
         _update(host, jobdir, record, state=UPLOADED)

@@ -40,6 +40,7 @@ from x2c.errors import (
     SSHConnectError,
     SubmissionError,
     X2CError,
+    XnatConflictError,
     XnatTransientError,
 )
 from x2c.ledger import DONE as LEDGER_DONE
@@ -583,12 +584,14 @@ def finish(rt: Runtime, t: Target) -> Row:
         else:
             archive = recipe.collect(rt, t)
             with rt.xnat_slot:
-                recipe.upload(rt, t, archive)
+                recipe.upload(rt, t, archive, found=status.state)
             reason = f"job {common['job_id']} completed; result uploaded and verified"
         removed = recipe.clean(rt, t)
     except X2CError as exc:
         claims.release(host, jobdir, finishing_only=True)
-        if isinstance(exc, TRANSIENT):
+        # a conflict: the result resource appeared since the status check (another uploader);
+        # the next pass's check decides whether it is a verified result
+        if isinstance(exc, (*TRANSIENT, XnatConflictError)):
             return Row.of(
                 t,
                 FAILED,
