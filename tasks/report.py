@@ -16,11 +16,10 @@ from dataclasses import asdict
 
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
+from x2c.hooks import event_of
 from x2c.reconcile import DONE, FAILED, IN_FLIGHT, PENDING, SKIPPED, Row
 
 STATES = (DONE, IN_FLIGHT, PENDING, SKIPPED, FAILED)
-HISTORY_ACTIONS = frozenset({"submit", "collect", "ended"})
-"""What a pass did to an experiment that goes into its history artifact."""
 
 _TAIL_LINES = 20
 _TABLE_REASON_CHARS = (
@@ -138,16 +137,18 @@ def _history(r: Row) -> None:
     create_markdown_artifact(
         key=history_key(r),
         markdown="\n".join(text) + "\n",
-        description=f"{r.pipeline} for {r.project}/{r.label}: one version per change",
+        description=f"{r.pipeline} for {r.project}/{r.label}: one version per ending",
     )
 
 
 def publish_history(rows: Sequence[Row], workers: int = 8) -> int:
-    """A new version of each experiment's history artifact for what this pass did to it
-    (submitted, collected, found ended); experiments the pass only looked at cost nothing.
+    """A new version of each experiment's history artifact when this pass ended it (its
+    result uploaded, its job found failed: the rows that fire hooks); a submission or a pass
+    that only looked costs nothing (one API call each: half of what a version per submission
+    too would cost; the pass's table shows what is in flight).
     Written from ``workers`` threads (one API call each; they carry the run's context so the
     artifacts belong to it). Returns how many were written."""
-    changed = [r for r in rows if r.action in HISTORY_ACTIONS]
+    changed = [r for r in rows if event_of(r.state, r.action) is not None]
     if not changed:
         return 0
     with ThreadPoolExecutor(max_workers=workers) as pool:

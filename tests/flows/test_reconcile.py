@@ -15,8 +15,15 @@ from typing import Any
 
 import pytest
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterKey,
+    FlowRunFilter,
+    FlowRunFilterId,
+)
+from prefect.client.schemas.sorting import ArtifactSort
 
+from tasks.report import history_key
 from tests.fixtures.prefect_stack import PrefectStack
 from tests.fixtures.xnat_data import add_session
 from tests.fixtures.xnat_server import XnatServer
@@ -62,6 +69,19 @@ def task_run_names(flow_run_id: Any) -> list[str]:
             flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
         )
     return sorted(r.name for r in runs)
+
+
+def history_versions(keys: list[str]) -> dict[str, list[str]]:
+    """Every version of each history artifact in ``keys`` that exists, newest first."""
+    with get_client(sync_client=True) as client:
+        arts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=keys)),
+            sort=ArtifactSort.CREATED_DESC,
+        )
+    out: dict[str, list[str]] = {}
+    for a in arts:
+        out.setdefault(str(a.key), []).append(str(a.data))
+    return out
 
 
 def states(rows: Sequence[Row]) -> dict[str, str]:
@@ -120,6 +140,14 @@ def test_passes_submit_into_free_places_and_collect_without_waiting(
         assert claims_on(work) == 0, "every place was given back"
         # the in-flight cap, measured from the jobs' own stamps: reached, never exceeded
         assert max_overlap(job_windows(trace)) == 2
+
+        # each experiment's history: one version per ending (none for a submission or a skip)
+        history = history_versions([history_key(r) for r in final.values()])
+        assert {k: [v.split(" ", 1)[0] for v in vs] for k, vs in history.items()} == {
+            history_key(r): ["**done**"] if r.state == "done" else ["**failed**"]
+            for r in final.values()
+            if r.state != "skipped"
+        }, history
 
         # a pass over a finished project: one listing, nothing written, no job
         jobs_before = set(local_jobs(work))
