@@ -8,6 +8,14 @@
 #   scripts/testcluster.sh down    # stops what `up` started
 #   scripts/testcluster.sh status
 #
+# The compute side is cut off from Z's network as on a real cluster that cannot reach XNAT: slurmd
+# (so every SLURM job) and a second sshd (alias x2c-test-y) run in the network namespace x2cy,
+# joined to this machine by a veth pair only (Z 10.231.0.1, Y 10.231.0.2): Z's loopback, where
+# XNAT listens, does not exist there. Where namespaces are refused (`ip netns add` fails) the
+# compute side stays on loopback and $STATE/env says X2C_TEST_NETNS=0 (the tests report it; under
+# CI=true they fail on it). The login node x2c-test (sshd on 127.0.0.1) and Grid Engine stay on
+# loopback.
+#
 # STATE defaults to /tmp/x2c-testcluster (override with X2C_TESTCLUSTER_DIR). The tests read
 # $STATE/env: the ssh_config and known_hosts to use and the alias of the cluster's login node.
 set -euo pipefail
@@ -21,11 +29,40 @@ NODE=$(hostname -s)
 CPUS=$(nproc)
 MEM_MB=$(( $(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1024 - 512 ))
 
+NS=x2cy
+Z_ADDR=10.231.0.1
+Y_ADDR=10.231.0.2
+
+netns_up() { ip netns list 2>/dev/null | grep -qw "$NS"; }
+
+up_netns() {  # the namespace and its veth pair; sets NETNS=1, or 0 where namespaces are refused
+  NETNS=1
+  if ! netns_up; then
+    if ! ip netns add "$NS" 2>"$STATE/netns.log"; then
+      NETNS=0
+      echo "testcluster: network namespaces refused ($(head -1 "$STATE/netns.log")): the compute side stays on loopback (X2C_TEST_NETNS=0)"
+      return 0
+    fi
+  fi
+  ip link show x2c-z >/dev/null 2>&1 || ip link add x2c-z type veth peer name x2c-y netns "$NS"
+  ip addr replace "$Z_ADDR/30" dev x2c-z
+  ip link set x2c-z up
+  ip netns exec "$NS" ip addr replace "$Y_ADDR/30" dev x2c-y
+  ip netns exec "$NS" ip link set x2c-y up
+  ip netns exec "$NS" ip link set lo up
+}
+
+# on the compute side: nsenter switches the network namespace only (`ip netns exec` also mounts
+# a sysfs of its own, which hides /sys/fs/cgroup from slurmd)
+in_y() { if [ "$NETNS" = 1 ]; then nsenter --net="/run/netns/$NS" "$@"; else "$@"; fi; }
+y_addr() { if [ "$NETNS" = 1 ]; then echo "$Y_ADDR"; else echo 127.0.0.1; fi; }
+z_addr() { if [ "$NETNS" = 1 ]; then echo "$Z_ADDR"; else echo 127.0.0.1; fi; }
+
 need_root() { [ "$(id -u)" = 0 ] || { echo "testcluster: run as root (it starts sshd, munged, slurmctld)"; exit 1; }; }
 
 ensure_packages() {
   local missing=()
-  for p in openssh-server openssh-client slurm-wlm munge gridengine-master gridengine-exec gridengine-client; do
+  for p in iproute2 openssh-server openssh-client slurm-wlm munge gridengine-master gridengine-exec gridengine-client; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
   done
   if [ ${#missing[@]} -gt 0 ]; then
@@ -64,10 +101,22 @@ StrictModes no
 Subsystem sftp internal-sftp
 LogLevel VERBOSE
 CONF
-  echo "[127.0.0.1]:$SSH_PORT $(cut -d' ' -f1,2 "$STATE/ssh/host_ed25519.pub")" > "$STATE/ssh/known_hosts"
+  sed -e "s/^ListenAddress .*/ListenAddress $(y_addr)/" -e "s|^PidFile .*|PidFile $STATE/ssh/sshd-y.pid|" \
+    "$STATE/ssh/sshd_config" > "$STATE/ssh/sshd_config_y"
+  local key
+  key=$(cut -d' ' -f1,2 "$STATE/ssh/host_ed25519.pub")
+  printf '[127.0.0.1]:%s %s\n[%s]:%s %s\n' "$SSH_PORT" "$key" "$Y_ADDR" "$SSH_PORT" "$key" > "$STATE/ssh/known_hosts"
   cat > "$STATE/ssh/ssh_config" <<CONF
 Host x2c-test
   HostName 127.0.0.1
+  Port $SSH_PORT
+  User root
+  IdentityFile $STATE/ssh/id_ed25519
+  UserKnownHostsFile $STATE/ssh/known_hosts
+  StrictHostKeyChecking yes
+  BatchMode yes
+Host x2c-test-y
+  HostName $(y_addr)
   Port $SSH_PORT
   User root
   IdentityFile $STATE/ssh/id_ed25519
@@ -79,6 +128,10 @@ CONF
     /usr/sbin/sshd -f "$STATE/ssh/sshd_config" -E "$STATE/sshd.log"
   fi
   wait_for "sshd on 127.0.0.1:$SSH_PORT" ssh -F "$STATE/ssh/ssh_config" x2c-test true
+  if [ "$NETNS" = 1 ] && ! { [ -f "$STATE/ssh/sshd-y.pid" ] && kill -0 "$(cat "$STATE/ssh/sshd-y.pid")" 2>/dev/null; }; then
+    in_y /usr/sbin/sshd -f "$STATE/ssh/sshd_config_y" -E "$STATE/sshd-y.log"
+  fi
+  wait_for "sshd on $(y_addr):$SSH_PORT" ssh -F "$STATE/ssh/ssh_config" x2c-test-y true
 }
 
 up_slurm() {
@@ -97,7 +150,7 @@ up_slurm() {
   cat > "$SLURM_CONF" <<CONF
 $MARK (written by scripts/testcluster.sh; removed by 'down')
 ClusterName=x2ctest
-SlurmctldHost=$NODE(127.0.0.1)
+SlurmctldHost=$NODE($(z_addr))
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
@@ -120,11 +173,11 @@ SchedulerParameters=sched_interval=1
 MessageTimeout=30
 KillWait=2
 InactiveLimit=0
-NodeName=$NODE NodeAddr=127.0.0.1 CPUs=$CPUS RealMemory=$MEM_MB State=UNKNOWN
+NodeName=$NODE NodeAddr=$(y_addr) CPUs=$CPUS RealMemory=$MEM_MB State=UNKNOWN
 PartitionName=debug Nodes=$NODE Default=YES MaxTime=INFINITE State=UP OverSubscribe=YES
 CONF
   if ! pgrep -x slurmctld >/dev/null; then slurmctld; fi
-  if ! pgrep -x slurmd >/dev/null; then slurmd; fi
+  if ! pgrep -x slurmd >/dev/null; then in_y slurmd; fi
   wait_for slurmctld scontrol ping
   wait_for "the SLURM node" sh -c "sinfo -h -N -o %t | grep -Eq '^(idle|mix|alloc)'"
 }
@@ -226,6 +279,8 @@ write_env() {
 X2C_TEST_SSH_CONFIG=$STATE/ssh/ssh_config
 X2C_TEST_KNOWN_HOSTS=$STATE/ssh/known_hosts
 X2C_TEST_SSH_ALIAS=x2c-test
+X2C_TEST_COMPUTE_ALIAS=x2c-test-y
+X2C_TEST_NETNS=$NETNS
 X2C_TEST_SSH_PORT=$SSH_PORT
 X2C_TEST_SSH_KEY=$STATE/ssh/id_ed25519
 X2C_TEST_SSHD_CONFIG=$STATE/ssh/sshd_config
@@ -236,18 +291,22 @@ ENV
 }
 
 down() {
-  if [ -f "$STATE/ssh/sshd.pid" ]; then kill "$(cat "$STATE/ssh/sshd.pid")" 2>/dev/null || true; fi
+  for pid in "$STATE/ssh/sshd.pid" "$STATE/ssh/sshd-y.pid"; do
+    if [ -f "$pid" ]; then kill "$(cat "$pid")" 2>/dev/null || true; fi
+  done
   scancel --user=root >/dev/null 2>&1 || true
   pkill -x slurmd 2>/dev/null || true
   pkill -x slurmctld 2>/dev/null || true
   for _ in $(seq 1 50); do { pgrep -x slurmctld || pgrep -x slurmd; } >/dev/null || break; sleep 0.1; done
   if [ -f "$SLURM_CONF" ] && head -1 "$SLURM_CONF" | grep -q "$MARK"; then rm -f "$SLURM_CONF"; fi
   down_sge
+  ip link del x2c-z 2>/dev/null || true
+  if netns_up; then ip netns del "$NS"; fi
   rm -f "$STATE/env"
 }
 
 case "${1:-}" in
-  up) need_root; ensure_packages; mkdir -p "$STATE"; up_ssh; up_slurm; up_sge; write_env; echo "testcluster: up ($STATE/env)";;
+  up) need_root; ensure_packages; mkdir -p "$STATE"; up_netns; up_ssh; up_slurm; up_sge; write_env; echo "testcluster: up ($STATE/env)";;
   down) need_root; down; echo "testcluster: down";;
   status) [ -f "$STATE/env" ] && cat "$STATE/env" && sinfo && qstat -f && exit 0; echo "testcluster: not up"; exit 1;;
   *) echo "usage: $0 up|down|status"; exit 2;;

@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -93,7 +95,8 @@ def cluster_settings(
     pipelines: tuple[str, ...] = ("demo",),
     keep: bool = True,
 ) -> Path:
-    """Settings: host ``cluster`` over SSH with SLURM, the demo pipeline run bare by this venv's
+    """Settings: host ``cluster`` over SSH (to the compute side's sshd, in the namespace that
+    cannot reach XNAT) with SLURM, the demo pipeline run bare by this venv's
     python on the node (this machine), at most ``limit`` experiments in flight, job
     directories kept (their run.env and job.json are evidence). No password in the file:
     XNAT_PASS."""
@@ -103,7 +106,7 @@ def cluster_settings(
                 "xnat": {"url": server.url, "user": server.user, "timeout": 20, "retries": 2},
                 "hosts": {
                     "cluster": {
-                        "ssh": cluster.alias,
+                        "ssh": cluster.compute_alias,
                         "ssh_config": str(cluster.ssh_config),
                         "known_hosts": str(cluster.known_hosts),
                         "workdir": str(scratch),
@@ -321,3 +324,77 @@ def test_eighty_experiments_into_sixty_places_on_slurm(
     _, writes = xnat_requests(server)
     assert writes == {} and counting.calls.count("sbatch") == 0
     assert {r.state for r in again} == {DONE}
+
+
+# no braces: the pipeline's command is a template ({outputs}). XNAT's address comes from a file:
+# x2c refuses to write it into a job script.
+_PROBE = """
+import socket, sys
+out = sys.argv[1]
+with open(sys.argv[2]) as f:
+    host, port = f.read().split()
+port = int(port)
+try:
+    socket.create_connection((host, port), timeout=5).close()
+    verdict, code = "reached %s:%d" % (host, port), 7
+except OSError as exc:
+    verdict, code = "unreachable %s:%d: %s" % (host, port, exc), 0
+with open(out + "/probe.txt", "w") as f:
+    f.write(verdict + "\\n")
+sys.exit(code)
+"""
+
+
+def test_a_job_on_the_cluster_cannot_reach_xnat(
+    fresh_xnat_server: XnatServer,
+    cluster: Cluster,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    runtimes: None,
+) -> None:
+    """The premise of x2c: the cluster cannot reach XNAT. The job tries XNAT's own address
+    and port from the node (it exits 7 if it gets through); the result comes back anyway,
+    carried by x2c through Z."""
+    if not cluster.netns:
+        message = (
+            "the test cluster's compute side is on loopback (this machine refused network "
+            "namespaces): a job here CAN reach XNAT, so the premise is not tested"
+        )
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    server = fresh_xnat_server
+    project = server.new_project("NET")
+    eid = add_session(server, project, "S1", "S1_MR1")
+    url = urlsplit(server.url)
+    address = tmp_path / "xnat-address"  # this machine's files are the node's too
+    address.write_text(f"{url.hostname} {url.port}\n")
+    probe = tmp_path / "probe.yaml"
+    probe.write_text(
+        yaml.safe_dump(
+            {
+                "name": "probe",
+                "version": "1",
+                "inputs": {"scan_types": ["T1*"], "resource": "NIFTI", "pick": "first"},
+                "input_match": "*.nii*",
+                "image": "none",
+                "runtime": "none",
+                "command": ["python", "-c", _PROBE, "{outputs}", str(address)],
+                "walltime": "00:05:00",
+                "mem_mb": 64,
+                "outputs": ["probe.txt"],
+                "archive": "PROBE",
+                "resource": "PROBE",
+            }
+        )
+    )
+    scratch = tmp_path / "scratch"
+    settings = cluster_settings(
+        tmp_path / "x2c.yaml", server, cluster, scratch, pipelines=(str(probe),)
+    )
+    monkeypatch.setenv("XNAT_PASS", server.password)
+    [row] = passes_until_final(settings, project=project, pipeline="probe", host="cluster")
+    verdict = (scratch / "probe" / eid / "outputs" / "probe.txt").read_text()
+    assert row.state == DONE, (row, verdict)
+    assert verdict.startswith(f"unreachable {url.hostname}:{url.port}"), verdict
+    print(f"\nthe job on the cluster: {verdict.strip()}")

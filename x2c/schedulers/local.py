@@ -44,14 +44,17 @@ env -0 | grep -z -E "^($9)=" > "$d/env" || :
 : > "$d/queued"
 """
 
-# One line per job: id, state, rc (or -), flags (c = cancelled, t = timed out).
+# One line per job: id, state, rc (or -), flags (c = cancelled, t = timed out). Shell builtins
+# only inside the loop (read, not $(cat ...)): every submit and poll scans the whole directory,
+# ended jobs included, and a fork per job made 1,000 submissions quadratic in forks.
 _SCAN = r"""cd "$1" 2>/dev/null || exit 0
 for j in *; do
   [ -e "$j/queued" ] || continue
   rc=-; f=; [ -e "$j/cancelled" ] && f=${f}c; [ -e "$j/timedout" ] && f=${f}t
-  if [ -e "$j/rc" ]; then s=done; rc=$(cat "$j/rc")
+  if [ -e "$j/rc" ]; then s=done; read -r rc < "$j/rc" || :
   elif [ -e "$j/launched" ] && [ -e "$j/pid" ]; then
-    if kill -0 "$(cat "$j/pid")" 2>/dev/null; then s=running; else s=vanished; fi
+    read -r pid < "$j/pid" || :
+    if kill -0 "$pid" 2>/dev/null; then s=running; else s=vanished; fi
   elif [ -e "$j/launched" ]; then s=starting
   elif [ -n "$f" ]; then s=cancelled
   else s=queued; fi
