@@ -80,6 +80,13 @@ wait_for() {  # wait_for DESCRIPTION COMMAND...: poll a readiness check, up to 3
   echo "testcluster: $what did not come up; see $STATE/*.log"; exit 1
 }
 
+ssh_host() {  # ssh_host ALIAS ADDRESS: an ssh_config entry for the cluster's sshd at ADDRESS
+  printf 'Host %s\n  HostName %s\n  Port %s\n  User root\n  IdentityFile %s\n' \
+    "$1" "$2" "$SSH_PORT" "$STATE/ssh/id_ed25519"
+  printf '  UserKnownHostsFile %s\n  StrictHostKeyChecking yes\n  BatchMode yes\n' \
+    "$STATE/ssh/known_hosts"
+}
+
 up_ssh() {
   mkdir -p "$STATE/ssh" /run/sshd
   chmod 700 "$STATE/ssh"
@@ -106,24 +113,10 @@ CONF
   local key
   key=$(cut -d' ' -f1,2 "$STATE/ssh/host_ed25519.pub")
   printf '[127.0.0.1]:%s %s\n[%s]:%s %s\n' "$SSH_PORT" "$key" "$Y_ADDR" "$SSH_PORT" "$key" > "$STATE/ssh/known_hosts"
-  cat > "$STATE/ssh/ssh_config" <<CONF
-Host x2c-test
-  HostName 127.0.0.1
-  Port $SSH_PORT
-  User root
-  IdentityFile $STATE/ssh/id_ed25519
-  UserKnownHostsFile $STATE/ssh/known_hosts
-  StrictHostKeyChecking yes
-  BatchMode yes
-Host x2c-test-y
-  HostName $(y_addr)
-  Port $SSH_PORT
-  User root
-  IdentityFile $STATE/ssh/id_ed25519
-  UserKnownHostsFile $STATE/ssh/known_hosts
-  StrictHostKeyChecking yes
-  BatchMode yes
-CONF
+  {
+    ssh_host x2c-test 127.0.0.1       # the login node
+    ssh_host x2c-test-y "$(y_addr)"   # the compute side
+  } > "$STATE/ssh/ssh_config"
   if ! { [ -f "$STATE/ssh/sshd.pid" ] && kill -0 "$(cat "$STATE/ssh/sshd.pid")" 2>/dev/null; }; then
     /usr/sbin/sshd -f "$STATE/ssh/sshd_config" -E "$STATE/sshd.log"
   fi
