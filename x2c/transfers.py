@@ -211,19 +211,9 @@ def _copy(
 
 
 def _hashing(chunks: Iterator[bytes], md5: hashlib._Hash) -> Iterator[bytes]:
-    """``chunks`` passed on as they come, hashed into ``md5`` on a thread of their own: hashlib
-    releases the GIL, so chunk k is hashed while it is sent (the md5 of a 2 GiB file alone
-    takes seconds, which ran after each chunk's send before). One chunk in hand at a time, in
-    order; the digest is complete when the generator is exhausted."""
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="x2c-md5") as hasher:
-        pending = None
-        for chunk in chunks:
-            if pending is not None:
-                pending.result()
-            pending = hasher.submit(md5.update, chunk)
-            yield chunk
-        if pending is not None:
-            pending.result()
+    for chunk in chunks:
+        md5.update(chunk)
+        yield chunk
 
 
 def _verify(ref: FileRef, written: int, md5: str, dest: Host, part: str) -> None:
