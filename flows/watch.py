@@ -49,20 +49,21 @@ def watch_xnat(
     from prefect.artifacts import create_table_artifact
 
     rt = open_runtime(settings_path)
+    server = public_url(rt.xnat_config.url)
     listings: dict[str, list[Experiment]] = {}
     rows: list[dict[str, str]] = []
     started: list[str] = []
     for run in rt.settings.projects:
         if run.project not in listings:
             listings[run.project] = list_sessions(rt, run.project)
-        name = variable_name(run.project, run.pipeline)
+        name = variable_name(server, run.project, run.pipeline)
         fresh, mark = new_sessions(
             listings[run.project], load_mark(name), lookback_s=lookback_s, backfill=backfill
         )
         for e in fresh:
             run_id = start_run(
                 deployment,
-                public_url(rt.xnat_config.url),
+                server,
                 settings_path,
                 run.project,
                 e.id,

@@ -18,6 +18,7 @@ no-op. The mark is an optimisation (no call per old session); the key is the gua
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 from collections.abc import Iterable, Sequence
@@ -72,10 +73,16 @@ def parse_stamp(text: str) -> datetime | None:
     return stamp.replace(tzinfo=None)
 
 
-def variable_name(project: str, pipeline: str) -> str:
-    """The Variable holding the mark of one (project, pipeline) watch."""
+def variable_name(server: str, project: str, pipeline: str) -> str:
+    """The Variable holding the mark of one (XNAT server, project, pipeline) watch.
+
+    The server (its public URL) is in the name, as in :func:`idempotency_key`: the watchers of
+    two XNATs with a project of the same name on one Prefect server must not read each
+    other's mark (one would take the other's newest session as its own and pass over older
+    ones)."""
+    digest = hashlib.sha256(server.encode()).hexdigest()[:10]
     slug = re.sub(r"[^a-z0-9_-]+", "-", f"{project}-{pipeline}".lower())
-    return f"x2c-watch-{slug}"
+    return f"x2c-watch-{digest}-{slug}"
 
 
 def new_sessions(

@@ -85,7 +85,7 @@ def test_a_new_session_is_processed_once_through_watcher_and_worker(
     finally:
         recipe.close_runtimes()
         with prefect_stack.settings(), get_client(sync_client=True) as client:
-            client.delete_variable_by_name(variable_name(project, "demo"))
+            client.delete_variable_by_name(variable_name(xnat_server.url, project, "demo"))
 
     # the pass submitted the job and returned; passes (what the reconcile deployment runs every
     # few minutes) collect it

@@ -48,7 +48,7 @@ def test_each_new_session_starts_exactly_one_run(
     deployment_id = reconcile.to_deployment(
         name=ON_NEW_SESSION.split("/")[1], parameters={"settings_path": settings}
     ).apply()
-    mark = variable_name(project, "demo")
+    mark = variable_name(xnat_server.url, project, "demo")
 
     assert watch_xnat(settings) == [], "the first look only sets the mark"
     assert Variable.get(mark)["seen"] == [old]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from tasks.watch import Mark, new_sessions, parse_stamp, variable_name
 from x2c.xnat import Experiment
 
@@ -84,6 +86,9 @@ def test_marks_round_trip_and_names_are_valid_variable_names() -> None:
     mark = Mark(mark=T1, seen=("E1", "E2"))
     assert Mark.from_json(mark.to_json()) == mark
     assert Mark.from_json(None) is None
-    assert variable_name("ADNI_2", "FreeSurfer6 hippo") == "x2c-watch-adni_2-freesurfer6-hippo"
+    name = variable_name("https://x.org", "ADNI_2", "FreeSurfer6 hippo")
+    assert re.fullmatch(r"x2c-watch-[0-9a-f]{10}-adni_2-freesurfer6-hippo", name), name
+    # one project name on two XNATs: two watches, two marks
+    assert name != variable_name("https://y.org", "ADNI_2", "FreeSurfer6 hippo")
     assert parse_stamp("2026-11-27T05:00:00+01:00") == parse_stamp("2026-11-27 05:00:00")
     assert parse_stamp("yesterday") is None
