@@ -80,6 +80,8 @@ wait_for() {  # wait_for DESCRIPTION COMMAND...: poll a readiness check, up to 3
   echo "testcluster: $what did not come up; see $STATE/*.log"; exit 1
 }
 
+running() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }  # running PIDFILE
+
 ssh_host() {  # ssh_host ALIAS ADDRESS: an ssh_config entry for the cluster's sshd at ADDRESS
   printf 'Host %s\n  HostName %s\n  Port %s\n  User root\n  IdentityFile %s\n' \
     "$1" "$2" "$SSH_PORT" "$STATE/ssh/id_ed25519"
@@ -117,11 +119,11 @@ CONF
     ssh_host x2c-test 127.0.0.1       # the login node
     ssh_host x2c-test-y "$(y_addr)"   # the compute side
   } > "$STATE/ssh/ssh_config"
-  if ! { [ -f "$STATE/ssh/sshd.pid" ] && kill -0 "$(cat "$STATE/ssh/sshd.pid")" 2>/dev/null; }; then
+  if ! running "$STATE/ssh/sshd.pid"; then
     /usr/sbin/sshd -f "$STATE/ssh/sshd_config" -E "$STATE/sshd.log"
   fi
   wait_for "sshd on 127.0.0.1:$SSH_PORT" ssh -F "$STATE/ssh/ssh_config" x2c-test true
-  if [ "$NETNS" = 1 ] && ! { [ -f "$STATE/ssh/sshd-y.pid" ] && kill -0 "$(cat "$STATE/ssh/sshd-y.pid")" 2>/dev/null; }; then
+  if [ "$NETNS" = 1 ] && ! running "$STATE/ssh/sshd-y.pid"; then
     in_y /usr/sbin/sshd -f "$STATE/ssh/sshd_config_y" -E "$STATE/sshd-y.log"
   fi
   wait_for "sshd on $(y_addr):$SSH_PORT" ssh -F "$STATE/ssh/ssh_config" x2c-test-y true

@@ -139,36 +139,55 @@ _HOLD = (
 )
 
 
-def hold_pipeline(path: Path, trace: Path, release: Path) -> Path:
-    """A pipeline ``hold`` whose jobs run until ``release`` exists (see ``_HOLD``)."""
+def pipeline_file(
+    path: Path, name: str, command: list[str], outputs: list[str], walltime: str = "00:10:00"
+) -> Path:
+    """A pipeline ``name`` run bare (no image) on the first T1 NIfTI, 64 MB, its archive and
+    result resource named ``NAME``."""
     path.write_text(
         yaml.safe_dump(
             {
-                "name": "hold",
+                "name": name,
                 "version": "1",
                 "inputs": {"scan_types": ["T1*"], "resource": "NIFTI", "pick": "first"},
                 "input_match": "*.nii*",
                 "image": "none",
                 "runtime": "none",
-                "command": [
-                    "sh",
-                    "-c",
-                    _HOLD,
-                    "hold",
-                    "{subject}",
-                    str(trace),
-                    str(release),
-                    "{outputs}",
-                ],
-                "walltime": "00:10:00",
+                "command": command,
+                "walltime": walltime,
                 "mem_mb": 64,
-                "outputs": ["out.txt"],
-                "archive": "HOLD",
-                "resource": "HOLD",
+                "outputs": outputs,
+                "archive": name.upper(),
+                "resource": name.upper(),
             }
         )
     )
     return path
+
+
+def hold_pipeline(path: Path, trace: Path, release: Path) -> Path:
+    """A pipeline ``hold`` whose jobs run until ``release`` exists (see ``_HOLD``)."""
+    command = ["sh", "-c", _HOLD, "hold", "{subject}", str(trace), str(release), "{outputs}"]
+    return pipeline_file(path, "hold", command, ["out.txt"])
+
+
+def hold_settings(
+    tmp_path: Path, server: XnatServer, project: str, *, max_in_flight: int, max_local_jobs: int
+) -> tuple[Path, Path, Path]:
+    """Settings of ``project`` on pipeline ``hold`` on the local host (``write_settings``);
+    returns (settings, the jobs' trace, the file that releases them)."""
+    trace, release = tmp_path / "trace", tmp_path / "release"
+    pipeline = hold_pipeline(tmp_path / "hold.yaml", trace, release)
+    settings = write_settings(
+        tmp_path / "x2c.yaml",
+        server,
+        tmp_path,
+        projects=[(project, "hold")],
+        pipelines=[str(pipeline)],
+        max_in_flight=max_in_flight,
+        max_local_jobs=max_local_jobs,
+    )
+    return settings, trace, release
 
 
 def job_windows(trace: Path) -> list[tuple[float, float]]:

@@ -38,7 +38,14 @@ from tasks.runtime import open_runtime
 from tests.fixtures.cluster import Cluster
 from tests.fixtures.xnat_data import add_broken_session, add_session
 from tests.fixtures.xnat_server import XnatServer
-from tests.flows.helpers import VENV_BIN, claims_on, hold_pipeline, one_pass, passes_until_final
+from tests.flows.helpers import (
+    VENV_BIN,
+    claims_on,
+    hold_pipeline,
+    one_pass,
+    passes_until_final,
+    pipeline_file,
+)
 from x2c import recipe
 from x2c.reconcile import DONE, FAILED, SKIPPED
 
@@ -369,25 +376,8 @@ def test_a_job_on_the_cluster_cannot_reach_xnat(
     url = urlsplit(server.url)
     address = tmp_path / "xnat-address"  # this machine's files are the node's too
     address.write_text(f"{url.hostname} {url.port}\n")
-    probe = tmp_path / "probe.yaml"
-    probe.write_text(
-        yaml.safe_dump(
-            {
-                "name": "probe",
-                "version": "1",
-                "inputs": {"scan_types": ["T1*"], "resource": "NIFTI", "pick": "first"},
-                "input_match": "*.nii*",
-                "image": "none",
-                "runtime": "none",
-                "command": ["python", "-c", _PROBE, "{outputs}", str(address)],
-                "walltime": "00:05:00",
-                "mem_mb": 64,
-                "outputs": ["probe.txt"],
-                "archive": "PROBE",
-                "resource": "PROBE",
-            }
-        )
-    )
+    command = ["python", "-c", _PROBE, "{outputs}", str(address)]
+    probe = pipeline_file(tmp_path / "probe.yaml", "probe", command, ["probe.txt"], "00:05:00")
     scratch = tmp_path / "scratch"
     settings = cluster_settings(
         tmp_path / "x2c.yaml", server, cluster, scratch, pipelines=(str(probe),)

@@ -30,14 +30,13 @@ from tests.fixtures.xnat_server import XnatServer
 from tests.flows.helpers import (
     artifacts_by_key,
     claims_on,
-    hold_pipeline,
+    hold_settings,
     job_windows,
     max_overlap,
     one_pass,
     pass_state,
     passes_until_final,
     poll,
-    write_settings,
 )
 from x2c import recipe
 from x2c.reconcile import Row
@@ -103,16 +102,8 @@ def test_passes_submit_into_free_places_and_collect_without_waiting(
         good = [add_session(server, project, f"S{k}", f"S{k}_MR1", index=k) for k in (1, 2, 3)]
         add_session(server, project, "S4", "S4_MR1", scan_type="DWI")
         failing = add_session(server, project, "FAIL5", "FAIL5_MR1")
-        trace, release = tmp_path / "trace", tmp_path / "release"
-        pipeline = hold_pipeline(tmp_path / "hold.yaml", trace, release)
-        settings = write_settings(
-            tmp_path / "x2c.yaml",
-            server,
-            tmp_path,
-            projects=[(project, "hold")],
-            pipelines=[str(pipeline)],
-            max_in_flight=2,
-            max_local_jobs=5,
+        settings, trace, release = hold_settings(
+            tmp_path, server, project, max_in_flight=2, max_local_jobs=5
         )
         monkeypatch.setenv("XNAT_PASS", server.password)
         work = tmp_path / "work"
@@ -182,16 +173,8 @@ def test_a_thousand_places_cost_no_more_threads_than_a_few(
     server = fresh_xnat_server
     project = server.new_project("SCALE")
     eids = [add_session(server, project, f"S{k:02d}", f"S{k:02d}_MR1") for k in range(80)]
-    trace, release = tmp_path / "trace", tmp_path / "release"
-    pipeline = hold_pipeline(tmp_path / "hold.yaml", trace, release)
-    settings = write_settings(
-        tmp_path / "x2c.yaml",
-        server,
-        tmp_path,
-        projects=[(project, "hold")],
-        pipelines=[str(pipeline)],
-        max_in_flight=60,
-        max_local_jobs=20,
+    settings, _, release = hold_settings(
+        tmp_path, server, project, max_in_flight=60, max_local_jobs=20
     )
     monkeypatch.setenv("XNAT_PASS", server.password)
     work = tmp_path / "work"
