@@ -12,7 +12,6 @@ import contextvars
 import re
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict
 
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
@@ -156,8 +155,3 @@ def publish_history(rows: Sequence[Row], workers: int = 8) -> int:
         for future in done:
             future.result()
     return len(changed)
-
-
-def as_dicts(results: Sequence[Row]) -> list[dict[str, object]]:
-    """Plain dicts, e.g. for JSON output."""
-    return [asdict(r) for r in results]

@@ -14,18 +14,7 @@ from x2c import xnat
 from x2c.errors import JobFailedError, NothingToProcessError
 from x2c.poller import SUBMITTING, is_live, is_success
 from x2c.provenance import public_url
-from x2c.recipe import (
-    INPUTS_MANIFEST,
-    Runtime,
-    Target,
-    check_failed,
-    job_spec,
-    jobdir_of,
-    name_of,
-    read_record,
-    render_script,
-    resolve_submitting,
-)
+from x2c.recipe import Handle, Runtime, Target, handle, job_spec, registry, render_script
 from x2c.schedulers import JobId, JobSpec
 from x2c.schedulers.slurm import sbatch_argv
 
@@ -53,16 +42,16 @@ class Decision:
     job_id: JobId | None = None
 
 
-def _assess(rt: Runtime, t: Target) -> Decision:
-    """Where ``t`` stands, read-only (the dry run never polls: a poll of the local scheduler
+def _assess(h: Handle) -> Decision:
+    """Where ``h`` stands, read-only (the dry run never polls: a poll of the local scheduler
     launches jobs); raises :class:`JobFailedError` for a failure that would be reported."""
-    pipe = rt.pipeline(t.pipeline)
-    status = xnat.resource_status(rt.xnat, t.experiment, pipe.resource, pipe.version)
+    t, pipe = h.t, h.pipe
+    status = xnat.resource_status(h.rt.xnat, t.experiment, pipe.resource, pipe.version)
     if status.done:
         return Decision(Action.SKIP_DONE, status.reason)
-    record = read_record(rt, t)
+    record = registry.read(h)
     if record is not None and record.state == SUBMITTING:
-        record = resolve_submitting(rt, t, record)
+        record = registry.resolve_submitting(h, record)
     if record is None:
         return Decision(Action.SUBMIT, f"{status.reason}; no job recorded on {t.host}")
     if is_live(record.state):
@@ -76,19 +65,19 @@ def _assess(rt: Runtime, t: Target) -> Decision:
             Action.SUBMIT, f"the job on {t.host} ran version {record.version}, not {pipe.version}"
         )
     if is_success(record.state):
-        if rt.host(t.host).exists(jobdir_of(rt, t).archive(pipe.archive_name)):
+        if h.host.exists(h.jobdir.archive(pipe.archive_name)):
             return Decision(
                 Action.COLLECT,
                 f"job {record.job_id} finished and its archive is on {t.host}; {status.reason}",
                 JobId(record.job_id),
             )
         return Decision(Action.SUBMIT, f"job {record.job_id} finished but its archive is gone")
-    check_failed(rt, t)
+    registry.check_failed(h)
     return Decision(Action.SUBMIT, f"the inputs changed since job {record.job_id} failed")
 
 
-def _submit_line(rt: Runtime, t: Target, spec: JobSpec) -> str:
-    cfg = rt.host_config(t.host)
+def _submit_line(h: Handle, spec: JobSpec) -> str:
+    cfg = h.cfg
     if cfg.scheduler.kind == "slurm":
         return "submit: " + shlex.join(sbatch_argv(spec, cfg.scheduler))
     return (
@@ -100,14 +89,13 @@ def plan(rt: Runtime, t: Target) -> list[str]:
     """The dry run of ``t``: every request, transfer and command it WOULD make, and the job
     script it would submit, as lines of text. Changes nothing (read-only XNAT requests and
     file reads on Y only); never shows a password."""
-    pipe = rt.pipeline(t.pipeline)
-    cfg = rt.host_config(t.host)
-    jobdir = jobdir_of(rt, t)
+    h = handle(rt, t)
+    pipe, cfg, jobdir = h.pipe, h.cfg, h.jobdir
     server = public_url(rt.xnat_config.url)
     where = f"{cfg.ssh or t.host}:{shlex.quote(jobdir.root)}"
-    lines = [f"# {name_of(t)} ({t.experiment}) on {t.host}, pipeline version {pipe.version}"]
+    lines = [f"# {h.name} ({t.experiment}) on {t.host}, pipeline version {pipe.version}"]
     try:
-        decision = _assess(rt, t)
+        decision = _assess(h)
     except JobFailedError as exc:
         return [*lines, f"report failed: {exc}"]
     lines.append(f"decide: {decision.action.value}: {decision.reason}")
@@ -124,13 +112,13 @@ def plan(rt: Runtime, t: Target) -> list[str]:
                 f"transfer: GET {server}{f.uri} -> {where}/{jd.INPUTS}/{f.path} "
                 f"({f.size} bytes, md5 {f.md5}; skipped if already there and verified)"
             )
-        script = render_script(rt, t, pipe, [f.path for f in selection.files])
-        spec = job_spec(rt, t, pipe, f"x2c.{pipe.name}.{t.experiment}.<new>")
-        lines.append(f"write: {where}/{INPUTS_MANIFEST} (the staged files, size and md5)")
+        script = render_script(h, [f.path for f in selection.files])
+        spec = job_spec(h, f"x2c.{pipe.name}.{t.experiment}.<new>")
+        lines.append(f"write: {where}/{registry.INPUTS_MANIFEST} (the staged files, size and md5)")
         lines.append(f"write: {where}/{jd.JOB_SCRIPT}:")
         lines += [f"  | {line}" for line in script.splitlines()]
         lines.append(f"write: {where}/{jd.REGISTRY} (state submitting, with the job's tag)")
-        lines.append(_submit_line(rt, t, spec))
+        lines.append(_submit_line(h, spec))
         lines.append(f"write: {where}/{jd.REGISTRY} (the job id, state PENDING)")
     if decision.action in (Action.SUBMIT, Action.ATTACH):
         lines.append(f"wait: poll {cfg.scheduler.kind} on {t.host} until the job ends")

@@ -49,7 +49,7 @@ from x2c.ledger import NOTHING as LEDGER_NOTHING
 from x2c.ledger import is_fresh
 from x2c.poller import SUBMITTING, Watched, is_live, is_success, poll_jobs
 from x2c.provenance import public_url
-from x2c.recipe import Runtime, Target
+from x2c.recipe import Runtime, Target, registry
 from x2c.schedulers import JobSpec
 from x2c.settings import Settings
 
@@ -292,7 +292,7 @@ def _claimed(
     record = claim.record
     abandoned = claim.abandoned(cfg.claim_stale_s)
     if record is not None and record.state == SUBMITTING and abandoned:
-        resolved = recipe.resolve_submitting(rt, t, record)
+        resolved = registry.resolve_submitting(recipe.handle(rt, t), record)
         if resolved is not None and mutate:
             rt.host(t.host).write_atomic(claim.jobdir.registry, jd.encode_record(resolved))
         record = resolved
@@ -405,7 +405,8 @@ def check(rt: Runtime, t: Target, *, retry_failed: bool = False, mutate: bool = 
     """An experiment nobody is working on: its row when it needs no job (its verified result
     is on XNAT; its last job failed and nothing changed since), else None. 2 XNAT requests,
     plus the input selection only for a failed job whose experiment changed on XNAT."""
-    pipe = rt.pipeline(t.pipeline)
+    h = recipe.handle(rt, t)
+    pipe = h.pipe
     status = xnat.resource_status(rt.xnat, t.experiment, pipe.resource, pipe.version)
     if status.done:
         if mutate:
@@ -417,15 +418,12 @@ def check(rt: Runtime, t: Target, *, retry_failed: bool = False, mutate: bool = 
             )
         return Row.of(t, DONE, status.reason, action="skip_done", xnat_uri=_result_uri(rt, t))
     try:
-        record = recipe.read_record(rt, t)
+        record = registry.read(h)
     except PipelineError as exc:  # a corrupt registry entry: this experiment only
         return Row.of(t, FAILED, str(exc), action="report_failed")
     if record is not None and record.job_id and is_live(record.state):
         if mutate:
-            claims.adopt(
-                rt.host(t.host),
-                jd.job_dir(rt.host_config(t.host).workdir, t.pipeline, t.experiment),
-            )
+            claims.adopt(h.host, h.jobdir)
         return Row.of(
             t,
             IN_FLIGHT,
@@ -437,7 +435,7 @@ def check(rt: Runtime, t: Target, *, retry_failed: bool = False, mutate: bool = 
     if retry_failed:
         return None
     try:
-        recipe.check_failed(rt, t)
+        registry.check_failed(h)
     except JobFailedError as exc:
         if mutate:
             rt.ledger.record(
@@ -507,26 +505,25 @@ def launch(rt: Runtime, t: Target) -> Row:
     """Select, stage, build and submit a claimed experiment, renewing its claim meanwhile.
     Nothing to process gives the place back (``skipped``); an error before the submission gives
     it back too (``failed`` for this run, tried again by the next pass)."""
-    host = rt.host(t.host)
-    jobdir = jd.job_dir(rt.host_config(t.host).workdir, t.pipeline, t.experiment)
+    h = recipe.handle(rt, t)
+    host, jobdir = h.host, h.jobdir
     submitted = False
-    stale_s = rt.host_config(t.host).claim_stale_s
     try:
         claims.renew(host, jobdir)
-        with claims.renewing(host, jobdir, stale_s=stale_s):
-            selection = recipe.select(rt, t)
+        with claims.renewing(host, jobdir, stale_s=h.cfg.claim_stale_s):
+            selection = recipe.select(h)
             with rt.xnat_slot:
-                recipe.stage(rt, t, selection)
-            spec = recipe.build(rt, t, selection)
+                recipe.stage(h, selection)
+            spec = recipe.build(h, selection)
             claims.renew(host, jobdir)
             submitted = True
-            job_id = recipe.submit(rt, t, spec)
+            job_id = recipe.submit(h, spec)
     except NothingToProcessError as exc:
         claims.release(host, jobdir)
         return Row.of(t, SKIPPED, f"skipped: {exc.reason}", action="submit")
     except X2CError as exc:
         note = _retry_note(exc)
-        if submitted and _refused(rt, t, jobdir, spec, exc):
+        if submitted and _refused(h, spec, exc):
             submitted, note = False, "; no job carries its tag: the next pass submits again"
         if not submitted:
             claims.release(host, jobdir)
@@ -541,7 +538,7 @@ def launch(rt: Runtime, t: Target) -> Row:
     )
 
 
-def _refused(rt: Runtime, t: Target, jobdir: jd.JobDir, spec: JobSpec, exc: X2CError) -> bool:
+def _refused(h: recipe.Handle, spec: JobSpec, exc: X2CError) -> bool:
     """After a failed submission: True when the scheduler refused it and holds no job with the
     build's tag, so nothing is in flight; the ``submitting`` entry is then removed. Otherwise
     (the job may exist: sbatch can fail after queueing it) the claim stays, and once stale the
@@ -550,9 +547,9 @@ def _refused(rt: Runtime, t: Target, jobdir: jd.JobDir, spec: JobSpec, exc: X2CE
     if not isinstance(exc, SubmissionError):
         return False
     try:
-        if rt.scheduler(t.host).find(spec.tag):
+        if h.scheduler.find(spec.tag):
             return False
-        rt.host(t.host).remove(jobdir.registry)
+        h.host.remove(h.jobdir.registry)
     except X2CError:
         return False
     return True
@@ -562,14 +559,12 @@ def finish(rt: Runtime, t: Target) -> Row:
     """Collect, upload and clean a completed job under the experiment's finishing claim. A
     verified result of this pipeline version already on XNAT is kept as it is (never deleted
     by a run that did not find it damaged); the job directory is cleaned either way."""
-    cfg = rt.host_config(t.host)
-    host = rt.host(t.host)
-    pipe = rt.pipeline(t.pipeline)
-    jobdir = jd.job_dir(cfg.workdir, t.pipeline, t.experiment)
+    h = recipe.handle(rt, t)
+    cfg, host, pipe, jobdir = h.cfg, h.host, h.pipe, h.jobdir
     rel = claims.relpath(cfg.workdir, t.pipeline, t.experiment)
     if not claims.take_finishing(host, cfg.workdir, rel, stale_s=cfg.claim_stale_s):
         return Row.of(t, IN_FLIGHT, "another run is uploading its result", action="wait")
-    record = recipe.read_record(rt, t)
+    record = registry.read(h)
     common = {"job_id": record.job_id if record else "", "since": _since(record)}
     try:
         status = xnat.resource_status(rt.xnat, t.experiment, pipe.resource, pipe.version)
@@ -582,11 +577,11 @@ def finish(rt: Runtime, t: Target) -> Row:
                 [(t.experiment, t.last_modified, LEDGER_DONE, "")],
             )
         else:
-            archive = recipe.collect(rt, t)
+            archive = recipe.collect(h)
             with rt.xnat_slot:
-                recipe.upload(rt, t, archive, found=status.state)
+                recipe.upload(h, archive, found=status.state)
             reason = f"job {common['job_id']} completed; result uploaded and verified"
-        removed = recipe.clean(rt, t)
+        removed = recipe.clean(h)
     except X2CError as exc:
         claims.release(host, jobdir, finishing_only=True)
         # a conflict: the result resource appeared since the status check (another uploader);
@@ -599,7 +594,7 @@ def finish(rt: Runtime, t: Target) -> Row:
                 action="collect",
                 **common,
             )
-        recipe.record_failure(rt, t, f"{type(exc).__name__}: {exc}")
+        registry.record_failure(h, f"{type(exc).__name__}: {exc}")
         claims.release(host, jobdir)
         return Row.of(t, FAILED, f"{type(exc).__name__}: {exc}", action="collect", **common)
     if not removed:  # keep_workdir: the directory stays, its place is given back

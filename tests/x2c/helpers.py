@@ -9,7 +9,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -19,8 +18,8 @@ from tests.x2c.schedulers.conftest import CountingRunner
 from x2c import claims, recipe, reconcile
 from x2c import jobdir as jd
 from x2c.config import HostConfig, SchedulerConfig
-from x2c.poller import SUBMITTING
-from x2c.recipe import Runtime, Target
+from x2c.recipe import Runtime, Target, registry
+from x2c.recipe.submit import submitting
 from x2c.reconcile import Row, ScopeEntry
 from x2c.schedulers import JobSpec
 from x2c.settings import Settings, XnatSource
@@ -123,7 +122,7 @@ def scope_for(t: Target) -> list[ScopeEntry]:
 
 def jobdir_of(rt: Runtime, t: Target) -> jd.JobDir:
     """``t``'s job directory on its host."""
-    return jd.job_dir(rt.host_config(t.host).workdir, t.pipeline, t.experiment)
+    return recipe.handle(rt, t).jobdir
 
 
 def local_jobs(rt: Runtime, t: Target) -> list[str]:
@@ -180,23 +179,8 @@ def claim(rt: Runtime, t: Target) -> None:
 def record_submitting(rt: Runtime, t: Target, spec: JobSpec) -> None:
     """Write the registry entry :func:`x2c.recipe.submit` writes before it calls the
     scheduler: ``submitting``, with the build's tag and no job id."""
-    pipe = rt.pipeline(t.pipeline)
-    record = jd.JobRecord(
-        job_id="",
-        scheduler=rt.host_config(t.host).scheduler.kind,
-        host=t.host,
-        pipeline=pipe.name,
-        version=pipe.version,
-        experiment=t.experiment,
-        submitted_at=datetime.now(UTC),
-        state=SUBMITTING,
-        project=t.project,
-        subject=t.subject,
-        label=t.label,
-        archive=pipe.archive_name,
-        tag=spec.tag,
-    )
-    rt.host(t.host).write_atomic(jobdir_of(rt, t).registry, jd.encode_record(record))
+    h = recipe.handle(rt, t)
+    registry.write(h, submitting(h, spec))
 
 
 def ended(rt: Runtime, t: Target) -> bool:
@@ -243,12 +227,13 @@ WHILE_FINISHING = ("mid-upload", "uploaded", "upload-unrecorded")
 
 def crash_at(rt: Runtime, t: Target, point: str) -> str | None:
     """Run a pass's steps for ``t`` and stop dead at ``point``, a row of the crash table in
-    x2c/recipe.py: after its claim (``claim``), after ``select``, ``stage`` or ``build``,
+    x2c/recipe/__init__.py: after its claim (``claim``), after ``select``, ``stage`` or ``build``,
     after recording ``submitting``, after the scheduler ran (``sbatch``: the registry never
     got the job id), after the job ``ended`` (nobody polled it), with the upload cut halfway
     (``mid-upload``: a resource without provenance), after the verified upload (``uploaded``;
     ``upload-unrecorded``: the registry still says COMPLETED). Returns the job submitted, if
     any."""
+    h = recipe.handle(rt, t)
     claim(rt, t)
     if point in ("ended", *WHILE_FINISHING):
         job = reconcile.launch(rt, t).job_id
@@ -271,23 +256,23 @@ def crash_at(rt: Runtime, t: Target, point: str) -> str | None:
             put(rt.xnat, *resource)
             put(rt.xnat, *resource, "files", "part.zip", params={"inbody": "true"}, body=b"part")
             return job
-        recipe.upload(rt, t, recipe.collect(rt, t))
+        recipe.upload(h, recipe.collect(h))
         if point == "upload-unrecorded":
-            record = recipe.read_record(rt, t)
+            record = registry.read(h)
             assert record is not None and record.state == "uploaded"
             stale = record.model_copy(update={"state": "COMPLETED"})
-            rt.host(t.host).write_atomic(jobdir_of(rt, t).registry, jd.encode_record(stale))
+            rt.host(t.host).write_atomic(h.jobdir.registry, jd.encode_record(stale))
         return job
     assert point in BEFORE_THE_JOB_ID, point
     if point == "claim":
         return None
-    selection = recipe.select(rt, t)
+    selection = recipe.select(h)
     if point == "select":
         return None
-    recipe.stage(rt, t, selection)
+    recipe.stage(h, selection)
     if point == "stage":
         return None
-    spec = recipe.build(rt, t, selection)
+    spec = recipe.build(h, selection)
     if point == "build":
         return None
     record_submitting(rt, t, spec)
@@ -301,11 +286,11 @@ def wait_for_job(rt: Runtime, t: Target, timeout: float = 120.0) -> jd.JobRecord
     what changed in its registry entry, until the job has ended; the final entry."""
     from x2c.poller import Watched, is_live, poll_jobs
 
-    jobdir = recipe.jobdir_of(rt, t)
-    host = rt.host(t.host)
+    h = recipe.handle(rt, t)
+    jobdir, host = h.jobdir, h.host
 
     def ended_record() -> jd.JobRecord | None:
-        record = recipe.read_record(rt, t)
+        record = registry.read(h)
         assert record is not None, f"no job recorded for {t.label}"
         changed = poll_jobs(rt.scheduler(t.host), {"job": Watched(record, jobdir)}, time.time())
         if "job" in changed:

@@ -135,11 +135,12 @@ def test_no_secret_reaches_the_job_or_its_launchers(rt: Runtime, xnat_server: An
     project = xnat_server.new_project("ENV")
     eid = add_session(xnat_server, project, "E1", "E1_MR1")
     [t] = recipe.targets(rt, project, "envdump", "y", [eid])
-    jobdir = recipe.jobdir_of(rt, t)
+    h = recipe.handle(rt, t)
+    jobdir = h.jobdir
     state_dir = rt.host_config("y").workdir + "/.x2c-local"
-    selection = recipe.select(rt, t)
-    recipe.stage(rt, t, selection)
-    job = recipe.submit(rt, t, recipe.build(rt, t, selection))
+    selection = recipe.select(h)
+    recipe.stage(h, selection)
+    job = recipe.submit(h, recipe.build(h, selection))
     kind = rt.host_config("y").scheduler.kind
 
     env_txt = Path(jobdir.outputs) / "env.txt"
@@ -159,7 +160,7 @@ def test_no_secret_reaches_the_job_or_its_launchers(rt: Runtime, xnat_server: An
         scanned[path] = Path(path).read_bytes() if Path(path).exists() else b""
     for saved in Path(state_dir).glob("*/env"):
         scanned[str(saved)] = saved.read_bytes()
-    archive = recipe.collect(rt, t)
+    archive = recipe.collect(h)
     with zipfile.ZipFile(Path(jobdir.root, archive.path)) as zf:
         for name in zf.namelist():
             scanned[f"archive:{name}"] = zf.read(name)
@@ -177,7 +178,7 @@ def test_no_secret_reaches_the_job_or_its_launchers(rt: Runtime, xnat_server: An
     if kind == "slurm":
         assert f"SLURM_JOB_ID={job}" in job_env  # the scheduler's own variables still arrive
 
-    recipe.upload(rt, t, archive)
+    recipe.upload(h, archive)
     assert resource_status(rt.xnat, eid, "ENVDUMP", "1").done
 
 

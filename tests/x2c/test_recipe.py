@@ -1,7 +1,7 @@
 """The recipe run in reconcile passes without Prefect, against the real devxnat server, the local
 host and the local scheduler, with the demo pipeline run bare (runtime none) by this venv's
 python. Crashes are simulated by calling the steps partway, one test per row of the crash
-table in x2c/recipe.py; the next passes must finish with exactly one job and one upload."""
+table in x2c/recipe/__init__.py; the next passes must finish with exactly one job and one upload."""
 
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ from x2c.config import SchedulerConfig
 from x2c.devxnat.demo import nifti_bytes
 from x2c.errors import NothingToProcessError, PipelineError
 from x2c.plan import plan
-from x2c.recipe import Runtime, Target
+from x2c.recipe import Runtime, Target, registry
 from x2c.reconcile import Row, ScopeEntry
 from x2c.xnat import XnatSession, connect, path_of, resource_status
 
@@ -217,14 +217,14 @@ def test_nothing_to_process_names_the_reason_and_costs_nothing_again(
     assert "no scan of type T1*, *MPRAGE*" in row.reason and "DWI" in row.reason
     assert local_jobs(rt, t) == []
     with pytest.raises(NothingToProcessError):
-        recipe.select(rt, t)
+        recipe.select(recipe.handle(rt, t))
     requests.reset()
     [again] = reconcile.run_pass(rt, scope_for(t))
     assert again.state == "skipped" and requests.total() == 1
     assert not any(claims.scan(rt.host("local"), rt.host_config("local").workdir))
 
 
-# --- the crash table (x2c/recipe.py), one test per row --------------------------------------
+# --- the crash table (x2c/recipe/__init__.py), one test per row ---------------------------
 
 
 @pytest.mark.parametrize("point", BEFORE_THE_JOB_ID)
@@ -273,7 +273,7 @@ def test_a_pass_killed_after_the_job_ended_unrecorded(
     """Row "after the job ended, unrecorded": the next pass's poll judges it and finishes it."""
     t = session(rt, xnat_server, project, "C_ended")
     job = crash_at(rt, t, "ended")
-    record = recipe.read_record(rt, t)
+    record = registry.read(recipe.handle(rt, t))
     assert record is not None and record.state == "PENDING"  # nobody polled it
     [row] = reconcile.run_pass(rt, scope_for(t))
     assert (row.state, row.action, row.job_id) == ("done", "collect", job), row
@@ -379,10 +379,11 @@ def test_two_passes_at_once_take_a_stale_claim_over_once(
     rt: Runtime, project: str, xnat_server: Any
 ) -> None:
     t = session(rt, xnat_server, project, "TS_MR1")
+    h = recipe.handle(rt, t)
     claim(rt, t)
-    selection = recipe.select(rt, t)
-    recipe.stage(rt, t, selection)
-    record_submitting(rt, t, recipe.build(rt, t, selection))  # then the pass died
+    selection = recipe.select(h)
+    recipe.stage(h, selection)
+    record_submitting(rt, t, recipe.build(h, selection))  # then the pass died
     cfg = rt.host_config("local")
     rel = claims.relpath(cfg.workdir, t.pipeline, t.experiment)
     until(
@@ -496,7 +497,7 @@ def test_a_failed_job_is_reported_again_not_resubmitted(
     assert (row.state, row.action) == ("failed", "ended"), row
     assert "ended FAILED (exit 3)" in row.reason and "boom on F1" in row.log_tail
     assert row.job_id == local_jobs(rt, t)[0]
-    record = recipe.read_record(rt, t)
+    record = registry.read(recipe.handle(rt, t))
     assert record is not None and (record.state, record.exit_code) == ("FAILED", 3)
 
     requests.reset()
@@ -599,7 +600,7 @@ def test_a_refused_submission_gives_its_place_back_at_once(
             assert row.reason.startswith("SubmissionError: could not queue"), row
             assert row.reason.endswith("no job carries its tag: the next pass submits again")
             assert not any(claims.scan(refusing.host("local"), host.workdir))
-            assert recipe.read_record(refusing, t) is None
+            assert registry.read(recipe.handle(refusing, t)) is None
     finally:
         refusing.close()
     [done] = drive(rt, scope_for(t))
@@ -664,14 +665,12 @@ def test_plan_attaches_to_a_job_recorded_as_running(
     """The dry run cannot poll, so it trusts the registry: a live job is attached to, never
     reported as failed and never submitted again."""
     t = session(rt, xnat_server, project, "R1_MR1")
-    spec = recipe.build(rt, t, recipe.select(rt, t))
+    h = recipe.handle(rt, t)
+    spec = recipe.build(h, recipe.select(h))
     record_submitting(rt, t, spec)
-    record = recipe.read_record(rt, t)
+    record = registry.read(h)
     assert record is not None
-    rt.host("local").write_atomic(
-        jobdir_of(rt, t).registry,
-        recipe.jd.encode_record(record.model_copy(update={"job_id": "4242", "state": "RUNNING"})),
-    )
+    registry.write(h, record.model_copy(update={"job_id": "4242", "state": "RUNNING"}))
     lines = plan(rt, t)
     assert lines[1].startswith("decide: attach: job 4242 was last recorded as running"), lines
     assert not any(line.startswith("submit:") for line in lines), lines
@@ -682,28 +681,30 @@ def test_the_job_script_never_holds_the_password(
     rt: Runtime, project: str, xnat_server: Any
 ) -> None:
     t = session(rt, xnat_server, project, "K1_MR1")
-    selection = recipe.select(rt, t)
-    spec = recipe.build(rt, t, selection)
+    h = recipe.handle(rt, t)
+    selection = recipe.select(h)
+    spec = recipe.build(h, selection)
     script = Path(spec.script_path).read_text()
     assert xnat_server.password not in script and xnat_server.url not in script
     assert f"export PATH={VENV_BIN}" in script
     # a password that appears in a label is refused rather than written
     hostile = Target(project, t.experiment, xnat_server.password, "S", "demo", "local")
     with pytest.raises(Exception, match="forbidden value"):
-        recipe.build(rt, hostile, selection)
+        recipe.build(recipe.handle(rt, hostile), selection)
 
 
 def test_a_live_job_is_never_built_over_or_submitted_twice(
     rt: Runtime, project: str, xnat_server: Any, tmp_path: Path
 ) -> None:
     t = session(rt, xnat_server, project, "L1_MR1")
-    selection = recipe.select(rt, t)
-    recipe.stage(rt, t, selection)
-    spec = recipe.build(rt, t, selection)
-    job = recipe.submit(rt, t, spec)
-    assert recipe.submit(rt, t, spec) == job, "a second submit returns the queued job"
+    h = recipe.handle(rt, t)
+    selection = recipe.select(h)
+    recipe.stage(h, selection)
+    spec = recipe.build(h, selection)
+    job = recipe.submit(h, spec)
+    assert recipe.submit(h, spec) == job, "a second submit returns the queued job"
     with pytest.raises(PipelineError, match="attach to it"):
-        recipe.build(rt, t, selection)  # never pulls the script from under a live job
+        recipe.build(h, selection)  # never pulls the script from under a live job
     assert local_jobs(rt, t) == [job]
     until(lambda: ended(rt, t), "the job to end")
 
@@ -791,7 +792,7 @@ def test_a_read_only_survey_changes_nothing(
     assert rows[("demo", ended_unrecorded.label)].action == "collect"
     assert rows[("demo", abandoned.label)].state == "pending"
     assert rows[("demo", fresh.label)].reason == "not started"
-    record = recipe.read_record(rt, ended_unrecorded)
+    record = registry.read(recipe.handle(rt, ended_unrecorded))
     assert record is not None and record.state == "PENDING", "nothing recorded"
 
 

@@ -101,7 +101,7 @@ def _writes(server: Any) -> int:
 def _plant(rt: Runtime, t: recipe.Target, archive: str, data: bytes) -> None:
     """Replace the job's archive on Y and make run.env agree, as a hostile job would."""
     host = rt.host(t.host)
-    jobdir = recipe.jobdir_of(rt, t)
+    jobdir = recipe.handle(rt, t).jobdir
     host.write_atomic(jobdir.archive(archive), data)
     old = (host.read_bytes(jobdir.run_info) or b"").decode()
     kept = [
@@ -130,17 +130,18 @@ def test_a_hostile_archive_fails_the_experiment_and_nothing_is_uploaded(
     project = xnat_server.new_project("HOS")
     eid = add_session(xnat_server, project, "A1", "A1_MR1")
     [t] = recipe.targets(rt, project, pipeline, "y", [eid])
-    selection = recipe.select(rt, t)
-    recipe.stage(rt, t, selection)
-    spec = recipe.build(rt, t, selection)
-    recipe.submit(rt, t, spec)
+    h = recipe.handle(rt, t)
+    selection = recipe.select(h)
+    recipe.stage(h, selection)
+    spec = recipe.build(h, selection)
+    recipe.submit(h, spec)
     assert wait_for_job(rt, t).state == "COMPLETED"
     resource = rt.pipeline(pipeline).resource
     before = _writes(xnat_server)
     for kind, member in hostile.items():
         _plant(rt, t, archive, build(kind))
         with pytest.raises(UnsafeArchiveError) as info:
-            recipe.upload(rt, t, recipe.collect(rt, t))
+            recipe.upload(h, recipe.collect(h))
         assert info.value.member == member, kind
         assert repr(member) in str(info.value)
     assert _writes(xnat_server) == before, "nothing was written to XNAT"
@@ -148,7 +149,7 @@ def test_a_hostile_archive_fails_the_experiment_and_nothing_is_uploaded(
     assert resource not in {row.get("label") for row in listed}
     # the job's own, benign archive of the same shape goes through: the check is not the cause
     _plant(rt, t, archive, build(None))
-    receipt = recipe.upload(rt, t, recipe.collect(rt, t))
+    receipt = recipe.upload(h, recipe.collect(h))
     assert [f.path for f in receipt.files] == [archive]
 
 
@@ -161,12 +162,13 @@ def test_an_output_link_leaving_the_job_fails_the_job_by_name(
     project = xnat_server.new_project("LNK")
     eid = add_session(xnat_server, project, "L1", "L1_MR1")
     [t] = recipe.targets(rt, project, "links", "y", [eid])
-    selection = recipe.select(rt, t)
-    recipe.stage(rt, t, selection)
+    h = recipe.handle(rt, t)
+    selection = recipe.select(h)
+    recipe.stage(h, selection)
     before = _writes(xnat_server)
-    recipe.submit(rt, t, recipe.build(rt, t, selection))
+    recipe.submit(h, recipe.build(h, selection))
     record = wait_for_job(rt, t)
     assert (record.state, record.exit_code) == ("FAILED", 65), record
     assert "output result.txt is a symbolic link to /etc/hostname" in record.log_tail
-    assert not rt.host(t.host).exists(recipe.jobdir_of(rt, t).archive("LINKS.zip"))
+    assert not rt.host(t.host).exists(h.jobdir.archive("LINKS.zip"))
     assert _writes(xnat_server) == before
