@@ -2,7 +2,9 @@
 
 The pass is short whatever is in flight: it lists each project once, polls each host once,
 finishes the jobs that completed (``upload-<label>`` tasks), claims the free places and
-launches the oldest sessions into them (``submit-<label>`` tasks), and returns. Jobs run on
+launches the oldest sessions into them (``submit-<label>`` tasks; on a SLURM host,
+``stage-<label>`` tasks, then ONE ``submit-array-<host>-<pipeline>-<k>`` task whose
+``sbatch --array`` submits them all), and returns. Jobs run on
 the cluster between passes; no thread, flow run or concurrency slot waits for them.
 
 Why tasks named ``<phase>-<label>`` and not a flow run per experiment: measured on this
@@ -22,7 +24,7 @@ that experiment ``pending`` for the next pass, never ``failed``: its truth is on
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeVar
 
 from prefect import flow
 from prefect.client.schemas.objects import State
@@ -34,18 +36,30 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from tasks.hooks import run_hooks
 from tasks.report import artifact_key, counts, publish_history, publish_results
 from tasks.runtime import open_runtime
-from tasks.submit import claim_places, submit_experiment
+from tasks.submit import claim_places, stage_experiment, submit_array, submit_experiment
 from tasks.survey import survey_scope
 from tasks.upload import upload_result
 from x2c.errors import X2CError
 from x2c.hooks import fires_hooks
 from x2c.recipe import Target
-from x2c.reconcile import FAILED, PENDING, Row, key_of, scope_of
+from x2c.reconcile import (
+    FAILED,
+    PENDING,
+    Prepared,
+    Row,
+    arrays_on,
+    groups,
+    holding,
+    key_of,
+    scope_of,
+)
 
 # Threads that run one pass's upload and submit tasks; XNAT transfers inside them are bounded
 # by the settings' limits.xnat_transfers (Runtime.xnat_slot), host commands by the one SSH
 # connection's channels. Jobs in flight hold none of them.
 WORKERS = 8
+
+T = TypeVar("T")
 
 
 def _run_name() -> str:
@@ -59,19 +73,39 @@ def _run_name() -> str:
     return "pass-" + "-".join(p for p in parts if p)
 
 
-def _row_of(future: PrefectFuture[Row], t: Target) -> Row:
-    """The task's row; an error that is not x2c's own (the Prefect API, a bug) leaves the
-    experiment pending for the next pass, which finds the truth on Y and X."""
+def _lost(t: Target, exc: Exception) -> Row:
+    """The row of an experiment whose task raised: x2c's own error fails it for this pass; an
+    error that is not x2c's (the Prefect API, a bug) leaves it pending for the next pass,
+    which finds the truth on Y and X."""
+    if isinstance(exc, X2CError):
+        return Row.of(t, FAILED, f"{type(exc).__name__}: {exc}")
+    return Row.of(
+        t,
+        PENDING,
+        f"this pass lost track of it ({type(exc).__name__}: {exc}); the next pass picks it up",
+    )
+
+
+def _row_of(future: PrefectFuture[T], t: Target) -> T | Row:
+    """The task's result, or :func:`_lost`'s row."""
     try:
         return future.result()
-    except X2CError as exc:
-        return Row.of(t, FAILED, f"{type(exc).__name__}: {exc}")
     except Exception as exc:
-        return Row.of(
-            t,
-            PENDING,
-            f"this pass lost track of it ({type(exc).__name__}: {exc}); the next pass picks it up",
-        )
+        return _lost(t, exc)
+
+
+def _rows_of(future: PrefectFuture[list[Row]], group: list[Prepared]) -> list[Row]:
+    """The array task's rows, or :func:`_lost`'s row for each of its experiments (their
+    claims and registry entries tell the next pass what happened)."""
+    try:
+        return future.result()
+    except Exception as exc:
+        return [_lost(p.h.t, exc) for p in group]
+
+
+def _group_name(group: list[Prepared]) -> str:
+    h = group[0].h
+    return f"{h.t.host}-{h.pipe.name}-{len(group)}"
 
 
 def _hooked_row(future: PrefectFuture[Row], row: Row) -> Row:
@@ -111,9 +145,18 @@ def reconcile(
         rows[key_of(t)] = _row_of(future, t)
     granted, denied = claim_places(rt, s)
     rows.update({key_of(r): r for r in denied})
-    launches = [(t, submit_experiment.submit(rt, t)) for t in granted]
-    for t, future in launches:
-        rows[key_of(t)] = _row_of(future, t)
+    with holding(rt, granted):
+        arrayed = [t for t in granted if arrays_on(rt, t.host)]
+        launches = [(t, submit_experiment.submit(rt, t)) for t in granted if t not in arrayed]
+        staging = [(t, stage_experiment.submit(rt, t)) for t in arrayed]
+        staged = [(t, _row_of(future, t)) for t, future in staging]
+        rows.update((key_of(t), got) for t, got in staged if isinstance(got, Row))
+        prepared = [got for _, got in staged if isinstance(got, Prepared)]
+        arrays = [(g, submit_array.submit(rt, _group_name(g), g)) for g in groups(rt, prepared)]
+        for t, future in launches:
+            rows[key_of(t)] = _row_of(future, t)
+        for group, future in arrays:
+            rows.update((key_of(r), r) for r in _rows_of(future, group))
     ordered = [rows[key_of(t)] for t in s.targets if key_of(t) in rows]
     # the site's hooks for every experiment that ended in this pass (done or failed), on Z
     hooked = [(i, run_hooks.submit(rt, r)) for i, r in enumerate(ordered) if fires_hooks(rt, r)]

@@ -247,25 +247,28 @@ def take_finishing(host: Host, workdir: str, rel: str, *, stale_s: float) -> boo
     return True
 
 
-def renew(host: Host, jobdir: jd.JobDir) -> None:
-    """Renew this pass's claim on ``jobdir`` (it is still staging or submitting)."""
-    host.runner.run(["touch", "-c", "--", posixpath.join(jobdir.root, jd.CLAIM)])
+def renew(host: Host, *jobdirs: jd.JobDir) -> None:
+    """Renew this pass's claims on ``jobdirs`` (still staging or submitting): one command."""
+    if jobdirs:
+        paths = [posixpath.join(j.root, jd.CLAIM) for j in jobdirs]
+        host.runner.run(["touch", "-c", "--", *paths])
 
 
 @contextmanager
-def renewing(host: Host, jobdir: jd.JobDir, *, stale_s: float) -> Iterator[None]:
-    """Renew the claim on ``jobdir`` every quarter of ``stale_s`` while the block runs (a
-    stage of large inputs can outlast the stale time; a live pass must never look crashed)."""
+def renewing(host: Host, *jobdirs: jd.JobDir, stale_s: float) -> Iterator[None]:
+    """Renew the claims on ``jobdirs`` every quarter of ``stale_s`` while the block runs (a
+    stage of large inputs can outlast the stale time, and so can the wait of a staged job for
+    the rest of its array; a live pass must never look crashed)."""
     stop = threading.Event()
 
     def loop() -> None:
         while not stop.wait(stale_s / 4):
             try:
-                renew(host, jobdir)
+                renew(host, *jobdirs)
             except X2CError as exc:  # the step itself will meet the same connection trouble
-                log.warning("renewing the claim on %s failed: %s", jobdir.root, exc)
+                log.warning("renewing %d claim(s) on %s failed: %s", len(jobdirs), host.name, exc)
 
-    thread = threading.Thread(target=loop, name=f"x2c-claim-{jobdir.root}", daemon=True)
+    thread = threading.Thread(target=loop, name=f"x2c-claims-{host.name}", daemon=True)
     thread.start()
     try:
         yield

@@ -52,6 +52,14 @@ class SchedulerConfig(_Frozen):
     account: str | None = None
     extra_args: tuple[str, ...] = ()
     max_local_jobs: int = Field(default=2, ge=1, description="Slots of the local scheduler")
+    arrays: bool = Field(
+        default=True,
+        description="SLURM: submit a pass's experiments of one pipeline as ONE job array "
+        "(false: one sbatch per experiment)",
+    )
+    array_throttle: int = Field(
+        default=0, ge=0, description="SLURM: at most this many tasks of an array at once (0: any)"
+    )
     poll_min_s: float = Field(
         default=2.0, gt=0, description="Shortest wait between the passes of `x2c run`"
     )

@@ -316,8 +316,12 @@ def render_job_script(
         'cd -- "$x2c_dir"',
         f"rm -f -- {jd.EXIT_CODE}",
         f"exec >>{jd.JOB_LOG} 2>&1",
+        f"x2c_job={job_id_expr}",
+        "# a task of a SLURM array is known to squeue and sacct as <array id>_<task index>",
+        '[ -z "${SLURM_ARRAY_JOB_ID:-}" ] || '
+        'x2c_job="${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID:-0}"',
         "printf 'started_at=%s\\nnode=%s\\njob_id=%s\\n' \"$(date -u +%Y-%m-%dT%H:%M:%SZ)\" "
-        f'"$(hostname)" "{job_id_expr}" >{jd.RUN_INFO}',
+        f'"$(hostname)" "$x2c_job" >{jd.RUN_INFO}',
     ]
     if path_prepend:
         lines.append(f'export PATH={_q(":".join(path_prepend))}:"$PATH"')

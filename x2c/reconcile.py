@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
@@ -501,13 +502,27 @@ def _retry_note(exc: BaseException) -> str:
     return ""
 
 
-def launch(rt: Runtime, t: Target) -> Row:
-    """Select, stage, build and submit a claimed experiment, renewing its claim meanwhile.
-    Nothing to process gives the place back (``skipped``); an error before the submission gives
-    it back too (``failed`` for this run, tried again by the next pass)."""
+@dataclass(frozen=True)
+class Prepared:
+    """A claimed experiment staged and built on its host; its job is not submitted yet."""
+
+    h: recipe.Handle
+    spec: JobSpec
+
+    @property
+    def alone(self) -> bool:
+        """An escalated attempt (it asks for more than the pipeline declares) is submitted
+        alone, never in an array."""
+        pipe = self.h.pipe
+        return (self.spec.mem_mb, self.spec.walltime_s) != (pipe.mem_mb, pipe.walltime_seconds)
+
+
+def prepare(rt: Runtime, t: Target) -> Prepared | Row:
+    """Select, stage and build a claimed experiment, renewing its claim meanwhile. Nothing to
+    process gives the place back (``skipped``); so does an error (``failed`` for this run,
+    tried again by the next pass)."""
     h = recipe.handle(rt, t)
     host, jobdir = h.host, h.jobdir
-    submitted = False
     try:
         claims.renew(host, jobdir)
         with claims.renewing(host, jobdir, stale_s=h.cfg.claim_stale_s):
@@ -516,40 +531,111 @@ def launch(rt: Runtime, t: Target) -> Row:
                 recipe.stage(h, selection)
             spec = recipe.build(h, selection)
             claims.renew(host, jobdir)
-            submitted = True
-            job_id = recipe.submit(h, spec)
     except NothingToProcessError as exc:
         claims.release(host, jobdir)
         return Row.of(t, SKIPPED, f"skipped: {exc.reason}", action="submit")
     except X2CError as exc:
+        claims.release(host, jobdir)
+        return Row.of(t, FAILED, f"{type(exc).__name__}: {exc}{_retry_note(exc)}", action="submit")
+    return Prepared(h, spec)
+
+
+def arrays_on(rt: Runtime, host: str) -> bool:
+    """Whether a pass submits ``host``'s experiments as job arrays: its scheduler takes them
+    (SLURM) and its settings do not opt out (``scheduler.arrays: false``)."""
+    return rt.host_config(host).scheduler.arrays and rt.scheduler(host).arrays
+
+
+def groups(rt: Runtime, prepared: Sequence[Prepared]) -> list[list[Prepared]]:
+    """The submissions ``prepared`` make: one per (host, pipeline, resources) group where the
+    host takes arrays, split at the cluster's ``MaxArraySize``; one per job otherwise, and for
+    every escalated attempt."""
+    out: list[list[Prepared]] = []
+    shared: dict[tuple[object, ...], list[Prepared]] = {}
+    for p in prepared:
+        if p.alone or not arrays_on(rt, p.h.t.host):
+            out.append([p])
+            continue
+        s = p.spec
+        key = (p.h.t.host, p.h.pipe.name, s.cpus, s.mem_mb, s.walltime_s, s.env)
+        shared.setdefault(key, []).append(p)
+    for members in shared.values():
+        size = max(1, rt.scheduler(members[0].h.t.host).max_array_size)
+        out += [members[i : i + size] for i in range(0, len(members), size)]
+    return out
+
+
+def submit_group(rt: Runtime, group: Sequence[Prepared]) -> list[Row]:
+    """Submit a group of :func:`groups`: one job, or one array of them. A submission the
+    scheduler refused, with no job carrying its tag, gives the places back; any other error
+    keeps them, and once stale the next pass resolves them with ``find(tag)``."""
+    h0 = group[0].h
+    tag = group[0].spec.tag if len(group) == 1 else recipe.array_tag(h0.pipe.name)
+    try:
+        claims.renew(h0.host, *(p.h.jobdir for p in group))
+        if len(group) == 1:
+            ids = [recipe.submit(h0, group[0].spec)]
+        else:
+            throttle = h0.cfg.scheduler.array_throttle
+            ids = recipe.submit_array([(p.h, p.spec) for p in group], tag, throttle)
+    except X2CError as exc:
         note = _retry_note(exc)
-        if submitted and _refused(h, spec, exc):
-            submitted, note = False, "; no job carries its tag: the next pass submits again"
-        if not submitted:
-            claims.release(host, jobdir)
-        return Row.of(t, FAILED, f"{type(exc).__name__}: {exc}{note}", action="submit")
-    return Row.of(
-        t,
-        IN_FLIGHT,
-        f"submitted as job {job_id}",
-        action="submit",
-        job_id=str(job_id),
-        since=datetime.now(UTC).isoformat(timespec="seconds"),
-    )
+        if _refused(group, tag, exc):
+            note = "; no job carries its tag: the next pass submits again"
+            for p in group:
+                claims.release(p.h.host, p.h.jobdir)
+        reason = f"{type(exc).__name__}: {exc}{note}"
+        return [Row.of(p.h.t, FAILED, reason, action="submit") for p in group]
+    since = datetime.now(UTC).isoformat(timespec="seconds")
+    array = f" (task of an array of {len(group)})" if len(group) > 1 else ""
+    return [
+        Row.of(
+            p.h.t,
+            IN_FLIGHT,
+            f"submitted as job {job_id}{array}",
+            action="submit",
+            job_id=str(job_id),
+            since=since,
+        )
+        for p, job_id in zip(group, ids, strict=True)
+    ]
 
 
-def _refused(h: recipe.Handle, spec: JobSpec, exc: X2CError) -> bool:
+def launch(rt: Runtime, t: Target) -> Row:
+    """Select, stage, build and submit one claimed experiment (:func:`prepare`, then
+    :func:`submit_group` of one)."""
+    got = prepare(rt, t)
+    return got if isinstance(got, Row) else submit_group(rt, [got])[0]
+
+
+@contextmanager
+def holding(rt: Runtime, granted: Sequence[Target]) -> Iterator[None]:
+    """Renew the claims of ``granted`` while the block launches them: a job staged early
+    waits for the rest of its array, and must not look abandoned meanwhile."""
+    with ExitStack() as stack:
+        by_host: dict[str, list[jd.JobDir]] = {}
+        for t in granted:
+            by_host.setdefault(t.host, []).append(recipe.handle(rt, t).jobdir)
+        for name, jobdirs in by_host.items():
+            stale_s = rt.host_config(name).claim_stale_s
+            stack.enter_context(claims.renewing(rt.host(name), *jobdirs, stale_s=stale_s))
+        yield
+
+
+def _refused(group: Sequence[Prepared], tag: str, exc: X2CError) -> bool:
     """After a failed submission: True when the scheduler refused it and holds no job with the
-    build's tag, so nothing is in flight; the ``submitting`` entry is then removed. Otherwise
-    (the job may exist: sbatch can fail after queueing it) the claim stays, and once stale the
-    next pass resolves it with ``find(tag)``. Without this, a refused sbatch was shown as
+    tag, so nothing is in flight; the ``submitting`` entries are then removed. Otherwise
+    (the job may exist: sbatch can fail after queueing it) the claims stay, and once stale the
+    next pass resolves them with ``find(tag)``. Without this, a refused sbatch was shown as
     "another run is staging and submitting it" until the claim went stale."""
     if not isinstance(exc, SubmissionError):
         return False
+    h0 = group[0].h
     try:
-        if h.scheduler.find(spec.tag):
+        if h0.scheduler.find(tag):
             return False
-        h.host.remove(h.jobdir.registry)
+        for p in group:
+            p.h.host.remove(p.h.jobdir.registry)
     except X2CError:
         return False
     return True
@@ -615,6 +701,13 @@ def run_pass(
         granted, denied = claim_places(rt, s)
         for row in denied:
             s.rows[key_of(row)] = row
-        for t, row in zip(granted, pool.map(lambda t: launch(rt, t), granted), strict=True):
-            s.rows[key_of(t)] = row
+        with holding(rt, granted):
+            prepared = []
+            for t, got in zip(granted, pool.map(lambda t: prepare(rt, t), granted), strict=True):
+                if isinstance(got, Row):
+                    s.rows[key_of(t)] = got
+                else:
+                    prepared.append(got)
+            for rows in pool.map(lambda g: submit_group(rt, g), groups(rt, prepared)):
+                s.rows.update((key_of(r), r) for r in rows)
     return [s.rows[key_of(t)] for t in s.targets if key_of(t) in s.rows]

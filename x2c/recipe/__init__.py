@@ -56,7 +56,9 @@ from x2c.recipe.handle import name_of as name_of
 from x2c.recipe.handle import targets as targets
 from x2c.recipe.select import select as select
 from x2c.recipe.stage import stage as stage
+from x2c.recipe.submit import array_tag as array_tag
 from x2c.recipe.submit import submit as submit
+from x2c.recipe.submit import submit_array as submit_array
 from x2c.recipe.upload import upload as upload
 from x2c.runtime import Runtime as Runtime
 from x2c.runtime import close_runtimes as close_runtimes

@@ -8,6 +8,7 @@ from x2c.errors import PipelineError
 from x2c.poller import is_live
 from x2c.recipe import registry
 from x2c.recipe.handle import Handle
+from x2c.recipe.submit import leave_array
 
 log = logging.getLogger(__name__)
 
@@ -29,5 +30,7 @@ def clean(h: Handle) -> bool:
     if done.returncode != 0:
         log.warning("could not remove %s on %s: %s", root, h.t.host, done.stderr.strip())
         return False
+    if record is not None and record.tag:
+        leave_array(h, record.tag)
     log.info("%s: removed %s on %s", h.name, root, h.t.host)
     return True

@@ -120,6 +120,11 @@ class JobSpec:
     mem_mb: int = 0
     walltime_s: int = 0
     env: tuple[str, ...] = BASE
+    array: int = 0
+    """An array of this many tasks (0: one job); task ``i`` is job ``<id>_<i>``. Only where the
+    scheduler :attr:`~Scheduler.arrays` (SLURM)."""
+    array_throttle: int = 0
+    """At most this many of the array's tasks at once (0: no limit of its own)."""
 
 
 class Scheduler(ABC):
@@ -127,6 +132,9 @@ class Scheduler(ABC):
     parsing and argv building live in module-level pure functions next to them."""
 
     kind: str = ""
+    arrays: bool = False
+    """Whether :meth:`submit` takes a :class:`JobSpec` with ``array`` set (one submission for
+    many jobs)."""
 
     def __init__(self, runner: Runner, config: SchedulerConfig | None = None) -> None:
         self.runner = runner
@@ -136,6 +144,11 @@ class Scheduler(ABC):
     def host(self) -> str:
         """The host's name, for messages and the poller registry."""
         return self.runner.name
+
+    @property
+    def max_array_size(self) -> int:
+        """The most tasks one array may have here (1 where arrays are not supported)."""
+        return 1
 
     @abstractmethod
     def submit(self, spec: JobSpec) -> JobId:

@@ -74,6 +74,9 @@ def sbatch_argv(spec: JobSpec, config: SchedulerConfig) -> list[str]:
         # (sbatch(1) --export=<names>; the default ALL would pass XNAT_PASS on; issue 9)
         f"--export={','.join(spec.env)}",
     ]
+    if spec.array:
+        throttle = f"%{spec.array_throttle}" if spec.array_throttle else ""
+        argv.append(f"--array=0-{spec.array - 1}{throttle}")
     if spec.tag:
         argv.append(f"--comment={spec.tag}")
     if spec.mem_mb:
@@ -97,9 +100,39 @@ def parse_sbatch_id(text: str) -> JobId:
     return JobId(head)
 
 
+SQUEUE_ALL = ["squeue", "-h", "--array", "--states=all", f"--format={SQUEUE_FORMAT}"]
+"""squeue with every array task on a line of its own (``123_4``, never ``123_[4-9]``)."""
+
+
 def squeue_argv(ids: Sequence[JobId]) -> list[str]:
-    """One squeue call for all ``ids``, finished ones included (``--states=all``)."""
-    return ["squeue", "-h", "--states=all", f"--format={SQUEUE_FORMAT}", "-j", ",".join(ids)]
+    """One squeue call for all ``ids`` (array tasks as ``123_4``), finished ones included."""
+    return [*SQUEUE_ALL, "-j", ",".join(ids)]
+
+
+DEFAULT_MAX_ARRAY_SIZE = 1001
+"""SLURM's default ``MaxArraySize`` (slurm.conf(5)): task indices 0 to 1000."""
+
+
+def parse_max_array_size(text: str) -> int:
+    """``MaxArraySize`` from ``scontrol show config`` output (SLURM's default when absent)."""
+    for line in text.splitlines():
+        key, _, value = line.partition("=")
+        if key.strip() == "MaxArraySize" and value.strip().isdigit():
+            return int(value.strip())
+    return DEFAULT_MAX_ARRAY_SIZE
+
+
+def array_task(tag: str, index: int) -> str:
+    """The tag of task ``index`` of the array tagged ``tag`` (what :meth:`SlurmScheduler.find`
+    finds it by: the array's comment and the task's index)."""
+    return f"{tag}@{index}"
+
+
+def _matches(tag: str, job_id: str, comment: str, name: str) -> bool:
+    base, at, index = tag.partition("@")
+    if at:
+        return base == comment and job_id.rpartition("_")[2] == index
+    return tag in (comment, name)
 
 
 def _split_squeue(text: str) -> list[list[str]]:
@@ -151,12 +184,28 @@ class SlurmScheduler(Scheduler):
     """SLURM through a Runner. ``accounting`` is detected once (``sacct`` answers) unless given."""
 
     kind = "slurm"
+    arrays = True
 
     def __init__(
         self, runner: Runner, config: SchedulerConfig | None = None, accounting: bool | None = None
     ) -> None:
         super().__init__(runner, config or SchedulerConfig(kind="slurm"))
         self._accounting = accounting
+        self._max_array_size: int | None = None
+
+    @property
+    def max_array_size(self) -> int:
+        """The cluster's ``MaxArraySize`` (``scontrol show config``, asked once): an array has
+        at most this many tasks."""
+        if self._max_array_size is None:
+            try:
+                done = self.runner.run(["scontrol", "show", "config"])
+                text = done.stdout if done.returncode == 0 else ""
+            except RemoteCommandError:
+                text = ""
+            self._max_array_size = parse_max_array_size(text)
+            log.info("SLURM MaxArraySize on %s: %d", self.host, self._max_array_size)
+        return self._max_array_size
 
     @property
     def accounting(self) -> bool:
@@ -209,11 +258,10 @@ class SlurmScheduler(Scheduler):
                 self._run(["scancel", *ids], "scancel")
 
     def find(self, tag: str) -> list[FoundJob]:
-        argv = ["squeue", "-h", "--me", "--states=all", f"--format={SQUEUE_FORMAT}"]
-        done = self._run(argv, "squeue")
+        done = self._run([*SQUEUE_ALL, "--me"], "squeue")
         found = []
         for job_id, native, name, comment, reason in _split_squeue(done.stdout):
-            if tag in (comment, name):
+            if _matches(tag, job_id, comment, name):
                 status = JobStatus(map_slurm_state(native), native, reason.strip())
                 found.append(FoundJob(JobId(job_id), name, comment, status))
         return found

@@ -28,7 +28,10 @@ x2c_die() { local rc=$1; shift; printf 'x2c: %s\n' "$*" >&2; exit "$rc"; }
 cd -- "$x2c_dir"
 rm -f -- exit_code
 exec >>job.log 2>&1
-printf 'started_at=%s\nnode=%s\njob_id=%s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$(hostname)" "${SLURM_JOB_ID:-${JOB_ID:-${PBS_JOBID:-${LSB_JOBID:-}}}}" >run.env
+x2c_job=${SLURM_JOB_ID:-${JOB_ID:-${PBS_JOBID:-${LSB_JOBID:-}}}}
+# a task of a SLURM array is known to squeue and sacct as <array id>_<task index>
+[ -z "${SLURM_ARRAY_JOB_ID:-}" ] || x2c_job="${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID:-0}"
+printf 'started_at=%s\nnode=%s\njob_id=%s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$(hostname)" "$x2c_job" >run.env
 printf 'x2c: %s\n' 'pipeline freesurfer7-hippocampal 7.4.1-x2c.1 for experiment XNAT_E00001'
 mkdir -p -- outputs
 test -s inputs/scans/2-T1w/NIFTI/T1w.nii.gz || x2c_die 66 'the staged input inputs/scans/2-T1w/NIFTI/T1w.nii.gz is missing or empty; stage the inputs again'

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -11,10 +12,13 @@ from x2c.config import SchedulerConfig
 from x2c.errors import SchedulerOutputError
 from x2c.schedulers.base import JobId, JobSpec, JobState, walltime_hms
 from x2c.schedulers.slurm import (
+    DEFAULT_MAX_ARRAY_SIZE,
     SLURM_STATES,
     SlurmScheduler,
+    array_task,
     is_invalid_job_id,
     map_slurm_state,
+    parse_max_array_size,
     parse_sacct,
     parse_sbatch_id,
     parse_squeue,
@@ -179,9 +183,69 @@ def test_sbatch_argv_carries_every_option_as_one_element() -> None:
 
 
 def test_squeue_argv_asks_once_for_all_ids() -> None:
-    argv = squeue_argv([JobId("1"), JobId("22"), JobId("333")])
-    assert argv[-2:] == ["-j", "1,22,333"]
+    argv = squeue_argv([JobId("1"), JobId("22"), JobId("333_4")])
+    assert argv[-2:] == ["-j", "1,22,333_4"]
     assert "--states=all" in argv
+    assert "--array" in argv, "pending array tasks one per line (333_4), never 333_[4-9]"
+
+
+@pytest.mark.parametrize(
+    ("size", "throttle", "flag"), [(30, 0, "--array=0-29"), (2, 5, "--array=0-1%5")]
+)
+def test_an_array_is_one_sbatch_with_its_range_and_throttle(
+    size: int, throttle: int, flag: str
+) -> None:
+    spec = JobSpec("x2c-demo-array", "/w/a/array.sh", "/w/a", "/w/a/%a.log", "", tag="x2c.array.t")
+    argv = sbatch_argv(replace(spec, array=size, array_throttle=throttle), SchedulerConfig())
+    assert [a for a in argv if a.startswith("--array")] == [flag]
+    assert "--output=/w/a/%a.log" in argv and argv[-1] == "/w/a/array.sh"
+    assert not any(a.startswith("--array") for a in sbatch_argv(spec, SchedulerConfig()))
+
+
+def test_array_tasks_are_polled_one_per_line() -> None:
+    """Recorded from the test cluster (sbatch --array=0-3%2): with ``--array`` each pending task
+    has its own line; without it they collapse into ``2192_[1-3%2]`` and a poll for 2192_2
+    would see nothing."""
+    wanted = [JobId(f"2192_{i}") for i in range(4)]
+    listed = parse_squeue((DATA / "squeue_array.txt").read_text())
+    assert [listed[j].state for j in wanted] == [JobState.RUNNING] + [JobState.PENDING] * 3
+    collapsed = parse_squeue((DATA / "squeue_array_collapsed.txt").read_text())
+    assert not set(wanted[1:]) & set(collapsed)
+    runner = ScriptedRunner({"squeue": (0, (DATA / "squeue_array.txt").read_text(), "")})
+    polled = SlurmScheduler(runner, SchedulerConfig(kind="slurm"), accounting=False).poll(wanted)
+    assert {s.state for s in polled.values()} == {JobState.RUNNING, JobState.PENDING}
+    assert "--array" in runner.calls[0]
+
+
+def test_max_array_size_is_read_once_from_scontrol() -> None:
+    assert parse_max_array_size((DATA / "scontrol_show_config.txt").read_text()) == 1001
+    assert parse_max_array_size("ClusterName = x\n") == DEFAULT_MAX_ARRAY_SIZE
+    runner = ScriptedRunner(
+        {"scontrol": (0, "MaxArraySize            = 40\nMaxJobCount = 9\n", "")}
+    )
+    sched = SlurmScheduler(runner, SchedulerConfig(kind="slurm"))
+    assert sched.max_array_size == 40 and sched.max_array_size == 40
+    assert runner.calls == [["scontrol", "show", "config"]]
+    down = SlurmScheduler(ScriptedRunner({"scontrol": (1, "", "unreachable")}), SchedulerConfig())
+    assert down.max_array_size == DEFAULT_MAX_ARRAY_SIZE
+
+
+def test_an_array_task_is_found_by_the_arrays_tag_and_its_index() -> None:
+    listing = (
+        "".join(
+            f"500_{i}|{state}|x2c-demo-array|x2c.array.demo.ab|None\n"
+            for i, state in enumerate(["RUNNING", "PENDING", "PENDING"])
+        )
+        + "501|RUNNING|x2c-demo-E1|x2c.demo.E1.cd|None\n"
+    )
+    runner = ScriptedRunner({"squeue": (0, listing, "")})
+    sched = SlurmScheduler(runner, SchedulerConfig(kind="slurm"))
+    [task] = sched.find(array_task("x2c.array.demo.ab", 1))
+    assert (task.job_id, task.status.state) == ("500_1", JobState.PENDING)
+    assert [f.job_id for f in sched.find("x2c.array.demo.ab")] == ["500_0", "500_1", "500_2"]
+    assert sched.find(array_task("x2c.array.demo.ab", 3)) == []
+    assert [f.job_id for f in sched.find("x2c.demo.E1.cd")] == ["501"]
+    assert all("--array" in call for call in runner.calls)
 
 
 @pytest.mark.parametrize(("s", "hms"), [(0, "00:00:00"), (61, "00:01:01"), (86400, "1-00:00:00")])
