@@ -18,11 +18,25 @@ from cli.table import Row, cli_words, format_table, report
 
 
 def _seed_target(rt: Any, args: argparse.Namespace, pipeline: str) -> Any:
+    """The seed form's one experiment, in one request (a second only when ``--project`` names
+    it by accession ID rather than label): never a listing of its whole project."""
     from x2c import recipe
-    from x2c.xnat import get_experiment
+    from x2c.errors import XnatNotFoundError
+    from x2c.xnat import find_experiment, get_experiment
 
-    project = args.project or get_experiment(rt.xnat, args.experiment).project
-    return recipe.targets(rt, project, pipeline, args.host, [args.experiment])[0]
+    if not args.project:
+        found = get_experiment(rt.xnat, args.experiment)
+    else:
+        try:
+            found = find_experiment(rt.xnat, args.project, args.experiment)
+        except XnatNotFoundError:
+            found = get_experiment(rt.xnat, args.experiment)
+            if args.project not in (found.project, ""):
+                raise XnatNotFoundError(
+                    f"project {args.project!r} has no experiment {args.experiment!r} (it belongs "
+                    f"to {found.project!r}); check --project, or leave it out"
+                ) from None
+    return recipe.choose([found], found.project, pipeline, args.host)[0]
 
 
 def intervals_of(settings: Any, hosts: set[str]) -> tuple[float, float]:
@@ -39,16 +53,18 @@ def cmd_seed(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> i
     from x2c.plan import plan
 
     settings, pipeline = seed_settings(args, env)
-    rt = recipe.Runtime(settings, xnat_config_of(settings, env))
-    try:
-        t = _seed_target(rt, args, pipeline)
-        if args.dry_run:
-            for line in plan(rt, t):
+    if args.dry_run:  # a private runtime; nothing written, not even the settings file
+        rt = recipe.Runtime(settings, xnat_config_of(settings, env))
+        try:
+            for line in plan(rt, _seed_target(rt, args, pipeline)):
                 print(line, file=out)
             return 0
-    finally:
-        rt.close()
+        finally:
+            rt.close()
     path = write_settings(settings, env)
+    # the process-wide runtime the passes open from ``path``: one XNAT login for the command
+    settings = load(path, env)
+    t = _seed_target(recipe.runtime(settings, xnat_config_of(settings, env)), args, pipeline)
     print(f"x2c: {pipeline} for {t.project}/{t.label} ({t.experiment}) on {t.host}", file=out)
     with prefect_session(quick=True, verbose=args.verbose, out=out):
         rows = run_passes(

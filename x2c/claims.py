@@ -21,6 +21,7 @@ positional arguments, never inside their text.
 
 from __future__ import annotations
 
+import enum
 import logging
 import os
 import posixpath
@@ -92,8 +93,10 @@ flock -x -w "$5" 9 || exit 75
 if [ -e "$2/finishing" ]; then
   age=$(( $(date +%s) - $(stat -c %Y -- "$2/finishing" 2>/dev/null || date +%s) ))
   [ "$age" -ge "$3" ] || exit 73
+  touch -- "$2/finishing" && echo T
+else
+  touch -- "$2/finishing" && echo C
 fi
-touch -- "$2/finishing"
 """
 
 
@@ -230,13 +233,22 @@ def reserve(
     return Granted(tuple(granted_new), tuple(granted_old))
 
 
-def take_finishing(host: Host, workdir: str, rel: str, *, stale_s: float) -> bool:
-    """Take the finishing claim of ``rel``; False when another pass holds a fresh one (or the
+class Finishing(enum.Enum):
+    """What :func:`take_finishing` got."""
+
+    TAKEN = "taken"
+    """Nobody was finishing the experiment."""
+    TAKEN_OVER = "taken over"
+    """A pass that was finishing it stopped (its claim went stale): it may have uploaded."""
+
+
+def take_finishing(host: Host, workdir: str, rel: str, *, stale_s: float) -> Finishing | None:
+    """Take the finishing claim of ``rel``; None when another pass holds a fresh one (or the
     job directory is gone)."""
     argv = ["sh", "-c", _FINISHING, "x2c-finishing", workdir, rel, str(int(stale_s))]
     done = host.runner.run([*argv, LOCK_FILE, str(LOCK_WAIT_S)])
     if done.returncode in (66, 73):
-        return False
+        return None
     if done.returncode != 0:
         raise RemoteCommandError(
             f"taking the finishing claim of {rel} on {host.name} failed: {done.stderr.strip()}",
@@ -244,7 +256,7 @@ def take_finishing(host: Host, workdir: str, rel: str, *, stale_s: float) -> boo
             returncode=done.returncode,
             stderr=done.stderr,
         )
-    return True
+    return Finishing.TAKEN_OVER if done.stdout.strip() == "T" else Finishing.TAKEN
 
 
 def renew(host: Host, *jobdirs: jd.JobDir) -> None:

@@ -125,8 +125,8 @@ def plan(rt: Runtime, t: Target) -> list[str]:
     resource = f"{server}/data/experiments/{t.experiment}/resources/{pipe.resource}"
     lines += [
         f"collect: md5sum {where}/{pipe.archive_name}; compare with {jd.RUN_INFO}",
-        f"upload: DELETE {resource}?removeFiles=true (a partial or outdated result)",
-        f"upload: PUT {resource}",
+        f"upload: PUT {resource} (create; when it exists, its status decides: a verified "
+        "result is kept, a partial or outdated one is deleted and created again)",
         f"upload: PUT {resource}/files/{pipe.archive_name} <- {where}/{pipe.archive_name}",
         f"upload: GET {resource}/files (verify name, size, md5)",
         f"upload: PUT {resource}/files/provenance.json; GET {resource}/files (verify)",

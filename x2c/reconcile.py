@@ -35,6 +35,7 @@ from x2c import claims, escalation, recipe, xnat
 from x2c import jobdir as jd
 from x2c.errors import (
     ConfigError,
+    IntegrityError,
     JobFailedError,
     NothingToProcessError,
     PipelineError,
@@ -48,7 +49,7 @@ from x2c.ledger import DONE as LEDGER_DONE
 from x2c.ledger import FAILED as LEDGER_FAILED
 from x2c.ledger import NOTHING as LEDGER_NOTHING
 from x2c.ledger import is_fresh
-from x2c.poller import SUBMITTING, Watched, is_live, is_success, poll_jobs
+from x2c.poller import SUBMITTING, UPLOADED, Watched, is_live, is_success, poll_jobs
 from x2c.provenance import public_url
 from x2c.recipe import Runtime, Target, registry
 from x2c.schedulers import JobSpec
@@ -641,37 +642,71 @@ def _refused(group: Sequence[Prepared], tag: str, exc: X2CError) -> bool:
     return True
 
 
+def _upload_result(rt: Runtime, h: recipe.Handle, done: str, *, ask_first: bool) -> str:
+    """Collect and upload ``h``'s result; the row's reason. As a rule no result exists yet, so
+    the upload creates its resource without asking (one request less); ``ask_first`` when one
+    may exist (a pass stopped while finishing). When one exists (found, or the create is
+    refused), the result's status decides: a verified result of this pipeline version is kept
+    as it is (never deleted by a run that did not find it damaged), anything else is replaced
+    by this job's verified archive. A verified result also stands when the archive on Y is gone
+    or damaged, or of another pipeline version."""
+    kept = f"{done}; kept the verified result on XNAT (uploaded by another run)"
+    found = _state(rt, h) if ask_first else xnat.ResourceState.MISSING
+    if found is None:
+        return kept
+    try:
+        archive = recipe.collect(h)
+        try:
+            with rt.xnat_slot:
+                recipe.upload(h, archive, found=found)
+        except XnatConflictError:
+            if found is not xnat.ResourceState.MISSING:
+                raise
+            found = _state(rt, h)  # there all along, or made meanwhile
+            if found is None:
+                return kept
+            with rt.xnat_slot:
+                recipe.upload(h, archive, found=found)
+    except (IntegrityError, PipelineError):
+        if ask_first or _state(rt, h) is not None:
+            raise
+        return kept
+    return f"{done}; result uploaded and verified"
+
+
+def _state(rt: Runtime, h: recipe.Handle) -> xnat.ResourceState | None:
+    """The state of ``h``'s result on XNAT; None when it is a verified result of this pipeline
+    version (then recorded in the ledger)."""
+    t, pipe = h.t, h.pipe
+    status = xnat.resource_status(rt.xnat, t.experiment, pipe.resource, pipe.version)
+    if not status.done:
+        return status.state
+    rt.ledger.record(
+        t.project, t.pipeline, pipe.version, [(t.experiment, t.last_modified, LEDGER_DONE, "")]
+    )
+    return None
+
+
 def finish(rt: Runtime, t: Target) -> Row:
-    """Collect, upload and clean a completed job under the experiment's finishing claim. A
-    verified result of this pipeline version already on XNAT is kept as it is (never deleted
-    by a run that did not find it damaged); the job directory is cleaned either way."""
+    """Collect, upload (:func:`_upload_result`) and clean a completed job under the
+    experiment's finishing claim; the job directory is cleaned either way."""
     h = recipe.handle(rt, t)
-    cfg, host, pipe, jobdir = h.cfg, h.host, h.pipe, h.jobdir
+    cfg, host, jobdir = h.cfg, h.host, h.jobdir
     rel = claims.relpath(cfg.workdir, t.pipeline, t.experiment)
-    if not claims.take_finishing(host, cfg.workdir, rel, stale_s=cfg.claim_stale_s):
+    taken = claims.take_finishing(host, cfg.workdir, rel, stale_s=cfg.claim_stale_s)
+    if taken is None:
         return Row.of(t, IN_FLIGHT, "another run is uploading its result", action="wait")
     record = registry.read(h)
     common = {"job_id": record.job_id if record else "", "since": _since(record)}
+    # a pass that stopped while finishing may have uploaded: ask first, never write over it
+    ask = taken is claims.Finishing.TAKEN_OVER or (record is not None and record.state == UPLOADED)
     try:
-        status = xnat.resource_status(rt.xnat, t.experiment, pipe.resource, pipe.version)
-        if status.done:
-            reason = f"job {common['job_id']} completed; {status.reason} (uploaded by another run)"
-            rt.ledger.record(
-                t.project,
-                t.pipeline,
-                pipe.version,
-                [(t.experiment, t.last_modified, LEDGER_DONE, "")],
-            )
-        else:
-            archive = recipe.collect(h)
-            with rt.xnat_slot:
-                recipe.upload(h, archive, found=status.state)
-            reason = f"job {common['job_id']} completed; result uploaded and verified"
+        reason = _upload_result(rt, h, f"job {common['job_id']} completed", ask_first=ask)
         removed = recipe.clean(h)
     except X2CError as exc:
         claims.release(host, jobdir, finishing_only=True)
-        # a conflict: the result resource appeared since the status check (another uploader);
-        # the next pass's check decides whether it is a verified result
+        # a conflict: the result resource appeared again since the status check (another
+        # uploader); the next pass's check decides whether it is a verified result
         if isinstance(exc, (*TRANSIENT, XnatConflictError)):
             return Row.of(
                 t,
