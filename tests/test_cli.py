@@ -288,8 +288,8 @@ def test_seed_form_runs_one_experiment_here(tmp_path: Path, fresh_xnat_server: X
         assert prov["job"]["exit_code"] == 0 and prov["source"]["experiment"] == "DEMO_S002_MR1"
 
     # the seed form again on the done experiment, from a machine with no ledger: the
-    # experiment's lookup 1, the pass's listing 1 and the result's status 2 (its files, its
-    # provenance), plus the one login
+    # experiment's lookup 1, the pass's listing 1 and the result's status 1 (its files: the
+    # provenance's mark tells), plus the one login
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     server.reset_counts()
@@ -301,7 +301,7 @@ def test_seed_form_runs_one_experiment_here(tmp_path: Path, fresh_xnat_server: X
     assert again.returncode == 0 and "done" in again.stdout, again.stdout + again.stderr
     counts = Requests(server).counts()
     logins = sum(n for route, n in counts.items() if "JSESSION" in route)
-    assert logins == 1 and sum(counts.values()) - logins == 4, sorted(counts.items())
+    assert logins == 1 and sum(counts.values()) - logins == 3, sorted(counts.items())
     assert writes(server) == {}, "nothing written for a done experiment"
 
 

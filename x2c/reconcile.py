@@ -409,7 +409,7 @@ def check(rt: Runtime, t: Target, *, retry_failed: bool = False, mutate: bool = 
     plus the input selection only for a failed job whose experiment changed on XNAT."""
     h = recipe.handle(rt, t)
     pipe = h.pipe
-    status = xnat.resource_status(rt.xnat, t.experiment, pipe.resource, pipe.version)
+    status = xnat.resource_status(rt.xnat, t.experiment, pipe.resource, pipe.version, read=False)
     if status.done:
         if mutate:
             rt.ledger.record(
@@ -678,7 +678,7 @@ def _state(rt: Runtime, h: recipe.Handle) -> xnat.ResourceState | None:
     """The state of ``h``'s result on XNAT; None when it is a verified result of this pipeline
     version (then recorded in the ledger)."""
     t, pipe = h.t, h.pipe
-    status = xnat.resource_status(rt.xnat, t.experiment, pipe.resource, pipe.version)
+    status = xnat.resource_status(rt.xnat, t.experiment, pipe.resource, pipe.version, read=False)
     if not status.done:
         return status.state
     rt.ledger.record(

@@ -53,6 +53,9 @@ class XnatFile:
     size: int
     digest: str | None
     uri: str
+    content: str = ""
+    """The file's ``content`` attribute (set by whoever uploaded it; x2c marks its provenance
+    with it)."""
 
 
 def _experiment(row: dict[str, str], project: str = "") -> Experiment:
@@ -190,4 +193,5 @@ def _file(row: dict[str, str], segments: list[str]) -> XnatFile:
         size=size,
         digest=digest,
         uri=path_of(*segments, *relative.split("/")),
+        content=row.get("file_content", ""),
     )

@@ -208,7 +208,10 @@ def _finish(
     prov_ref = FileRef(
         PROVENANCE_NAME, len(blob), hashlib.md5(blob, usedforsecurity=False).hexdigest()
     )
-    sent_prov = _put_file(session, resource, [PROVENANCE_NAME], prov_ref, _BytesSource(blob), where)
+    mark = provenance_mark(version, receipts)
+    sent_prov = _put_file(
+        session, resource, [PROVENANCE_NAME], prov_ref, _BytesSource(blob), where, content=mark
+    )
     listed = _listed(session, experiment_id, label)
     prov_receipt = _verify(sent_prov, listed, where, session.url + resource)
     return UploadReceipt(
@@ -238,6 +241,7 @@ def _put_file(
     source: ByteSource,
     where: str,
     extract: bool = False,
+    content: str = "",
 ) -> UploadedFile:
     streams: list[_Hashing] = []
 
@@ -249,7 +253,12 @@ def _put_file(
         "PUT",
         resource + path_of("files", *parts),
         what=f"upload {ref.path} to {where}",
-        params={"inbody": "true", "overwrite": "true", **({"extract": "true"} if extract else {})},
+        params={
+            "inbody": "true",
+            "overwrite": "true",
+            **({"extract": "true"} if extract else {}),
+            **({"content": content} if content else {}),
+        },
         body=body,
         headers={"Content-Type": "application/octet-stream"},
         accept=(200, 201),
@@ -447,13 +456,49 @@ class ResourceStatus:
         return self.state is ResourceState.DONE
 
 
+_MARK = "x2c-provenance"
+
+
+def provenance_mark(version: str, files: Iterable[UploadedFile]) -> str:
+    """The ``content`` attribute x2c gives its ``provenance.json``: the pipeline version and a
+    digest of every data file (path, size, md5) the provenance records, so that one listing
+    tells whether the resource is a complete result of a version."""
+    text = "\n".join(f"{f.path}\t{f.size}\t{f.md5}" for f in sorted(files, key=lambda f: f.path))
+    return f"{_MARK}:{hashlib.sha256(text.encode()).hexdigest()[:32]}:{version}"
+
+
+def _marked(listed: Mapping[str, XnatFile], where: str, version: str) -> ResourceStatus | None:
+    """The status one listing proves through the provenance's mark: DONE when the mark names
+    ``version`` and the listed data files match its digest, OUTDATED when it names another
+    version; None (read the provenance) for anything else."""
+    prov = listed[PROVENANCE_NAME]
+    name, _, rest = prov.content.partition(":")
+    recorded = rest.partition(":")[2]
+    if name != _MARK or not recorded:
+        return None
+    if recorded != version:
+        return ResourceStatus(
+            ResourceState.OUTDATED, f"{where} holds version {recorded}, not {version}"
+        )
+    data = [
+        UploadedFile(f.path, f.size, f.digest or "")
+        for p, f in listed.items()
+        if p != PROVENANCE_NAME
+    ]
+    if provenance_mark(version, data) != prov.content:
+        return None  # the full read names what differs
+    return ResourceStatus(ResourceState.DONE, f"{where} holds version {version}")
+
+
 def resource_status(
-    session: XnatSession, experiment_id: str, label: str, version: str
+    session: XnatSession, experiment_id: str, label: str, version: str, *, read: bool = True
 ) -> ResourceStatus:
     """Whether resource ``label`` of ``experiment_id`` holds a complete result of pipeline
     ``version``: its provenance names that version, and every file it lists is present with
-    the same size and md5. Costs 2 requests (1 when the resource or its provenance is absent).
-    Raises :class:`XnatNotFoundError` only when the experiment itself cannot be read."""
+    the same size and md5. Costs 2 requests (1 when the resource or its provenance is absent,
+    and with ``read=False`` when the provenance's mark (:func:`provenance_mark`) already tells:
+    then the status carries no provenance document). Raises :class:`XnatNotFoundError` only
+    when the experiment itself cannot be read."""
     where = f"resource {label} of {experiment_id}"
     try:
         listed = _listed(session, experiment_id, label)
@@ -464,6 +509,9 @@ def resource_status(
         return ResourceStatus(
             ResourceState.INCOMPLETE, f"{where} has no {PROVENANCE_NAME}: an unfinished upload"
         )
+    marked = None if read else _marked(listed, where, version)
+    if marked is not None:
+        return marked
     response = session.request("GET", prov.uri, what=f"read the provenance of {where}", stream=True)
     try:
         raw = response.raw.read(_MAX_PROVENANCE_BYTES + 1, decode_content=True)

@@ -196,6 +196,48 @@ def test_damaged_and_missing_states(session: XnatSession, eid: str, tmp_path: Pa
     assert status.state is ResourceState.DAMAGED and "stats/aseg.stats is missing" in status.reason
 
 
+def test_the_provenance_mark_answers_a_status_in_one_listing(
+    session: XnatSession, eid: str, tmp_path: Path, server_requests: Requests
+) -> None:
+    """``read=False``: x2c's provenance carries a mark (version, digest of the data files) in
+    its ``content`` attribute, so one listing says DONE or OUTDATED; anything the mark does not
+    prove (a changed file, a provenance without the mark) falls back to reading it."""
+    upload_directory(
+        session, eid, "FS6_M", _result_dir(tmp_path), provenance=PROV, version="1",
+        on_exists="replace",
+    )  # fmt: skip
+    listed = {f.path: f for f in list_resource_files(session, eid, "FS6_M")}
+    assert listed[PROVENANCE_NAME].content.startswith("x2c-provenance:")
+    for version, state in (("1", ResourceState.DONE), ("2", ResourceState.OUTDATED)):
+        server_requests.reset()
+        status = resource_status(session, eid, "FS6_M", version, read=False)
+        assert (status.state, server_requests.total()) == (state, 1), status
+        assert status.provenance is None
+        assert resource_status(session, eid, "FS6_M", version).state is state
+
+    damaged = path_of(
+        "data", "experiments", eid, "resources", "FS6_M", "files", "stats", "aseg.stats"
+    )
+    session.request(
+        "PUT", damaged, what="change a result file", params={"inbody": "true", "overwrite": "true"},
+        body=lambda: iter([b"not the result"]), accept=(200, 201),
+    )  # fmt: skip
+    server_requests.reset()
+    status = resource_status(session, eid, "FS6_M", "1", read=False)
+    assert status.state is ResourceState.DAMAGED and "stats/aseg.stats" in status.reason
+    assert server_requests.total() == 2, "the mark no longer matched: the provenance was read"
+
+    unmarked = path_of("data", "experiments", eid, "resources", "FS6_M", "files", PROVENANCE_NAME)
+    blob = json.dumps({"x2c_resource": {"label": "FS6_M", "version": "1", "files": []}}).encode()
+    session.request(
+        "PUT", unmarked, what="a provenance without the mark", accept=(200, 201),
+        params={"inbody": "true", "overwrite": "true"}, body=lambda: iter([blob]),
+    )  # fmt: skip
+    server_requests.reset()
+    assert resource_status(session, eid, "FS6_M", "1", read=False).done
+    assert server_requests.total() == 2, "no mark: the provenance was read"
+
+
 def test_uploads_retry_a_5xx(xnat_server: Any, eid: str) -> None:
     with FaultProxy(xnat_server.url).running() as proxy:
         session = connect(xnat_config(xnat_server, url=proxy.url))
