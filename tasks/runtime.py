@@ -37,8 +37,9 @@ def secret_password(settings: Settings) -> SecretStr | None:
 
 
 def open_runtime(settings_path: str) -> Runtime:
-    """The process-wide runtime for the settings at ``settings_path`` (validated on each call,
-    which is cheap; the XNAT session, host connections and pollers are shared)."""
+    """The process-wide runtime for the settings at ``settings_path`` (loaded once per process
+    and version of the file, :func:`~x2c.settings.load_settings`; the XNAT session, host
+    connections and pollers are shared)."""
     settings = load_settings(settings_path, env=os.environ)
     cfg = xnat_config(settings, env=os.environ, password=secret_password(settings))
     return recipe.runtime(settings, cfg)

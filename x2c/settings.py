@@ -34,6 +34,7 @@ from __future__ import annotations
 import logging
 import shutil
 import sys
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -322,18 +323,38 @@ def parse_settings(
     return settings
 
 
+_LOADED: dict[tuple[str, str], tuple[tuple[int, int], Settings]] = {}
+_LOADED_LOCK = threading.Lock()
+
+
 def load_settings(path: str | Path, *, env: Mapping[str, str] | None = None) -> Settings:
     """Read and validate the settings file at ``path`` (YAML). ``env`` supplies ``HOME`` for
-    ``~`` in paths (the caller passes ``os.environ``; nothing in x2c reads it)."""
+    ``~`` in paths (the caller passes ``os.environ``; nothing in x2c reads it).
+
+    Loaded once per process: the validated settings are kept while the file's modification
+    time and size stay the same, so every pass of a long-lived worker reads them from memory
+    and still picks up an edited file at its next pass."""
     path = Path(path)
     home = Path(env["HOME"]) if env and env.get("HOME") else None
     if str(path).startswith("~") and home is not None:
         path = home / str(path)[2:]
     try:
+        stat = path.stat()
+    except OSError as exc:
+        raise ConfigError(f"cannot read settings file {path}: {exc.strerror}") from exc
+    key, stamp = (str(path.resolve()), str(home)), (stat.st_mtime_ns, stat.st_size)
+    with _LOADED_LOCK:
+        known = _LOADED.get(key)
+    if known is not None and known[0] == stamp:
+        return known[1]
+    try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read settings file {path}: {exc.strerror}") from exc
-    return parse_settings(text, source=str(path), base_dir=path.resolve().parent, home=home)
+    settings = parse_settings(text, source=str(path), base_dir=path.resolve().parent, home=home)
+    with _LOADED_LOCK:
+        _LOADED[key] = (stamp, settings)
+    return settings
 
 
 def xnat_config(

@@ -44,6 +44,22 @@ def test_a_complete_file_loads_with_paths_resolved() -> None:
     assert s.state_dir == DATA / "state" and s.keep_workdir is True
 
 
+def test_a_file_is_loaded_once_per_process_until_it_changes(tmp_path: Path) -> None:
+    path = tmp_path / "x2c.yaml"
+    path.write_text(MINIMAL)
+    first = load_settings(path)
+    assert load_settings(path) is first, "read and validated once"
+    path.write_text(MINIMAL.replace("/tmp/x2c", "/tmp/x2c-edited"))
+    edited = load_settings(path)
+    assert edited.host("local").workdir == "/tmp/x2c-edited" and load_settings(path) is edited
+    path.write_text(MINIMAL + "keep_workdir: [\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_settings(path)
+    path.unlink()
+    with pytest.raises(ConfigError, match="cannot read settings file"):
+        load_settings(path)
+
+
 def test_defaults_and_home() -> None:
     s = parse_settings(MINIMAL + "state_dir: ~/x2c-state\n", home=Path("/home/u"))
     assert s.state_dir == Path("/home/u/x2c-state")
