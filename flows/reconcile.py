@@ -146,9 +146,11 @@ def reconcile(
     granted, denied = claim_places(rt, s)
     rows.update({key_of(r): r for r in denied})
     with holding(rt, granted):
-        arrayed = [t for t in granted if arrays_on(rt, t.host)]
-        launches = [(t, submit_experiment.submit(rt, t)) for t in granted if t not in arrayed]
-        staging = [(t, stage_experiment.submit(rt, t)) for t in arrayed]
+        arrays_here = {name: arrays_on(rt, name) for name in {t.host for t in granted}}
+        launches = [
+            (t, submit_experiment.submit(rt, t)) for t in granted if not arrays_here[t.host]
+        ]
+        staging = [(t, stage_experiment.submit(rt, t)) for t in granted if arrays_here[t.host]]
         staged = [(t, _row_of(future, t)) for t, future in staging]
         rows.update((key_of(t), got) for t, got in staged if isinstance(got, Row))
         prepared = [got for _, got in staged if isinstance(got, Prepared)]
