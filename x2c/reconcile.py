@@ -253,7 +253,7 @@ def _scan_and_poll(rt: Runtime, name: str, mutate: bool, out: Survey) -> dict[st
 def _from_ledger(rt: Runtime, t: Target, retry_failed: bool) -> Row | None:
     """The row the ledger settles without a request, or None."""
     pipe = rt.pipeline(t.pipeline)
-    entry = rt.ledger.entries(t.project, t.pipeline).get(t.experiment)
+    entry = rt.ledger.entry(t.project, t.pipeline, t.experiment)
     if not is_fresh(entry, t.last_modified, pipe.version):
         return None
     assert entry is not None

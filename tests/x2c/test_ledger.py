@@ -28,10 +28,34 @@ def test_a_corrupt_ledger_is_rebuilt_and_hostile_names_stay_inside(tmp_path: Pat
     path = ledger.path("../../P", "demo/x")
     assert path.parent == tmp_path / "ledger"
     path.parent.mkdir(parents=True)
-    path.write_text("{not json")
-    assert ledger.entries("../../P", "demo/x") == {}
+    path.write_text('{not json\n{"experiment": "E0", "verdict": "done"}\n{"experiment": "E9", "ver')
+    assert ledger.entries("../../P", "demo/x") == {"E0": {"verdict": "done"}}  # the torn line waits
     ledger.record_done("../../P", "demo/x", "E1", "t", "1")
-    assert json.loads(path.read_text())["E1"]["verdict"] == "done"
+    assert sorted(Ledger(tmp_path).entries("../../P", "demo/x")) == ["E0", "E1"]
+    lines = path.read_text().splitlines()
+    assert json.loads(lines[-1])["experiment"] == "E1" and lines[-2].endswith('"ver')
+
+
+def test_a_verdict_is_one_appended_line_and_the_log_is_compacted(tmp_path: Path) -> None:
+    """Recording does not rewrite the project's entries, and another process (a second Ledger)
+    reads only what was appended; a log of mostly superseded lines is compacted."""
+    writer, reader = Ledger(tmp_path), Ledger(tmp_path)
+    for n in range(50):
+        writer.record_done("P", "demo", f"E{n}", "t0", "1")
+    path = writer.path("P", "demo")
+    assert len(path.read_text().splitlines()) == 50
+    assert len(reader.entries("P", "demo")) == 50
+    size = path.stat().st_size
+    writer.record_done("P", "demo", "E0", "t1", "1")
+    assert path.stat().st_size > size and path.read_bytes()[:size] == path.read_bytes()[:size]
+    assert reader.entry("P", "demo", "E0")["last_modified"] == "t1"  # type: ignore[index]
+    for round_ in range(3):  # the same 50 experiments again and again
+        for n in range(50):
+            writer.record_done("P", "demo", f"E{n}", f"r{round_}", "1")
+    lines = path.read_text().splitlines()
+    assert len(lines) <= 2 * 50 + 64, len(lines)
+    assert {e["last_modified"] for e in reader.entries("P", "demo").values()} == {"r2"}
+    assert reader.known("P", "demo", "E7", "r2", "1")
 
 
 def test_concurrent_writers_lose_nothing(tmp_path: Path) -> None:

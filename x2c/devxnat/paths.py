@@ -209,7 +209,7 @@ def resolve(store: Store, user: User, rest: str) -> Target:
             t.template += "/{resource}"
             owner = t.owner()
             assert owner is not None
-            t.resource = _find_resource(owner[1], key)
+            t.resource = find_resource(owner[1], key)
             t.kind = "resource"
         else:
             raise UnknownRoute(rest)
@@ -219,6 +219,9 @@ def resolve(store: Store, user: User, rest: str) -> Target:
             t.found = False
         if not t.found:
             t.key = key
+            if t.kind == "resource" and segs[i + 2 : i + 3] == ["files"]:
+                i += 2  # a file PUT creates its missing resource, as XNAT's does
+                continue
             if not last:
                 raise NotFound(rest)
             return t
@@ -261,7 +264,8 @@ def _parent_kind(t: Target) -> str:
     return ""
 
 
-def _find_resource(owner: Json, key: str) -> Json | None:
+def find_resource(owner: Json, key: str) -> Json | None:
+    """The resource of ``owner`` labelled ``key`` (or with that ``xnat_abstractresource_id``)."""
     resources: dict[str, Json] = owner.get("resources", {})
     if key in resources:
         return resources[key]

@@ -18,7 +18,7 @@ from x2c.devxnat.archives import (
     clean_relpath,
     is_archive_name,
 )
-from x2c.devxnat.paths import Target
+from x2c.devxnat.paths import Target, find_resource
 from x2c.devxnat.responses import HTTPError, check_label, field_param, is_true
 from x2c.devxnat.store import Json, Store, User, new_resource, now_stamp
 from x2c.devxnat.uploads import (
@@ -240,12 +240,14 @@ class Writer:
     async def _upload(
         self, request: Request, t: Target, user: User, params: dict[str, str]
     ) -> Response:
-        if t.resource is None:
-            raise HTTPError(404, "Not Found", "files are uploaded into an existing resource")
+        if t.resource is None and t.key is None:
+            raise HTTPError(404, "Not Found", "files are uploaded into a resource: name it")
         with self.store.lock:
             owner = t.owner()
             assert owner is not None
             self._require_write(user, self._project_of(owner))
+            if t.key is not None:
+                check_label(t.key)
         overwrite = is_true(params.get("overwrite"))
         extract = is_true(params.get("extract"))
         meta = {k: params.get(k, "") for k in ("format", "content", "tags")}
@@ -285,7 +287,7 @@ class Writer:
         except BaseException:
             self._discard([rec for _, rec, _ in pending] + [rec for _, rec in files])
             raise
-        resource = t.resource
+        resource = t.resource if t.resource is not None else self._make_resource(t, meta)
         try:
             outcome = await anyio.to_thread.run_sync(
                 commit, self.store, resource, t.experiment, files, overwrite, meta
@@ -295,6 +297,23 @@ class Writer:
         if outcome.duplicates:
             return JSONResponse({"duplicates": outcome.duplicates})
         return PlainTextResponse("", status_code=200)
+
+    def _make_resource(self, t: Target, meta: dict[str, str]) -> Json:
+        """The resource a file upload names, created when missing with the upload's format,
+        content and tags: XNAT's ``ResourceModifierA.createOrGetResourceCatalog`` (xnat-web)
+        creates the catalog of a file PUT whose resource label matches none."""
+        assert t.key is not None
+        with self.store.lock:
+            owner = _must(t.owner())
+            existing = find_resource(owner[1], t.key)
+            if existing is not None:  # made by a concurrent upload meanwhile
+                return existing
+            res = new_resource(self.store, t.key, meta["format"], meta["content"])
+            res["tags"] = meta["tags"]
+            owner[1]["resources"][t.key] = res
+            self._touch(t)
+            self.store.save()
+            return res
 
     def _discard(self, received: list[Received]) -> None:
         for rec in received:

@@ -1,13 +1,20 @@
 """Putting a result on an experiment as a resource, verified, with its provenance written last.
 
-The order makes the resource its own completion record: data files first, then a listing that
-must show every name, size and md5 as sent, then ``provenance.json`` (the caller's record plus
-an ``x2c_resource`` section with the version and the file digests), then a second listing.
-A resource without ``provenance.json`` is therefore an incomplete upload, and
-:func:`resource_status` answers "is this experiment done for pipeline P version V" from it.
+The order makes the resource its own completion record: data files first (the first one creates
+the resource, as XNAT's file upload does), then a listing that must show every name, size and
+md5 as sent, then ``provenance.json`` (the caller's record plus an ``x2c_resource`` section with
+the version and the file digests, the md5s as sent), then a second listing. A resource without
+``provenance.json`` is therefore an incomplete upload, and :func:`resource_status` answers "is
+this experiment done for pipeline P version V" from it: it compares what XNAT lists with the
+md5s the provenance records, so a reader never takes a damaged upload for a result.
 
-Costs: ``N + 4`` requests for N files (one more for ``on_exists="replace"`` or
-``"overwrite"``); :func:`resource_status` costs 2 (1 when the resource or provenance is absent).
+That comparison is also why ``verify=False`` is safe: the two listings are left out and the
+caller verifies later with one :func:`resource_status` (x2c's passes do it in the next pass,
+with the listing that also settles the ledger).
+
+Costs: ``N + 3`` requests for N files (``N + 1`` with ``verify=False``; one more for
+``on_exists="replace"`` or ``"overwrite"``); :func:`resource_status` costs 1 when the
+provenance's mark tells, 2 when the provenance must be read.
 """
 
 from __future__ import annotations
@@ -120,25 +127,31 @@ def upload_files(
     provenance: Mapping[str, Any],
     version: str,
     on_exists: OnExists = "fail",
+    verify: bool = True,
 ) -> UploadReceipt:
     """Upload ``files`` (each streamed from its ByteSource, memory flat) as resource ``label``
     of ``experiment_id``, verify them by listing them back, then write ``provenance.json``.
 
-    ``on_exists``: ``"fail"`` raises :class:`XnatConflictError` if the resource exists,
-    ``"replace"`` deletes it first, ``"overwrite"`` keeps it and overwrites same-named files
-    (its old provenance is removed first, so the resource reads "incomplete" meanwhile).
-    Raises :class:`IntegrityError` naming the first file XNAT lists differently from what was
-    sent (or from the md5 its FileRef claims).
+    ``on_exists``: ``"fail"`` raises :class:`XnatConflictError` when a file of the same name
+    is already there (XNAT keeps it and answers it as a duplicate), ``"replace"`` deletes the
+    resource first, ``"overwrite"`` keeps it and overwrites same-named files (its old
+    provenance is removed first, so the resource reads "incomplete" meanwhile). Raises
+    :class:`IntegrityError` naming the first file XNAT lists differently from what was sent (or
+    from the md5 its FileRef claims). ``verify=False`` leaves the listings out (see the module
+    docstring); the receipt then carries the files as sent.
     """
     where = f"resource {label!r} of experiment {experiment_id!r}"
     items = list(files)
     names = [ref.path for ref, _ in items]
     _check_names(names, where)
     resource = _prepare(session, experiment_id, label, on_exists)
+    overwrite = on_exists != "fail"
     sent: dict[str, UploadedFile] = {}
     for ref, source in items:
-        sent[ref.path] = _put_file(session, resource, ref.path.split("/"), ref, source, where)
-    return _finish(session, experiment_id, label, sent, provenance, version)
+        sent[ref.path] = _put_file(
+            session, resource, ref.path.split("/"), ref, source, where, overwrite=overwrite
+        )
+    return _finish(session, experiment_id, label, sent, provenance, version, verify, overwrite)
 
 
 def _check_names(names: Iterable[str], where: str) -> None:
@@ -153,7 +166,8 @@ def _check_names(names: Iterable[str], where: str) -> None:
 
 
 def _prepare(session: XnatSession, experiment_id: str, label: str, on_exists: OnExists) -> str:
-    """Make the resource exist as ``on_exists`` asks, without provenance; returns its path."""
+    """Clear the resource as ``on_exists`` asks (the first file upload creates it when
+    missing); returns its path."""
     where = f"resource {label!r} of experiment {experiment_id!r}"
     resource = _resource_path(experiment_id, label)
     if on_exists == "replace":
@@ -164,16 +178,6 @@ def _prepare(session: XnatSession, experiment_id: str, label: str, on_exists: On
             params={"removeFiles": "true"},
             accept=(200, 202, 204, 404),
         )
-    try:
-        session.request("PUT", resource, what=f"create {where}", accept=(200, 201))
-    except XnatConflictError as exc:
-        if on_exists != "overwrite":
-            raise XnatConflictError(
-                f"{where} already exists (an earlier result?): check resource_status(), then "
-                "pass on_exists='replace' to re-create it or 'overwrite' to keep it",
-                url=exc.url,
-                status=exc.status,
-            ) from exc
     if on_exists == "overwrite":
         session.request(
             "DELETE",
@@ -191,12 +195,19 @@ def _finish(
     sent: Mapping[str, UploadedFile],
     provenance: Mapping[str, Any],
     version: str,
+    verify: bool,
+    overwrite: bool,
 ) -> UploadReceipt:
-    """List the data files back and compare, then write and verify ``provenance.json``."""
+    """List the data files back and compare (``verify``), then write ``provenance.json`` and
+    verify it the same way."""
     where = f"resource {label!r} of experiment {experiment_id!r}"
     resource = _resource_path(experiment_id, label)
-    listed = _listed(session, experiment_id, label)
-    receipts = tuple(_verify(sent[p], listed, where, session.url + resource) for p in sorted(sent))
+    url = session.url + resource
+    if verify:
+        listed = _listed(session, experiment_id, label)
+        receipts = tuple(_verify(sent[p], listed, where, url) for p in sorted(sent))
+    else:
+        receipts = tuple(sent[p] for p in sorted(sent))
 
     document = dict(provenance)
     document[_PROVENANCE_KEY] = {
@@ -210,14 +221,22 @@ def _finish(
     )
     mark = provenance_mark(version, receipts)
     sent_prov = _put_file(
-        session, resource, [PROVENANCE_NAME], prov_ref, _BytesSource(blob), where, content=mark
+        session,
+        resource,
+        [PROVENANCE_NAME],
+        prov_ref,
+        _BytesSource(blob),
+        where,
+        content=mark,
+        overwrite=overwrite,
     )
-    listed = _listed(session, experiment_id, label)
-    prov_receipt = _verify(sent_prov, listed, where, session.url + resource)
+    prov_receipt = sent_prov
+    if verify:
+        prov_receipt = _verify(sent_prov, _listed(session, experiment_id, label), where, url)
     return UploadReceipt(
         experiment_id=experiment_id,
         resource=label,
-        uri=session.url + resource,
+        uri=url,
         version=version,
         files=receipts,
         provenance=prov_receipt,
@@ -242,6 +261,7 @@ def _put_file(
     where: str,
     extract: bool = False,
     content: str = "",
+    overwrite: bool = True,
 ) -> UploadedFile:
     streams: list[_Hashing] = []
 
@@ -249,13 +269,13 @@ def _put_file(
         streams.append(_Hashing(source.iter_bytes(ref)))
         return streams[-1]
 
-    session.request(
+    response = session.request(
         "PUT",
         resource + path_of("files", *parts),
         what=f"upload {ref.path} to {where}",
         params={
             "inbody": "true",
-            "overwrite": "true",
+            **({"overwrite": "true"} if overwrite else {}),
             **({"extract": "true"} if extract else {}),
             **({"content": content} if content else {}),
         },
@@ -263,9 +283,17 @@ def _put_file(
         headers={"Content-Type": "application/octet-stream"},
         accept=(200, 201),
     )
+    url = session.url + resource
+    if not overwrite and _duplicates(response.text):
+        raise XnatConflictError(
+            f"{where} already holds {ref.path} (XNAT kept it and reported it as a duplicate): "
+            "check resource_status(), then upload with on_exists='replace' to re-create it or "
+            "'overwrite' to keep it",
+            url=url,
+            status=response.status_code,
+        )
     stream = streams[-1]
     md5 = stream.md5.hexdigest()
-    url = session.url + resource
     if ref.md5 is not None and md5 != ref.md5.lower():
         raise IntegrityError(
             f"{ref.path}: sent md5 {md5} differs from the {ref.md5} its source claims while "
@@ -285,6 +313,18 @@ def _put_file(
             url=url,
         )
     return UploadedFile(ref.path, stream.size, md5)
+
+
+def _duplicates(text: str) -> list[str]:
+    """The names a file upload without ``overwrite`` left alone: XNAT answers 200 with
+    ``{"duplicates": [...]}`` (as text/html) instead of storing them (xnat-web's FileList)."""
+    if not text.lstrip().startswith("{"):
+        return []
+    try:
+        found = json.loads(text).get("duplicates", [])
+    except (ValueError, AttributeError):
+        return []
+    return [str(name) for name in found] if isinstance(found, list) else []
 
 
 def _listed(session: XnatSession, experiment_id: str, label: str) -> dict[str, XnatFile]:
@@ -385,10 +425,12 @@ def upload_archive(
     members = archive_manifest(archive)
     _check_names(members, f"{where} (members of {archive.name})")
     resource = _prepare(session, experiment_id, label, on_exists)
+    overwrite = on_exists != "fail"
+    source = LocalFileSource(archive.parent)
     _put_file(
-        session, resource, [archive.name], ref, LocalFileSource(archive.parent), where, extract=True
+        session, resource, [archive.name], ref, source, where, extract=True, overwrite=overwrite
     )
-    return _finish(session, experiment_id, label, members, provenance, version)
+    return _finish(session, experiment_id, label, members, provenance, version, True, overwrite)
 
 
 def archive_manifest(archive: Path) -> dict[str, UploadedFile]:

@@ -385,6 +385,37 @@ def test_overwrite_and_duplicates(http: requests.Session, xnat_server: XnatServe
     assert http.get(_url(xnat_server, resource)).status_code == 404
 
 
+def test_a_file_put_creates_its_missing_resource(
+    http: requests.Session, xnat_server: XnatServer
+) -> None:
+    """XNAT's file upload creates the resource it names when none has that label
+    (ResourceModifierA.createOrGetResourceCatalog in xnat-web): one request, not two. A read or
+    a delete of the missing resource's files stays a 404, and nothing is created by it."""
+    resource = _new_resource(http, xnat_server)
+    exp = resource.rsplit("/resources/", 1)[0]
+    missing = f"{exp}/resources/MADE_BY_PUT"
+    assert http.get(_url(xnat_server, f"{missing}/files")).status_code == 404
+    assert http.delete(_url(xnat_server, f"{missing}/files/a.txt")).status_code == 404
+    assert http.get(_url(xnat_server, missing)).status_code == 404
+    put = http.put(
+        _url(xnat_server, f"{missing}/files/a.txt"),
+        data=b"made",
+        params={"inbody": "true", "format": "TXT", "content": "RESULT"},
+    )
+    assert put.status_code == 200, put.text
+    rows = _result(http.get(_url(xnat_server, f"{exp}/resources")))
+    made = [r for r in rows if r["label"] == "MADE_BY_PUT"]
+    assert len(made) == 1 and made[0]["format"] == "TXT" and made[0]["content"] == "RESULT"
+    assert sorted(_files(http, xnat_server, missing)) == ["a.txt"]
+    again = http.put(_url(xnat_server, f"{missing}/files/a.txt"), data=b"other")
+    assert again.json() == {"duplicates": ["a.txt"]}  # the existing resource, not a second one
+    assert [r["label"] for r in _result(http.get(_url(xnat_server, f"{exp}/resources")))].count(
+        "MADE_BY_PUT"
+    ) == 1
+    bad = http.put(_url(xnat_server, f"{exp}/resources/bad%20label/files/a.txt"), data=b"x")
+    assert bad.status_code == 400
+
+
 def _zip_bytes(entries: dict[str, bytes]) -> bytes:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:

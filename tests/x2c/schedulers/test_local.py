@@ -129,6 +129,36 @@ def test_one_scan_per_poll_whatever_the_number_of_jobs(local: LocalScheduler, ba
     assert runner.counts["sh"] - before <= 2  # one scan, at most one launch
 
 
+def test_a_scan_reads_the_jobs_not_ended_and_those_asked_about(base: Path) -> None:
+    """Ended jobs cost a submit nothing (the scan of every submit once read them all: O(N^2)
+    over N submissions); a poll still answers for an ended job it asks about, a cancel before
+    the launch takes the job out of the pool, and a state directory from before ``.live``
+    existed is indexed once, its queued job launched."""
+    state = base / "state"
+    sched = LocalScheduler(LocalRunner(), CFG.model_copy(update={"max_local_jobs": 1}), str(state))
+    ended = [sched.submit(job_script(base, f"e{i}", "true")) for i in range(4)]
+    until(lambda: all(s.state is JobState.COMPLETED for s in sched.poll(ended).values()), "ends")
+    assert sched._scan() == {}  # nothing live: the ended jobs are not read
+    assert set(sched._scan(ended[:2])) == set(ended[:2])
+    go = base / "go"
+    held = sched.submit(job_script(base, "held", f"while [ ! -e {q(go)} ]; do sleep 0.05; done"))
+    cancelled = sched.submit(job_script(base, "cancelled", "true"))
+    waiting = sched.submit(job_script(base, "waiting", "true"))
+    assert sched.poll([waiting])[waiting].state is JobState.PENDING
+    sched.cancel([cancelled])
+    assert set(sched._scan()) == {held, waiting}
+    assert sched.poll([cancelled])[cancelled].state is JobState.CANCELLED
+    # an older state directory: no .live (the running and the queued job are indexed again)
+    for marker in (state / ".live").iterdir():
+        marker.unlink()
+    (state / ".live").rmdir()
+    fresh = LocalScheduler(LocalRunner(), CFG.model_copy(update={"max_local_jobs": 1}), str(state))
+    assert set(fresh._scan()) == {held, waiting}
+    go.touch()
+    until(lambda: fresh.poll([waiting])[waiting].state is JobState.COMPLETED, "the queued job")
+    assert fresh._scan() == {}
+
+
 def test_unwritable_state_dir_is_a_submission_error(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("")
     sched = LocalScheduler(LocalRunner(), CFG, str(tmp_path / "file" / "state"))

@@ -130,7 +130,9 @@ def test_a_corrupt_source_aborts_an_upload_stream_before_provenance(
                 version="1",
             )
         assert info.value.name == ref.path
-        assert resource_status(session, eid, "COPY", "1").state is ResourceState.INCOMPLETE
+        # the aborted first upload created nothing, or an empty resource: never a result
+        state = resource_status(session, eid, "COPY", "1").state
+        assert state in (ResourceState.MISSING, ResourceState.INCOMPLETE), state
 
 
 class _Same:

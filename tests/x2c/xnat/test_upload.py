@@ -56,8 +56,8 @@ def test_upload_directory_verifies_and_counts_requests(
     receipt = upload_directory(
         session, eid, "FS6_HIPPO", root, provenance=PROV, version="1.2", on_exists="replace"
     )
-    # DELETE + PUT resource + 2 files + listing + provenance + listing
-    assert server_requests.total() == 2 + 4 + 1
+    # DELETE + 2 files (the first creates the resource) + listing + provenance + listing
+    assert server_requests.total() == 1 + 2 + 3
     assert receipt.uri.endswith(f"/data/experiments/{eid}/resources/FS6_HIPPO")
     assert [f.path for f in receipt.files] == ["lh.hippoSfVolumes.txt", "stats/aseg.stats"]
     want = hashlib.md5((root / "stats" / "aseg.stats").read_bytes()).hexdigest()
@@ -82,6 +82,7 @@ def test_existing_resource_conflicts_unless_asked(
     upload_directory(session, eid, "FS6_C", root, provenance=PROV, version="1", on_exists="replace")
     with pytest.raises(XnatConflictError, match="on_exists='replace'"):
         upload_directory(session, eid, "FS6_C", root, provenance=PROV, version="2")
+    assert is_done(session, eid, "FS6_C", "1"), "the conflict left the earlier result alone"
     (root / "lh.hippoSfVolumes.txt").write_text("CA1 999.9\n")
     receipt = upload_directory(
         session, eid, "FS6_C", root, provenance=PROV, version="2", on_exists="overwrite"
@@ -173,6 +174,39 @@ def test_upload_verification_failure_leaves_the_resource_incomplete(
             )
         assert info.value.expected == good
         assert not is_done(session, eid, "TAMPER", "1")
+        session.close()
+
+
+def test_an_unverified_upload_costs_a_request_per_file_and_one_status_verifies_it(
+    xnat_server: Any, eid: str, server_requests: Requests
+) -> None:
+    """``verify=False``: N files + provenance and nothing else (the first file creates the
+    resource); the provenance records the md5s as sent, so the one later status listing is the
+    verification: a listing that differs from them is never DONE."""
+    blobs = {"a.txt": b"alpha\n", "b/c.bin": bytes(range(256)) * 40}
+    files = [(FileRef(n, len(b), None), _BytesSource(b)) for n, b in blobs.items()]
+    with FaultProxy(xnat_server.url).running() as proxy:
+        session = connect(xnat_config(xnat_server, url=proxy.url))
+        server_requests.reset()
+        receipt = upload_files(
+            session, eid, "UNVERIFIED", files, provenance=PROV, version="1", verify=False
+        )
+        assert server_requests.total() == len(blobs) + 1, server_requests.counts()
+        assert [f.md5 for f in receipt.files] == [
+            hashlib.md5(b).hexdigest() for b in blobs.values()
+        ]
+        server_requests.reset()
+        assert resource_status(session, eid, "UNVERIFIED", "1", read=False).done
+        assert server_requests.total() == 1
+        good = hashlib.md5(blobs["a.txt"]).hexdigest()
+        proxy.add(
+            Fault(
+                r"GET /data/experiments/[^/]+/resources/UNVERIFIED/files\?",
+                tamper=lambda body: body.replace(good.encode(), b"0" * 32),
+            )
+        )
+        status = resource_status(session, eid, "UNVERIFIED", "1", read=False)
+        assert status.state is ResourceState.DAMAGED and "a.txt" in status.reason, status
         session.close()
 
 
@@ -340,7 +374,7 @@ def test_upload_archive_extracted_is_verified_member_by_member(
         on_exists="replace",
         extract=True,
     )
-    assert server_requests.total() == 2 + 1 + 1 + 1 + 1  # delete, create, zip, list, prov, list
+    assert server_requests.total() == 2 + 1 + 1 + 1  # delete, zip, list, prov, list
     assert [(f.path, f.md5) for f in receipt.files] == [
         ("stats/lh.txt", hashlib.md5(b"left\n").hexdigest()),
         ("stats/rh.txt", hashlib.md5(b"right\n" * 1000).hexdigest()),
