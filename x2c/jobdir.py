@@ -221,6 +221,9 @@ class JobRecord(BaseModel):
     """Walltime this attempt asked for (seconds; 0: the site default)."""
     history: tuple[Attempt, ...] = ()
     """The earlier attempts, oldest first."""
+    uploads: int = 0
+    """How many times the result was uploaded (a pass verifies each upload at the next pass,
+    and gives up after :data:`x2c.reconcile.MAX_UPLOADS` that did not verify)."""
     escalate_to: Request | None = None
     """Set on an ended attempt that is launched again bigger: the next build's request."""
 

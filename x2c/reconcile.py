@@ -113,7 +113,8 @@ def scope_of(
 @dataclass(frozen=True)
 class Row:
     """Where one experiment stands after a pass, and what the pass did for it (``action``:
-    ``submit``, ``collect``, ``attach``, ``skip_done``, ``report_failed``, ``wait``)."""
+    ``submit``, ``collect``, ``verify`` (uploaded; the next pass verifies it), ``attach``,
+    ``skip_done``, ``report_failed``, ``wait``)."""
 
     project: str
     experiment: str
@@ -328,8 +329,9 @@ def _claimed(
                 t, IN_FLIGHT, "another run is uploading its result", action="wait", **common
             )
         out.finish.append(t)
+        doing = "verifying its upload" if record.state == UPLOADED else "collecting"
         return Row.of(
-            t, IN_FLIGHT, f"job {record.job_id} completed; collecting", action="collect", **common
+            t, IN_FLIGHT, f"job {record.job_id} completed; {doing}", action="collect", **common
         )
     # the job ended OUT_OF_MEMORY or TIMEOUT and the pipeline escalates: launch it again,
     # bigger, keeping its place (x2c.escalation); anything else is reported, never looped
@@ -405,11 +407,12 @@ def _choose_launches(
 
 def check(rt: Runtime, t: Target, *, retry_failed: bool = False, mutate: bool = True) -> Row | None:
     """An experiment nobody is working on: its row when it needs no job (its verified result
-    is on XNAT; its last job failed and nothing changed since), else None. 2 XNAT requests,
-    plus the input selection only for a failed job whose experiment changed on XNAT."""
+    is on XNAT; its last job failed and nothing changed since), else None. As a rule 1 XNAT
+    request (:func:`_result_status`), plus the input selection only for a failed job whose
+    experiment changed on XNAT."""
     h = recipe.handle(rt, t)
     pipe = h.pipe
-    status = xnat.resource_status(rt.xnat, t.experiment, pipe.resource, pipe.version, read=False)
+    status = _result_status(rt, t, remember=mutate)
     if status.done:
         if mutate:
             rt.ledger.record(
@@ -458,6 +461,24 @@ def check(rt: Runtime, t: Target, *, retry_failed: bool = False, mutate: bool = 
     except PipelineError as exc:  # e.g. a corrupt registry entry: this experiment only
         return Row.of(t, FAILED, str(exc), action="report_failed")
     return None
+
+
+def _result_status(rt: Runtime, t: Target, *, remember: bool) -> xnat.ResourceStatus:
+    """The status of ``t``'s result, in 1 request as a rule. An experiment the ledger never
+    saw is most likely new: its document answers whether the result resource exists at all and
+    holds the scans the launch selects from (kept for it, when ``remember``), so checking and
+    selecting cost one request, not two. One the ledger knows (it changed since) most likely
+    holds a result: the result's listing answers (one request; a document read first would
+    be a second)."""
+    pipe = rt.pipeline(t.pipeline)
+    if rt.ledger.entry(t.project, t.pipeline, t.experiment) is None:
+        contents = xnat.experiment_contents(rt.xnat, t.experiment)
+        if pipe.resource not in contents.resources:
+            if remember:
+                rt.remember(contents)
+            where = f"resource {pipe.resource} of {t.experiment}"
+            return xnat.ResourceStatus(xnat.ResourceState.MISSING, f"{where} does not exist")
+    return xnat.resource_status(rt.xnat, t.experiment, pipe.resource, pipe.version, read=False)
 
 
 def claim_places(rt: Runtime, s: Survey) -> tuple[list[Target], list[Row]]:
@@ -642,54 +663,81 @@ def _refused(group: Sequence[Prepared], tag: str, exc: X2CError) -> bool:
     return True
 
 
-def _upload_result(rt: Runtime, h: recipe.Handle, done: str, *, ask_first: bool) -> str:
-    """Collect and upload ``h``'s result; the row's reason. As a rule no result exists yet, so
-    the upload creates its resource without asking (one request less); ``ask_first`` when one
-    may exist (a pass stopped while finishing). When one exists (found, or the create is
-    refused), the result's status decides: a verified result of this pipeline version is kept
-    as it is (never deleted by a run that did not find it damaged), anything else is replaced
-    by this job's verified archive. A verified result also stands when the archive on Y is gone
-    or damaged, or of another pipeline version."""
-    kept = f"{done}; kept the verified result on XNAT (uploaded by another run)"
-    found = _state(rt, h) if ask_first else xnat.ResourceState.MISSING
-    if found is None:
-        return kept
+MAX_UPLOADS = 3
+"""Uploads of one job's result that may fail their verification before the job is failed."""
+
+
+def _upload_result(
+    rt: Runtime, h: recipe.Handle, record: jd.JobRecord | None, *, ask_first: bool
+) -> str | None:
+    """Collect and upload ``h``'s result unless a verified one is there: None when this call
+    uploaded it (the next pass verifies it), else the row's reason (a verified result: this
+    job's upload, verified now, or another run's). As a rule no result exists yet, so the upload
+    goes ahead without asking (one request less); ``ask_first`` when one may exist (a pass
+    stopped while finishing, or this job's upload waits for its verification). A verified result
+    of this pipeline version is kept as it is (never deleted by a run that did not find it
+    damaged); anything else is replaced by this job's archive, at most :data:`MAX_UPLOADS`
+    times. A verified result also stands when the archive on Y is gone or damaged, or of
+    another pipeline version."""
+    ours = record is not None and record.state == UPLOADED
+    kept = "kept the verified result on XNAT (uploaded by another run)"
+    found = _state(rt, h) if ask_first else None
+    if found is not None and found.done:
+        return "result uploaded and verified" if ours else kept
+    if ours and record is not None and found is not None:
+        if record.uploads >= MAX_UPLOADS:
+            raise IntegrityError(
+                f"{h.name}: the result was uploaded {record.uploads} times and XNAT never listed "
+                f"it as sent: {found.reason}; check XNAT's storage and that it keeps checksums "
+                "(site settings), then run again with --retry-failed",
+                name=h.pipe.resource,
+                expected=xnat.ResourceState.DONE.value,
+                actual=found.state.value,
+            )
+        log.warning("%s: the uploaded result did not verify (%s); uploading again", h.name, found)
+    state = found.state if found is not None else xnat.ResourceState.MISSING
     try:
         archive = recipe.collect(h)
         try:
             with rt.xnat_slot:
-                recipe.upload(h, archive, found=found)
+                recipe.upload(h, archive, found=state)
         except XnatConflictError:
-            if found is not xnat.ResourceState.MISSING:
+            if state is not xnat.ResourceState.MISSING:
                 raise
             found = _state(rt, h)  # there all along, or made meanwhile
-            if found is None:
+            if found.done:
                 return kept
             with rt.xnat_slot:
-                recipe.upload(h, archive, found=found)
+                recipe.upload(h, archive, found=found.state)
     except (IntegrityError, PipelineError):
-        if ask_first or _state(rt, h) is not None:
+        if ask_first or not _state(rt, h).done:
             raise
         return kept
-    return f"{done}; result uploaded and verified"
+    return None
 
 
-def _state(rt: Runtime, h: recipe.Handle) -> xnat.ResourceState | None:
-    """The state of ``h``'s result on XNAT; None when it is a verified result of this pipeline
-    version (then recorded in the ledger)."""
+def _state(rt: Runtime, h: recipe.Handle) -> xnat.ResourceStatus:
+    """The status of ``h``'s result on XNAT (one request as a rule); a verified result of this
+    pipeline version is recorded in the ledger, at the ``last_modified`` of this pass's listing
+    (made before this request, so any later change shows as a change)."""
     t, pipe = h.t, h.pipe
     status = xnat.resource_status(rt.xnat, t.experiment, pipe.resource, pipe.version, read=False)
-    if not status.done:
-        return status.state
-    rt.ledger.record(
-        t.project, t.pipeline, pipe.version, [(t.experiment, t.last_modified, LEDGER_DONE, "")]
-    )
-    return None
+    if status.done:
+        rt.ledger.record(
+            t.project,
+            t.pipeline,
+            pipe.version,
+            [(t.experiment, t.last_modified, LEDGER_DONE, "")],
+        )
+    return status
 
 
 def finish(rt: Runtime, t: Target) -> Row:
     """Collect, upload (:func:`_upload_result`) and clean a completed job under the
-    experiment's finishing claim; the job directory is cleaned either way."""
+    experiment's finishing claim. An upload is verified by the next pass (its one status
+    request is also what settles the ledger); the job directory stays until then, so a failed
+    verification uploads again from it. It is cleaned once the result is verified, or when
+    the job is failed."""
     h = recipe.handle(rt, t)
     cfg, host, jobdir = h.cfg, h.host, h.jobdir
     rel = claims.relpath(cfg.workdir, t.pipeline, t.experiment)
@@ -698,10 +746,20 @@ def finish(rt: Runtime, t: Target) -> Row:
         return Row.of(t, IN_FLIGHT, "another run is uploading its result", action="wait")
     record = registry.read(h)
     common = {"job_id": record.job_id if record else "", "since": _since(record)}
+    completed = f"job {common['job_id']} completed"
     # a pass that stopped while finishing may have uploaded: ask first, never write over it
     ask = taken is claims.Finishing.TAKEN_OVER or (record is not None and record.state == UPLOADED)
     try:
-        reason = _upload_result(rt, h, f"job {common['job_id']} completed", ask_first=ask)
+        reason = _upload_result(rt, h, record, ask_first=ask)
+        if reason is None:
+            claims.release(host, jobdir, finishing_only=True)
+            return Row.of(
+                t,
+                IN_FLIGHT,
+                f"{completed}; result uploaded, the next pass verifies it",
+                action="verify",
+                **common,
+            )
         removed = recipe.clean(h)
     except X2CError as exc:
         claims.release(host, jobdir, finishing_only=True)
@@ -720,7 +778,9 @@ def finish(rt: Runtime, t: Target) -> Row:
         return Row.of(t, FAILED, f"{type(exc).__name__}: {exc}", action="collect", **common)
     if not removed:  # keep_workdir: the directory stays, its place is given back
         claims.release(host, jobdir)
-    return Row.of(t, DONE, reason, action="collect", xnat_uri=_result_uri(rt, t), **common)
+    return Row.of(
+        t, DONE, f"{completed}; {reason}", action="collect", xnat_uri=_result_uri(rt, t), **common
+    )
 
 
 def run_pass(

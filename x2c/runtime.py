@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
+from collections import OrderedDict
 
 from x2c import xnat
 from x2c.config import HostConfig, XnatConfig
@@ -23,6 +25,12 @@ from x2c.pipelines import Pipeline
 from x2c.provenance import public_url
 from x2c.schedulers import Scheduler, make_scheduler
 from x2c.settings import Settings
+from x2c.xnat import Contents
+
+CONTENTS_KEPT = 4096
+"""Experiment documents a runtime keeps between a pass's check and its launch."""
+CONTENTS_TTL_S = 600.0
+"""How long such a document is trusted (a pass checks and launches within seconds)."""
 
 
 class Runtime:
@@ -45,6 +53,7 @@ class Runtime:
         self._pipelines: dict[str, Pipeline] = {}
         self._digests: dict[tuple[str, str], str | None] = {}
         self.xnat_slot = threading.BoundedSemaphore(settings.limits.xnat_transfers)
+        self._contents: OrderedDict[str, tuple[float, Contents]] = OrderedDict()
         self._closed = False
 
     def __repr__(self) -> str:
@@ -96,6 +105,28 @@ class Runtime:
             if key not in self._digests:
                 self._digests[key] = image_digest(self.host(host).runner, runtime, pipeline.image)
             return self._digests[key]
+
+    def remember(self, contents: Contents) -> None:
+        """Keep an experiment's document read by its check for the launch that follows in the
+        same pass, so the selection does not read it again (the newest
+        :data:`CONTENTS_KEPT`, for :data:`CONTENTS_TTL_S` seconds)."""
+        now = time.monotonic()
+        with self._lock:
+            self._contents.pop(contents.experiment_id, None)
+            self._contents[contents.experiment_id] = (now, contents)
+            while self._contents and (
+                len(self._contents) > CONTENTS_KEPT
+                or next(iter(self._contents.values()))[0] < now - CONTENTS_TTL_S
+            ):
+                self._contents.popitem(last=False)
+
+    def recall(self, experiment_id: str) -> Contents | None:
+        """The document :meth:`remember` kept for ``experiment_id`` (once), if still fresh."""
+        with self._lock:
+            kept = self._contents.pop(experiment_id, None)
+        if kept is None or kept[0] < time.monotonic() - CONTENTS_TTL_S:
+            return None
+        return kept[1]
 
     def close(self) -> None:
         """Close the hosts and the XNAT session."""

@@ -172,10 +172,12 @@ def test_full_cycle_uploads_a_verified_result_and_a_rerun_does_nothing(
     assert local_jobs(rt, t) == [first[0].job_id], "the rerun submitted nothing"
     rerun = requests.total()
     assert files_of(rt.xnat, t.experiment) == listed
-    # launch: result status 1, select 2 (scans, the scan's files), stage 1 (one file);
-    # finish: archive PUT (it creates the resource), list, provenance PUT, list 4; the
-    # ledger's experiment 1
-    assert full_cycle == 9, requests.counts()
+    # check 1 (the experiment's document: no result resource, and the scans select reads);
+    # select 1 (the chosen scan's files); stage 1 (one file); upload 2 (the archive, which
+    # creates the resource, then the provenance); the next pass's verification 1 (the
+    # result's listing against the provenance's md5s, which also settles the ledger)
+    assert full_cycle == 6, requests.counts()
+    assert [r.action for r in seen[-2]] == ["verify"], seen[-2]
     print(f"\nrequests: full cycle {full_cycle} (+1 listing per pass), rerun {rerun}")
 
     password = xnat_server.password
@@ -272,11 +274,14 @@ def test_a_pass_killed_while_the_job_runs(
 def test_a_pass_killed_after_the_job_ended_unrecorded(
     rt: Runtime, project: str, xnat_server: Any
 ) -> None:
-    """Row "after the job ended, unrecorded": the next pass's poll judges it and finishes it."""
+    """Row "after the job ended, unrecorded": the next pass's poll judges it and uploads its
+    result, the pass after verifies it."""
     t = session(rt, xnat_server, project, "C_ended")
     job = crash_at(rt, t, "ended")
     record = registry.read(recipe.handle(rt, t))
     assert record is not None and record.state == "PENDING"  # nobody polled it
+    [row] = reconcile.run_pass(rt, scope_for(t))
+    assert (row.state, row.action, row.job_id) == ("in flight", "verify", job), row
     [row] = reconcile.run_pass(rt, scope_for(t))
     assert (row.state, row.action, row.job_id) == ("done", "collect", job), row
     assert_one_job_one_upload(rt, t, job)
@@ -297,21 +302,83 @@ def test_a_pass_killed_mid_upload_is_redone_once_the_finishing_claim_is_stale(
 
 
 @pytest.mark.parametrize("point", ["uploaded", "upload-unrecorded"])
-def test_a_pass_killed_after_the_verified_upload_keeps_the_result(
+def test_a_pass_killed_after_the_upload_keeps_the_result_once_verified(
     rt: Runtime, project: str, xnat_server: Any, requests: Requests, point: str
 ) -> None:
-    """Row "after the verified upload, before the clean" (with the registry updated or not):
-    the result on XNAT is kept exactly as it is; only the job directory is removed."""
+    """Row "after the upload, before the clean" (with the registry updated or not): the next
+    pass verifies the result and keeps it exactly as it is; only the job directory is
+    removed. With the registry updated, the result is known as this job's own."""
     t = session(rt, xnat_server, project, f"C_{point}")
     job = crash_at(rt, t, point)
     listed = files_of(rt.xnat, t.experiment)
     requests.reset()
     row = finish_after_crash(rt, t, "another run is uploading its result")
     assert (row.state, row.action) == ("done", "collect"), row
-    assert row.reason.endswith("(uploaded by another run)"), row
+    own = "result uploaded and verified" if point == "uploaded" else "(uploaded by another run)"
+    assert row.reason.endswith(own), row
     assert requests.writes() == {}, "the verified result was kept as it is"
     assert files_of(rt.xnat, t.experiment) == listed
     assert_one_job_one_upload(rt, t, job)
+
+
+def test_an_upload_that_does_not_verify_is_uploaded_again_then_failed(
+    rt: Runtime, project: str, xnat_server: Any
+) -> None:
+    """The next pass's check is the upload's verification: a result XNAT lists other than it
+    was sent (damaged here between the passes) is uploaded again from Y, and after
+    MAX_UPLOADS such uploads the job is failed with the reason. Nothing damaged is ever
+    reported done, and the job directory stays until then."""
+    t = session(rt, xnat_server, project, "V_damaged")
+    archive = ("data", "experiments", t.experiment, "resources", "DEMO_STATS", "files")
+
+    def uploaded() -> Row | None:
+        row = row_of(reconcile.run_pass(rt, scope_for(t)), t)
+        assert row.state != "done", row
+        return row if row.action == "verify" else None
+
+    for n in range(reconcile.MAX_UPLOADS):
+        row = until(uploaded, f"upload {n + 1}")
+        assert "the next pass verifies it" in row.reason, row
+        record = registry.read(recipe.handle(rt, t))
+        assert record is not None and (record.state, record.uploads) == ("uploaded", n + 1)
+        put(
+            rt.xnat,
+            *archive,
+            "DEMO_STATS.zip",
+            params={"inbody": "true", "overwrite": "true"},
+            body=b"not the archive that was sent",
+        )
+    [row] = reconcile.run_pass(rt, scope_for(t))
+    assert (row.state, row.action) == ("failed", "collect"), row
+    assert f"uploaded {reconcile.MAX_UPLOADS} times" in row.reason, row
+    assert "DEMO_STATS.zip" in row.reason and "--retry-failed" in row.reason, row
+    assert not resource_status(rt.xnat, t.experiment, "DEMO_STATS", "1.0.0").done
+    assert len(local_jobs(rt, t)) == 1, "one job: only its upload was repeated"
+
+
+def test_an_upload_damaged_once_is_uploaded_again_and_verified(
+    rt: Runtime, project: str, xnat_server: Any, requests: Requests
+) -> None:
+    t = session(rt, xnat_server, project, "V_once")
+    until(
+        lambda: row_of(reconcile.run_pass(rt, scope_for(t)), t).action == "verify",
+        "the upload",
+    )
+    put(
+        rt.xnat,
+        *("data", "experiments", t.experiment, "resources", "DEMO_STATS", "files"),
+        "DEMO_STATS.zip",
+        params={"inbody": "true", "overwrite": "true"},
+        body=b"damaged",
+    )
+    requests.reset()
+    [again] = reconcile.run_pass(rt, scope_for(t))
+    assert (again.state, again.action) == ("in flight", "verify"), again
+    assert deletes(requests.counts()) == 1 and requests.uploads() == 2, requests.counts()
+    [row] = drive(rt, scope_for(t))
+    assert (row.state, row.action) == ("done", "collect"), row
+    assert row.reason.endswith("result uploaded and verified"), row
+    assert_one_job_one_upload(rt, t)
 
 
 # --- passes at once ---------------------------------------------------------------------------

@@ -26,8 +26,10 @@ while the job runs                     the poll sees it queued/running: nothing 
 after the job ended, unrecorded        the poll judges it (:func:`x2c.poller.judge`)
 mid-upload                             the resource has no provenance (INCOMPLETE): the
                                        finishing claim goes stale, the upload is redone
-after the verified upload, before      the result is DONE on XNAT: kept as it is, the job
-the clean                              directory is removed
+after the upload (``uploaded`` or      the next pass verifies it (one listing against the
+not yet recorded), before the clean    md5s the provenance records): DONE is kept as it is
+                                       and the job directory removed; anything else is
+                                       uploaded again from Y (at most ``MAX_UPLOADS`` times)
 =====================================  =======================================================
 
 A failed job is reported failed again by every pass (the registry keeps its state, exit code,

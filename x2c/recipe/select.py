@@ -12,12 +12,14 @@ log = logging.getLogger(__name__)
 
 
 def select(h: Handle) -> xnat.SelectedInputs:
-    """The inputs of ``h`` the pipeline declares (2+ requests). Raises
+    """The inputs of ``h`` the pipeline declares (1+ requests: the experiment's document is
+    the one its check read in this pass, when it did). Raises
     :class:`~x2c.errors.NothingToProcessError` with the reason when nothing matches; the
     ledger remembers it, so the nightly run skips the experiment until it changes."""
     t = h.t
+    contents = h.rt.recall(t.experiment)
     try:
-        selection = xnat.select_inputs(h.rt.xnat, t.experiment, h.pipe.inputs)
+        selection = xnat.select_inputs(h.rt.xnat, t.experiment, h.pipe.inputs, contents)
     except NothingToProcessError as exc:
         if t.last_modified:
             h.rt.ledger.record_nothing(

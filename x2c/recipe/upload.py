@@ -1,5 +1,5 @@
-"""Step 7, upload: the archive from Y to XNAT as the result resource, provenance last,
-verified; then the registry and the ledger say so."""
+"""Step 7, upload: the archive from Y to XNAT as the result resource, provenance last; the
+registry then says ``uploaded``, and the next pass verifies it (:func:`x2c.reconcile.finish`)."""
 
 from __future__ import annotations
 
@@ -75,11 +75,12 @@ def upload(
 ) -> xnat.UploadReceipt:
     """Stream the archive from Y to XNAT as the pipeline's result resource (replacing a partial
     or outdated one: the caller checked it is not a verified result of this version and says
-    what it ``found``: a resource found missing is created, and one made meanwhile by another
-    run is a conflict, never deleted; anything else, or None, is replaced), with its
-    provenance written last, verified by listing it back; then record ``uploaded`` in the
-    registry and the experiment in the ledger. The registry and ``run.env`` supply the
-    job's facts."""
+    what it ``found``: a resource found missing is created by the upload, and a result file
+    put there meanwhile by another run is a conflict, never overwritten; anything else, or
+    None, is replaced), with its provenance written last and recording the md5s as sent; then
+    record ``uploaded`` in the registry. Two requests, no listing: the verification is the
+    next pass's status check, which compares XNAT's listing with those md5s (and settles the
+    ledger with the same request). The registry and ``run.env`` supply the job's facts."""
     t, pipe, rt = h.t, h.pipe, h.rt
     record = registry.read(h)
     if record is not None and record.version != pipe.version:
@@ -95,10 +96,9 @@ def upload(
         provenance=provenance(h, record, archive),
         version=pipe.version,
         on_exists="fail" if found is xnat.ResourceState.MISSING else "replace",
+        verify=False,
     )
     if record is not None:
-        registry.update(h, record, state=UPLOADED)
-    modified = xnat.get_experiment(rt.xnat, t.experiment).last_modified
-    rt.ledger.record_done(t.project, t.pipeline, t.experiment, modified, pipe.version)
-    log.info("%s: uploaded to %s", h.name, receipt.uri)
+        registry.update(h, record, state=UPLOADED, uploads=record.uploads + 1)
+    log.info("%s: uploaded to %s (the next pass verifies it)", h.name, receipt.uri)
     return receipt

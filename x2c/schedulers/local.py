@@ -41,9 +41,9 @@ log = logging.getLogger(__name__)
 # ``.live/<id>``: one empty file per job that has not ended (made before ``queued``, removed
 # by the launcher once ``rc`` is written, or by a cancel that came before the launch). A state
 # directory from before ``.live`` existed gets it from its jobs without ``rc``, once.
-_LIVE_INDEX = r"""[ -d "$1/.live" ] || { t=$1/.live.tmp.$$; mkdir -p "$t" && (cd "$1" && for j in *; do
-  [ -e "$j/queued" ] && [ ! -e "$j/rc" ] && { [ -e "$j/launched" ] || [ ! -e "$j/cancelled" ]; } &&
-  : > "$t/$j"; done; :) &&
+_LIVE_INDEX = r"""[ -d "$1/.live" ] || { t=$1/.live.tmp.$$; mkdir -p "$t" &&
+  (cd "$1" && for j in *; do [ -e "$j/queued" ] && [ ! -e "$j/rc" ] &&
+    { [ -e "$j/launched" ] || [ ! -e "$j/cancelled" ]; } && : > "$t/$j"; done; :) &&
   mv -T "$t" "$1/.live" 2>/dev/null || rm -rf "$t"; }
 """
 

@@ -7,9 +7,11 @@ takes the :class:`XnatSession` from :func:`connect`; failures are x2c errors (se
 """
 
 from x2c.xnat.catalog import (
+    Contents,
     Experiment,
     Scan,
     XnatFile,
+    experiment_contents,
     find_experiment,
     get_experiment,
     list_experiments,
@@ -37,6 +39,7 @@ from x2c.xnat.upload import (
 
 __all__ = [
     "PROVENANCE_NAME",
+    "Contents",
     "Experiment",
     "LocalFileSource",
     "ResourceState",
@@ -51,6 +54,7 @@ __all__ = [
     "XnatSession",
     "archive_manifest",
     "connect",
+    "experiment_contents",
     "find_experiment",
     "get_experiment",
     "is_done",

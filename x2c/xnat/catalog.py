@@ -154,6 +154,53 @@ def list_scans(session: XnatSession, experiment_id: str) -> list[Scan]:
     return sorted(scans, key=lambda s: _scan_order(s.id))
 
 
+@dataclass(frozen=True)
+class Contents:
+    """What an experiment's document tells in one request: its ``scans`` ordered by ID, and the
+    ``resources`` labels of the experiment's own resources."""
+
+    experiment_id: str
+    scans: tuple[Scan, ...]
+    resources: frozenset[str]
+
+
+def experiment_contents(session: XnatSession, experiment_id: str) -> Contents:
+    """The scans and resource labels of an experiment, in ONE request: its document
+    (``?format=json``), whose ``children`` hold ``scans/scan`` and ``resources/resource`` items
+    as xnatpy reads them (history items left out). Raises :class:`XnatNotFoundError` when the
+    experiment does not exist (or cannot be read), :class:`XnatError` for a document of
+    another shape."""
+    what = f"read the document of experiment {experiment_id!r}"
+    doc = session.get_json(path_of("data", "experiments", experiment_id), what=what)
+    items = doc.get("items") if isinstance(doc, dict) else None
+    if not isinstance(items, list) or len(items) != 1 or not isinstance(items[0], dict):
+        raise XnatError(f"{what}: XNAT answered a document without one item; is this XNAT?")
+
+    def fields(name: str) -> list[dict[str, object]]:
+        out = []
+        for child in items[0].get("children") or []:
+            if isinstance(child, dict) and child.get("field") == name:
+                for item in child.get("items") or []:
+                    if isinstance(item, dict) and not (item.get("meta") or {}).get("isHistory"):
+                        out.append(item.get("data_fields") or {})
+        return out
+
+    scans = [
+        Scan(
+            id=str(f.get("ID", "")),
+            type=str(f.get("type", "")),
+            quality=str(f.get("quality", "")),
+            series_description=str(f.get("series_description", "")),
+        )
+        for f in fields("scans/scan")
+    ]
+    return Contents(
+        experiment_id=experiment_id,
+        scans=tuple(sorted(scans, key=lambda s: _scan_order(s.id))),
+        resources=frozenset(str(f.get("label", "")) for f in fields("resources/resource")),
+    )
+
+
 def _scan_order(scan_id: str) -> tuple[int, str]:
     digits = "".join(c for c in scan_id if c.isdigit())
     return (int(digits) if digits else 1 << 30, scan_id)

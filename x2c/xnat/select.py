@@ -15,7 +15,14 @@ from urllib.parse import unquote
 
 from x2c.errors import NothingToProcessError, XnatError, XnatNotFoundError
 from x2c.selection import InputSelection
-from x2c.xnat.catalog import Experiment, Scan, XnatFile, list_resource_files, list_scans
+from x2c.xnat.catalog import (
+    Contents,
+    Experiment,
+    Scan,
+    XnatFile,
+    experiment_contents,
+    list_resource_files,
+)
 from x2c.xnat.session import XnatSession
 from x2c.xnat.stream import XnatFileRef
 
@@ -64,9 +71,14 @@ def _quality_ok(scan: Scan, selection: InputSelection) -> bool:
 
 
 def select_inputs(
-    session: XnatSession, experiment: Experiment | str, selection: InputSelection
+    session: XnatSession,
+    experiment: Experiment | str,
+    selection: InputSelection,
+    contents: Contents | None = None,
 ) -> SelectedInputs:
-    """The files of ``experiment`` that ``selection`` asks for.
+    """The files of ``experiment`` that ``selection`` asks for: the experiment's document (1
+    request, none when the caller read its ``contents`` already), then one file listing per
+    scan tried and per experiment resource the selection names that exists.
 
     Raises :class:`NothingToProcessError` with the reason when no scan qualifies (no type
     match, wrong quality, no or empty resource), and :class:`XnatNotFoundError` when the
@@ -79,7 +91,9 @@ def select_inputs(
         else f"session {experiment.label} ({experiment.id})"
     )
     patterns = ", ".join(selection.scan_types)
-    scans = list_scans(session, experiment_id)
+    if contents is None or contents.experiment_id != experiment_id:
+        contents = experiment_contents(session, experiment_id)
+    scans = contents.scans
     if not scans:
         raise NothingToProcessError(f"{session_name} has no scans")
     typed = [s for s in scans if _matches(s, selection)]
@@ -121,6 +135,8 @@ def select_inputs(
         refs += [_ref(base, f) for f in files]
     found_resources: list[str] = []
     for label in selection.experiment_resources:
+        if label not in contents.resources:
+            continue
         try:
             files = list_resource_files(session, experiment_id, label)
         except XnatNotFoundError:

@@ -8,7 +8,14 @@ from tests.x2c.xnat.conftest import Requests
 from x2c.errors import NothingToProcessError, XnatNotFoundError
 from x2c.selection import InputSelection
 from x2c.sources import FileRef
-from x2c.xnat import XnatSession, list_experiments, list_scans, select_inputs, upload_files
+from x2c.xnat import (
+    XnatSession,
+    experiment_contents,
+    list_experiments,
+    list_scans,
+    select_inputs,
+    upload_files,
+)
 from x2c.xnat.upload import _BytesSource
 
 
@@ -31,6 +38,28 @@ def test_t1_nifti_costs_one_request_per_scan_plus_one(
         assert ref.path.startswith(f"scans/{scan.id}-")
         assert "/NIFTI/" in ref.path and ref.md5 and len(ref.md5) == 32 and ref.size > 0
         assert ref.uri.startswith(f"/data/experiments/{experiment.id}/scans/")
+
+
+def test_a_document_read_before_costs_the_selection_nothing(
+    session: XnatSession, demo_project: str, server_requests: Requests
+) -> None:
+    """The experiment's document (read once by the pass's check) holds the scans and the
+    experiment's resource labels: the selection then lists only the chosen scan's files, and
+    an optional experiment resource that is not there costs no request."""
+    experiment = list_experiments(session, demo_project)[0]
+    server_requests.reset()
+    contents = experiment_contents(session, experiment.id)
+    assert server_requests.total() == 1
+    assert [s.id for s in contents.scans] == [s.id for s in list_scans(session, experiment.id)]
+    server_requests.reset()
+    wanted = InputSelection(
+        scan_types=("t1*",), resource="NIFTI", experiment_resources=("NOT_THERE",)
+    )
+    chosen = select_inputs(session, experiment, wanted, contents)
+    assert server_requests.total() == len(chosen.scans) == 1, server_requests.counts()
+    assert chosen.resources == ()
+    with pytest.raises(XnatNotFoundError):
+        experiment_contents(session, "X2C_NO_SUCH_EXPERIMENT")
 
 
 def test_wildcards_are_case_insensitive(session: XnatSession, demo_project: str) -> None:
