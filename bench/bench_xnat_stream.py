@@ -189,7 +189,7 @@ def main() -> None:
                     f"{base['growth_mb']:.1f} MB"
                 )
                 print(
-                    f"{mb:>5}MB upload: x2c upload_files (hash + 4 requests + verify) "
+                    f"{mb:>5}MB upload: x2c upload_files (hashed, listed back, provenance) "
                     f"{size / up_x2c / 1e6:.1f} MB/s, plain streamed PUT "
                     f"{size / up_plain / 1e6:.1f} MB/s, ratio {up_plain / up_x2c:.2f}"
                 )

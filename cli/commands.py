@@ -19,7 +19,8 @@ from cli.table import Row, cli_words, format_table, report
 
 def _seed_target(rt: Any, args: argparse.Namespace, pipeline: str) -> Any:
     """The seed form's one experiment, in one request (a second only when ``--project`` names
-    it by accession ID rather than label): never a listing of its whole project."""
+    it by accession ID rather than label): never a listing of its whole project. The first
+    pass takes it as its listing."""
     from x2c import recipe
     from x2c.errors import XnatNotFoundError
     from x2c.xnat import find_experiment, get_experiment
@@ -36,6 +37,7 @@ def _seed_target(rt: Any, args: argparse.Namespace, pipeline: str) -> Any:
                     f"project {args.project!r} has no experiment {args.experiment!r} (it belongs "
                     f"to {found.project!r}); check --project, or leave it out"
                 ) from None
+    rt.looked_up.put(found.id, found)  # the first pass's listing of this experiment
     return recipe.choose([found], found.project, pipeline, args.host)[0]
 
 

@@ -101,7 +101,10 @@ def _age_s(since: str, now: datetime) -> float | None:
 
 def next_interval(rows: Sequence[Any], floor: float, ceiling: float) -> float:
     """Seconds until the next pass: a tenth of the youngest job's age, within [``floor``,
-    ``ceiling``] (a job that just started is looked at soon, one running for hours rarely)."""
+    ``ceiling``] (a job that just started is looked at soon, one running for hours rarely);
+    ``floor`` when an upload waits for the next pass to verify it."""
+    if any(r.action == "verify" for r in rows):
+        return floor
     now = datetime.now(UTC)
     ages = [a for r in rows if r.since and (a := _age_s(r.since, now)) is not None]
     if not ages:

@@ -144,6 +144,22 @@ def test_bad_invocations_say_what_to_do(
         assert expected in err and err.startswith("usage: x2c"), err
 
 
+def test_the_next_pass_comes_soon_when_an_upload_waits_for_its_verification() -> None:
+    """``x2c run`` spaces passes by the jobs' ages, but an upload is verified by the next
+    pass: that one comes at the floor, not an hour-old job's tenth."""
+    from dataclasses import replace
+    from datetime import UTC, datetime, timedelta
+
+    from cli.runs import next_interval
+    from x2c.reconcile import Row
+
+    hours_ago = (datetime.now(UTC) - timedelta(hours=5)).isoformat()
+    running = Row("P", "E1", "L1", "demo", "local", "in flight", action="attach", since=hours_ago)
+    assert next_interval([running], 2.0, 60.0) == 60.0
+    uploaded = replace(running, experiment="E2", action="verify")
+    assert next_interval([running, uploaded], 2.0, 60.0) == 2.0
+
+
 def test_seed_form_takes_a_pipeline_file_or_a_listed_files_name(tmp_path: Path) -> None:
     pipe = tmp_path / "mine.yaml"
     pipe.write_text(

@@ -90,13 +90,16 @@ _FINISHING = r"""cd "$1" 2>/dev/null || exit 66
 [ -d "$2" ] || exit 66
 exec 9>>"$4" || exit 67
 flock -x -w "$5" 9 || exit 75
+[ -d "$2" ] || exit 66
+r=C
 if [ -e "$2/finishing" ]; then
   age=$(( $(date +%s) - $(stat -c %Y -- "$2/finishing" 2>/dev/null || date +%s) ))
   [ "$age" -ge "$3" ] || exit 73
-  touch -- "$2/finishing" && echo T
-else
-  touch -- "$2/finishing" && echo C
+  r=T
 fi
+# another pass may have finished and cleaned the job meanwhile: gone is not a failure
+touch -- "$2/finishing" 2>/dev/null || { [ -d "$2" ] || exit 66; touch -- "$2/finishing"; exit 1; }
+echo "$r"
 """
 
 

@@ -132,12 +132,6 @@ class Ledger:
         exactly this ``last_modified`` for this pipeline ``version``."""
         return is_fresh(self.entry(project, pipeline, experiment), last_modified, version)
 
-    def record_done(
-        self, project: str, pipeline: str, experiment: str, last_modified: str, version: str
-    ) -> None:
-        """Remember that ``experiment`` holds the verified result of ``version``."""
-        self.record(project, pipeline, version, [(experiment, last_modified, DONE, "")])
-
     def record_nothing(
         self,
         project: str,

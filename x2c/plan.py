@@ -79,7 +79,11 @@ def _assess(h: Handle) -> Decision:
 def _submit_line(h: Handle, spec: JobSpec) -> str:
     cfg = h.cfg
     if cfg.scheduler.kind == "slurm":
-        return "submit: " + shlex.join(sbatch_argv(spec, cfg.scheduler))
+        line = "submit: " + shlex.join(sbatch_argv(spec, cfg.scheduler))
+        if cfg.scheduler.arrays:
+            line += " (alone; a pass launching several experiments here submits them as one "
+            line += "sbatch --array, see x2c.recipe.submit)"
+        return line
     return (
         f"submit: {cfg.scheduler.kind} job {spec.name} running bash {shlex.quote(spec.script_path)}"
     )
@@ -125,12 +129,12 @@ def plan(rt: Runtime, t: Target) -> list[str]:
     resource = f"{server}/data/experiments/{t.experiment}/resources/{pipe.resource}"
     lines += [
         f"collect: md5sum {where}/{pipe.archive_name}; compare with {jd.RUN_INFO}",
-        f"upload: PUT {resource} (create; when it exists, its status decides: a verified "
-        "result is kept, a partial or outdated one is deleted and created again)",
-        f"upload: PUT {resource}/files/{pipe.archive_name} <- {where}/{pipe.archive_name}",
-        f"upload: GET {resource}/files (verify name, size, md5)",
-        f"upload: PUT {resource}/files/provenance.json; GET {resource}/files (verify)",
-        f"upload: GET {server}/data/experiments?ID={t.experiment} (for the nightly ledger)",
+        f"upload: PUT {resource}/files/{pipe.archive_name} <- {where}/{pipe.archive_name} "
+        "(creates the resource; a result already there is never overwritten: its status "
+        "decides, a verified one is kept, a partial or outdated one deleted and replaced)",
+        f"upload: PUT {resource}/files/provenance.json (the md5s as sent, the version)",
+        f"verify (the next pass): GET {resource}/files (names, sizes and md5s against the "
+        "provenance; records the experiment in the nightly ledger)",
         f"clean: {'keep' if rt.settings.keep_workdir else 'rm -rf'} {where}",
     ]
     return lines

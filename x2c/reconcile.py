@@ -184,10 +184,15 @@ def _since(record: jd.JobRecord | None) -> str:
 
 
 def list_scope(rt: Runtime, scope: Iterable[ScopeEntry]) -> list[Target]:
-    """The targets of ``scope``: one listing request per project, whatever its entries."""
+    """The targets of ``scope``: one listing request per project, whatever its entries; none
+    for an entry naming experiments the seed form just looked up (``rt.looked_up``)."""
     listings: dict[str, list[xnat.Experiment]] = {}
     found: list[Target] = []
     for entry in scope:
+        if entry.project not in listings and entry.experiments:
+            kept = [rt.looked_up.take(e) for e in entry.experiments]
+            if all(k is not None and k.project == entry.project for k in kept):
+                listings[entry.project] = [k for k in kept if k is not None]
         if entry.project not in listings:
             listings[entry.project] = xnat.list_experiments(rt.xnat, entry.project)
         found += recipe.choose(
@@ -412,15 +417,8 @@ def check(rt: Runtime, t: Target, *, retry_failed: bool = False, mutate: bool = 
     experiment changed on XNAT."""
     h = recipe.handle(rt, t)
     pipe = h.pipe
-    status = _result_status(rt, t, remember=mutate)
+    status = _result_status(rt, t, mutate=mutate)
     if status.done:
-        if mutate:
-            rt.ledger.record(
-                t.project,
-                t.pipeline,
-                pipe.version,
-                [(t.experiment, t.last_modified, LEDGER_DONE, "")],
-            )
         return Row.of(t, DONE, status.reason, action="skip_done", xnat_uri=_result_uri(rt, t))
     try:
         record = registry.read(h)
@@ -463,22 +461,32 @@ def check(rt: Runtime, t: Target, *, retry_failed: bool = False, mutate: bool = 
     return None
 
 
-def _result_status(rt: Runtime, t: Target, *, remember: bool) -> xnat.ResourceStatus:
-    """The status of ``t``'s result, in 1 request as a rule. An experiment the ledger never
-    saw is most likely new: its document answers whether the result resource exists at all and
-    holds the scans the launch selects from (kept for it, when ``remember``), so checking and
-    selecting cost one request, not two. One the ledger knows (it changed since) most likely
-    holds a result: the result's listing answers (one request; a document read first would
-    be a second)."""
+def _result_status(
+    rt: Runtime, t: Target, *, mutate: bool = True, listing: bool = False
+) -> xnat.ResourceStatus:
+    """The status of ``t``'s result, in 1 request as a rule; a verified result of this pipeline
+    version is recorded in the ledger (``mutate``), at the ``last_modified`` of this pass's
+    listing (made before this request, so any later change shows as a change).
+
+    An experiment the ledger never saw is most likely new: its document answers whether the
+    result resource exists at all and holds the scans the launch selects from (kept for it,
+    with ``mutate``), so checking and selecting cost one request, not two. One the ledger
+    knows (it changed since), or one whose result was just uploaded (``listing``), most likely
+    holds a result: the result's listing answers (a document read first would be a second)."""
     pipe = rt.pipeline(t.pipeline)
-    if rt.ledger.entry(t.project, t.pipeline, t.experiment) is None:
+    if not listing and rt.ledger.entry(t.project, t.pipeline, t.experiment) is None:
         contents = xnat.experiment_contents(rt.xnat, t.experiment)
         if pipe.resource not in contents.resources:
-            if remember:
-                rt.remember(contents)
+            if mutate:
+                rt.documents.put(t.experiment, contents)
             where = f"resource {pipe.resource} of {t.experiment}"
             return xnat.ResourceStatus(xnat.ResourceState.MISSING, f"{where} does not exist")
-    return xnat.resource_status(rt.xnat, t.experiment, pipe.resource, pipe.version, read=False)
+    status = xnat.resource_status(rt.xnat, t.experiment, pipe.resource, pipe.version, read=False)
+    if status.done and mutate:
+        rt.ledger.record(
+            t.project, t.pipeline, pipe.version, [(t.experiment, t.last_modified, LEDGER_DONE, "")]
+        )
+    return status
 
 
 def claim_places(rt: Runtime, s: Survey) -> tuple[list[Target], list[Row]]:
@@ -681,7 +689,7 @@ def _upload_result(
     another pipeline version."""
     ours = record is not None and record.state == UPLOADED
     kept = "kept the verified result on XNAT (uploaded by another run)"
-    found = _state(rt, h) if ask_first else None
+    found = _result_status(rt, h.t, listing=True) if ask_first else None
     if found is not None and found.done:
         return "result uploaded and verified" if ours else kept
     if ours and record is not None and found is not None:
@@ -704,32 +712,16 @@ def _upload_result(
         except XnatConflictError:
             if state is not xnat.ResourceState.MISSING:
                 raise
-            found = _state(rt, h)  # there all along, or made meanwhile
+            found = _result_status(rt, h.t, listing=True)  # there all along, or made meanwhile
             if found.done:
                 return kept
             with rt.xnat_slot:
                 recipe.upload(h, archive, found=found.state)
     except (IntegrityError, PipelineError):
-        if ask_first or not _state(rt, h).done:
+        if ask_first or not _result_status(rt, h.t, listing=True).done:
             raise
         return kept
     return None
-
-
-def _state(rt: Runtime, h: recipe.Handle) -> xnat.ResourceStatus:
-    """The status of ``h``'s result on XNAT (one request as a rule); a verified result of this
-    pipeline version is recorded in the ledger, at the ``last_modified`` of this pass's listing
-    (made before this request, so any later change shows as a change)."""
-    t, pipe = h.t, h.pipe
-    status = xnat.resource_status(rt.xnat, t.experiment, pipe.resource, pipe.version, read=False)
-    if status.done:
-        rt.ledger.record(
-            t.project,
-            t.pipeline,
-            pipe.version,
-            [(t.experiment, t.last_modified, LEDGER_DONE, "")],
-        )
-    return status
 
 
 def finish(rt: Runtime, t: Target) -> Row:

@@ -14,6 +14,7 @@ import hashlib
 import threading
 import time
 from collections import OrderedDict
+from typing import Generic, TypeVar
 
 from x2c import xnat
 from x2c.config import HostConfig, XnatConfig
@@ -25,12 +26,40 @@ from x2c.pipelines import Pipeline
 from x2c.provenance import public_url
 from x2c.schedulers import Scheduler, make_scheduler
 from x2c.settings import Settings
-from x2c.xnat import Contents
+from x2c.xnat import Contents, Experiment
 
-CONTENTS_KEPT = 4096
-"""Experiment documents a runtime keeps between a pass's check and its launch."""
-CONTENTS_TTL_S = 600.0
-"""How long such a document is trusted (a pass checks and launches within seconds)."""
+T = TypeVar("T")
+
+
+class Kept(Generic[T]):
+    """What one step of a pass read from XNAT, kept for a later step of the same pass so it
+    does not ask again: each value is taken once, trusted for ``ttl_s`` seconds (a pass
+    checks and launches within seconds), and only the newest ``size`` are kept."""
+
+    def __init__(self, size: int = 4096, ttl_s: float = 600.0) -> None:
+        self.size, self.ttl_s = size, ttl_s
+        self._lock = threading.Lock()
+        self._values: OrderedDict[str, tuple[float, T]] = OrderedDict()
+
+    def put(self, key: str, value: T) -> None:
+        """Keep ``value`` under ``key`` (replacing an older one)."""
+        now = time.monotonic()
+        with self._lock:
+            self._values.pop(key, None)
+            self._values[key] = (now, value)
+            while self._values and (
+                len(self._values) > self.size
+                or next(iter(self._values.values()))[0] < now - self.ttl_s
+            ):
+                self._values.popitem(last=False)
+
+    def take(self, key: str) -> T | None:
+        """The value kept under ``key``, once, if still fresh."""
+        with self._lock:
+            kept = self._values.pop(key, None)
+        if kept is None or kept[0] < time.monotonic() - self.ttl_s:
+            return None
+        return kept[1]
 
 
 class Runtime:
@@ -53,7 +82,10 @@ class Runtime:
         self._pipelines: dict[str, Pipeline] = {}
         self._digests: dict[tuple[str, str], str | None] = {}
         self.xnat_slot = threading.BoundedSemaphore(settings.limits.xnat_transfers)
-        self._contents: OrderedDict[str, tuple[float, Contents]] = OrderedDict()
+        self.documents: Kept[Contents] = Kept()
+        """Experiment documents a pass's check read, for the selection of its launch."""
+        self.looked_up: Kept[Experiment] = Kept()
+        """Experiments the seed form looked up, for its first pass instead of a listing."""
         self._closed = False
 
     def __repr__(self) -> str:
@@ -105,28 +137,6 @@ class Runtime:
             if key not in self._digests:
                 self._digests[key] = image_digest(self.host(host).runner, runtime, pipeline.image)
             return self._digests[key]
-
-    def remember(self, contents: Contents) -> None:
-        """Keep an experiment's document read by its check for the launch that follows in the
-        same pass, so the selection does not read it again (the newest
-        :data:`CONTENTS_KEPT`, for :data:`CONTENTS_TTL_S` seconds)."""
-        now = time.monotonic()
-        with self._lock:
-            self._contents.pop(contents.experiment_id, None)
-            self._contents[contents.experiment_id] = (now, contents)
-            while self._contents and (
-                len(self._contents) > CONTENTS_KEPT
-                or next(iter(self._contents.values()))[0] < now - CONTENTS_TTL_S
-            ):
-                self._contents.popitem(last=False)
-
-    def recall(self, experiment_id: str) -> Contents | None:
-        """The document :meth:`remember` kept for ``experiment_id`` (once), if still fresh."""
-        with self._lock:
-            kept = self._contents.pop(experiment_id, None)
-        if kept is None or kept[0] < time.monotonic() - CONTENTS_TTL_S:
-            return None
-        return kept[1]
 
     def close(self) -> None:
         """Close the hosts and the XNAT session."""

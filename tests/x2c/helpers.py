@@ -188,6 +188,14 @@ def ended(rt: Runtime, t: Target) -> bool:
     return rt.host(t.host).exists(jobdir_of(rt, t).exit_code)
 
 
+def polls_expected(passes: Sequence[Sequence[Row]]) -> list[int]:
+    """The scheduler polls each of ``passes`` should make: one when the pass before left a
+    job in the queue (submitted, attached, escalated), none otherwise (a pass that only
+    verifies uploads polls nothing). The first pass is taken to follow none."""
+    live = ("submit", "attach", "escalate")
+    return [0] + [int(any(r.action in live for r in prev)) for prev in passes[:-1]]
+
+
 def row_of(rows: list[Row], t: Target) -> Row:
     """``t``'s row among a pass's rows."""
     [row] = [r for r in rows if r.experiment == t.experiment]

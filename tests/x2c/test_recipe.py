@@ -716,8 +716,9 @@ def test_plan_shows_every_step_and_changes_nothing(
     )
     assert "| #!/usr/bin/env bash" in text and "x2c.demo_pipeline" in text
     assert "submit: local job" in text and "clean: rm -rf" in text
-    upload = f"upload: PUT {xnat_server.url}/data/experiments/{t.experiment}/resources/DEMO_STATS "
-    assert upload in text
+    result = f"{xnat_server.url}/data/experiments/{t.experiment}/resources/DEMO_STATS"
+    assert f"upload: PUT {result}/files/DEMO_STATS.zip <- " in text
+    assert f"verify (the next pass): GET {result}/files " in text
     assert xnat_server.password not in text
     assert requests.writes() == {}
     assert not Path(jobdir_of(rt, t).root).exists()

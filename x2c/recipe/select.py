@@ -17,7 +17,7 @@ def select(h: Handle) -> xnat.SelectedInputs:
     :class:`~x2c.errors.NothingToProcessError` with the reason when nothing matches; the
     ledger remembers it, so the nightly run skips the experiment until it changes."""
     t = h.t
-    contents = h.rt.recall(t.experiment)
+    contents = h.rt.documents.take(t.experiment)
     try:
         selection = xnat.select_inputs(h.rt.xnat, t.experiment, h.pipe.inputs, contents)
     except NothingToProcessError as exc:
