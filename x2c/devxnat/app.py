@@ -14,6 +14,7 @@ import json
 import logging
 import threading
 
+import anyio
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import (
@@ -83,7 +84,10 @@ class DevXnat:
             self.counter.add(f"{method} {template_of(path)}")
             return error_response(401, "Unauthorized", "The request requires user authentication")
         try:
-            return await self._route(request, user, path, method)
+            response = await self._route(request, user, path, method)
+            if method not in ("GET", "HEAD"):  # the change is on disk before the answer
+                await anyio.to_thread.run_sync(self.store.sync)
+            return response
         except HTTPError as exc:
             return error_response(exc.status, exc.reason, exc.detail)
         except NotFound as exc:

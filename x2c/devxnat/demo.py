@@ -114,4 +114,5 @@ def create_demo(store: Store, subjects: int) -> None:
                 buf.write(_dicom_like(k, n))
                 _add_file(store, dicom, f"1-{n:03d}.dcm", buf.getvalue(), "DICOM")
         store.save()
-        log.info("created demo project %s with %d subjects", DEMO_PROJECT, subjects)
+    store.sync()
+    log.info("created demo project %s with %d subjects", DEMO_PROJECT, subjects)

@@ -108,7 +108,8 @@ class Store:
     """The server's data model: dictionaries in memory, mirrored to ``DIR/index.json``.
 
     Handlers take ``store.lock`` (re-entrant) around any read-modify-write and call
-    :meth:`save` after changing the index. Records are plain dicts:
+    :meth:`save` after changing the index; the server calls :meth:`sync` before answering.
+    Records are plain dicts:
 
     - project: ``ID, name, secondary_ID, description, pi_firstname, pi_lastname, insert_date,
       resources``
@@ -128,6 +129,8 @@ class Store:
         (self.root / "files").mkdir(exist_ok=True)
         (self.root / "tmp").mkdir(exist_ok=True)
         self.lock = threading.RLock()
+        self._sync_lock = threading.Lock()
+        self._changes = self._synced = 0
         self._admin = User(admin_user, admin_password, admin=True)
         self._users_cache: tuple[int | None, dict[str, User]] | None = None
         index_path = self.root / "index.json"
@@ -136,16 +139,36 @@ class Store:
         else:
             self.index = _empty_index()
             self.save()
+            self.sync()
         self._clean_tmp()
 
     # -- persistence -------------------------------------------------------------------------
 
     def save(self) -> None:
-        """Write the index atomically; call with the lock held after every change."""
+        """Note a change of the index (call with the lock held, after every change);
+        :meth:`sync` puts it on disk."""
         with self.lock:
-            atomic_write_text(
-                self.root / "index.json", json.dumps(self.index, separators=(",", ":"))
-            )
+            self._changes += 1
+
+    def sync(self) -> None:
+        """Write the index to disk (atomically, fsynced) unless a write made since the last
+        change did: call it, without the lock, before answering a request that may have changed
+        something, so the answer comes after the change is durable (as XNAT answers after its
+        database commit). Requests arriving together share one write (a group commit): the whole
+        index is written each time, and one write per change made N uploads cost O(N^2) (about
+        35 ms per write at 2,000 sessions, measured)."""
+        with self.lock:
+            wanted = self._changes
+        if self._synced >= wanted:
+            return
+        with self._sync_lock:
+            if self._synced >= wanted:
+                return
+            with self.lock:
+                text = json.dumps(self.index, separators=(",", ":"))
+                upto = self._changes
+            atomic_write_text(self.root / "index.json", text)
+            self._synced = upto
 
     def _clean_tmp(self) -> None:
         for leftover in (self.root / "tmp").iterdir():

@@ -1,9 +1,11 @@
-"""Pure parts of devxnat: column shortcuts, filters, path cleaning, archive checks."""
+"""Pure parts of devxnat: column shortcuts, filters, paths, archive checks, index writes."""
 
 from __future__ import annotations
 
 import io
+import json
 import tarfile
+import threading
 import zipfile
 from pathlib import Path
 
@@ -190,3 +192,41 @@ def test_stream_zip_round_trips(tmp_path: Path) -> None:
 )
 def test_route_templates(path: str, expected: str) -> None:
     assert template_of(path) == expected
+
+
+def test_changes_are_written_once_per_sync_and_concurrent_syncs_share_a_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A change is on disk after :meth:`Store.sync` (the server calls it before answering a
+    write); the whole index is written once for all the changes made since the last write,
+    however many requests wait for it (the write per change made N uploads O(N^2))."""
+    from x2c.devxnat import store as store_module
+    from x2c.devxnat.store import Store
+
+    writes: list[str] = []
+    real = store_module.atomic_write_text
+
+    def counting(path: Path, text: str) -> None:
+        writes.append(text)
+        real(path, text)
+
+    monkeypatch.setattr(store_module, "atomic_write_text", counting)
+    store = Store(tmp_path / "data", "admin", "pw")
+    assert len(writes) == 1  # the empty index
+    for n in range(5):
+        with store.lock:
+            store.index["projects"][f"P{n}"] = {"ID": f"P{n}"}
+            store.save()
+    on_disk = json.loads((tmp_path / "data" / "index.json").read_text())
+    assert on_disk["projects"] == {}, "save() notes the change; sync() writes it"
+    threads = [threading.Thread(target=store.sync) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(writes) == 2, "five changes, eight syncs: one write"
+    assert sorted(json.loads(writes[-1])["projects"]) == [f"P{n}" for n in range(5)]
+    store.sync()
+    assert len(writes) == 2, "nothing changed since: no write"
+    reopened = Store(tmp_path / "data", "admin", "pw")
+    assert sorted(reopened.index["projects"]) == [f"P{n}" for n in range(5)]
