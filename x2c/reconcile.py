@@ -470,15 +470,16 @@ def _result_status(
 
     An experiment the ledger never saw is most likely new: its document answers whether the
     result resource exists at all and holds the scans the launch selects from (kept for it,
-    with ``mutate``), so checking and selecting cost one request, not two. One the ledger
+    with ``mutate``, also when an outdated or damaged result must be redone), so checking and
+    selecting cost one request, not two. One the ledger
     knows (it changed since), or one whose result was just uploaded (``listing``), most likely
     holds a result: the result's listing answers (a document read first would be a second)."""
     pipe = rt.pipeline(t.pipeline)
     if not listing and rt.ledger.entry(t.project, t.pipeline, t.experiment) is None:
         contents = xnat.experiment_contents(rt.xnat, t.experiment)
+        if mutate:  # a launch follows unless a verified result is there
+            rt.documents.put(t.experiment, contents)
         if pipe.resource not in contents.resources:
-            if mutate:
-                rt.documents.put(t.experiment, contents)
             where = f"resource {pipe.resource} of {t.experiment}"
             return xnat.ResourceStatus(xnat.ResourceState.MISSING, f"{where} does not exist")
     status = xnat.resource_status(rt.xnat, t.experiment, pipe.resource, pipe.version, read=False)

@@ -9,8 +9,8 @@ or an SSH host), and all state lives in files on the host, one directory per job
   ``queued`` flag; nothing is interpolated into shell code, values are positional args.
 - ``poll`` scans the jobs that have not ended (and those asked about) in one call, then launches
   the oldest queued jobs while fewer than ``max_local_jobs`` run (queued beyond the limit =
-  PENDING). So the pool advances
-  only while an orchestrator polls; running jobs do not need one.
+  PENDING). So the pool advances only while an orchestrator polls; running jobs do not need
+  one.
 - A launch runs under ``env -i PATH=...`` and is ``setsid bash -c LAUNCHER dir &`` with every
   descriptor on /dev/null; the job starts under ``env -i`` with the saved ``env``. The launcher
   leads its own session, survives the orchestrator, writes ``pid``, starts the job in a new

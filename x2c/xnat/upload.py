@@ -151,7 +151,9 @@ def upload_files(
         sent[ref.path] = _put_file(
             session, resource, ref.path.split("/"), ref, source, where, overwrite=overwrite
         )
-    return _finish(session, experiment_id, label, sent, provenance, version, verify, overwrite)
+    return _finish(
+        session, experiment_id, label, sent, provenance, version, verify=verify, overwrite=overwrite
+    )
 
 
 def _check_names(names: Iterable[str], where: str) -> None:
@@ -195,6 +197,7 @@ def _finish(
     sent: Mapping[str, UploadedFile],
     provenance: Mapping[str, Any],
     version: str,
+    *,
     verify: bool,
     overwrite: bool,
 ) -> UploadReceipt:
@@ -430,7 +433,16 @@ def upload_archive(
     _put_file(
         session, resource, [archive.name], ref, source, where, extract=True, overwrite=overwrite
     )
-    return _finish(session, experiment_id, label, members, provenance, version, True, overwrite)
+    return _finish(
+        session,
+        experiment_id,
+        label,
+        members,
+        provenance,
+        version,
+        verify=True,
+        overwrite=overwrite,
+    )
 
 
 def archive_manifest(archive: Path) -> dict[str, UploadedFile]:
