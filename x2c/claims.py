@@ -60,8 +60,8 @@ printf '%s END\n' "$b"
 
 # $1 workdir, $2 cap, $3 stale seconds, $4 lock file, $5 wait, $6 this claimant, then (mode,
 # dir, owner) triples: n = a new claim within the cap; t = take over a claim not renewed for
-# $3 s; d = take over a claim still held by ``owner`` (a process known dead). A claim holds its
-# claimant. Prints "C dir" / "T dir" for each granted.
+# $3 s; d = take over a claim still held by ``owner`` (a process known dead); t and d only while
+# the claim exists. A claim holds its claimant. Prints "C dir" / "T dir" for each granted.
 _RESERVE = r"""mkdir -p -- "$1" && cd "$1" || exit 66
 exec 9>>"$4" || exit 67
 flock -x -w "$5" 9 || exit 75
@@ -79,6 +79,9 @@ while [ $# -ge 3 ]; do
     printf '%s\n' "$me" > "$d/inflight" && printf 'T %s\n' "$d"
     continue
   fi
+  # a claim to take over that is gone was released (its job finished) since the scan: the
+  # next pass checks the experiment afresh
+  [ "$mode" = n ] || continue
   [ "$n" -lt "$cap" ] || continue
   mkdir -p -- "$d" && printf '%s\n' "$me" > "$d/inflight" && { n=$((n+1)); printf 'C %s\n' "$d"; }
 done
@@ -100,6 +103,18 @@ fi
 # another pass may have finished and cleaned the job meanwhile: gone is not a failure
 touch -- "$2/finishing" 2>/dev/null || { [ -d "$2" ] || exit 66; touch -- "$2/finishing"; exit 1; }
 echo "$r"
+"""
+
+# $1 workdir, $2 dir, $3 lock file, $4 wait: remove a job directory. Under the lock it is moved
+# out of every claim's way at once (a scan, which takes no lock, never sees a claim without its
+# registry entry get taken over as abandoned); it is deleted after the lock is let go.
+_REMOVE = r"""cd "$1" 2>/dev/null || exit 0
+[ -e "$2" ] || exit 0
+exec 9>>"$3" || exit 67
+flock -x -w "$4" 9 || exit 75
+mkdir -p .x2c-trash && t=$(mktemp -d .x2c-trash/XXXXXXXX) && mv -- "$2" "$t/" || exit 1
+exec 9>&-
+rm -rf -- "$t"
 """
 
 
@@ -262,24 +277,28 @@ def take_finishing(host: Host, workdir: str, rel: str, *, stale_s: float) -> Fin
     return Finishing.TAKEN_OVER if done.stdout.strip() == "T" else Finishing.TAKEN
 
 
-def renew(host: Host, *jobdirs: jd.JobDir) -> None:
-    """Renew this pass's claims on ``jobdirs`` (still staging or submitting): one command."""
+def renew(host: Host, *jobdirs: jd.JobDir, marker: str = jd.CLAIM) -> None:
+    """Renew this pass's claims on ``jobdirs`` (still staging or submitting; with ``marker``
+    :data:`~x2c.jobdir.FINISHING`, still finishing): one command. A claim released meanwhile
+    stays released."""
     if jobdirs:
-        paths = [posixpath.join(j.root, jd.CLAIM) for j in jobdirs]
+        paths = [posixpath.join(j.root, marker) for j in jobdirs]
         host.runner.run(["touch", "-c", "--", *paths])
 
 
 @contextmanager
-def renewing(host: Host, *jobdirs: jd.JobDir, stale_s: float) -> Iterator[None]:
-    """Renew the claims on ``jobdirs`` every quarter of ``stale_s`` while the block runs (a
-    stage of large inputs can outlast the stale time, and so can the wait of a staged job for
-    the rest of its array; a live pass must never look crashed)."""
+def renewing(
+    host: Host, *jobdirs: jd.JobDir, stale_s: float, marker: str = jd.CLAIM
+) -> Iterator[None]:
+    """Renew the claims (``marker``) on ``jobdirs`` every quarter of ``stale_s`` while the
+    block runs (a stage or an upload of large files can outlast the stale time, and so can the
+    wait of a staged job for the rest of its array; a live pass must never look crashed)."""
     stop = threading.Event()
 
     def loop() -> None:
         while not stop.wait(stale_s / 4):
             try:
-                renew(host, *jobdirs)
+                renew(host, *jobdirs, marker=marker)
             except X2CError as exc:  # the step itself will meet the same connection trouble
                 log.warning("renewing %d claim(s) on %s failed: %s", len(jobdirs), host.name, exc)
 
@@ -305,3 +324,14 @@ def release(host: Host, jobdir: jd.JobDir, *, finishing_only: bool = False) -> N
     if not finishing_only:
         paths.append(posixpath.join(jobdir.root, jd.CLAIM))
     host.runner.run(["rm", "-f", "--", *paths])
+
+
+def remove(host: Host, workdir: str, jobdir: jd.JobDir) -> str | None:
+    """Remove ``jobdir`` (its claims with it) as one step under the claims lock: None when it
+    is gone, else why not."""
+    rel = posixpath.relpath(jobdir.root, posixpath.normpath(workdir))
+    argv = ["sh", "-c", _REMOVE, "x2c-remove", workdir, rel, LOCK_FILE, str(LOCK_WAIT_S)]
+    done = host.runner.run(argv)
+    if done.returncode == 0:
+        return None
+    return done.stderr.strip() or f"exit {done.returncode}"

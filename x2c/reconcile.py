@@ -743,7 +743,8 @@ def finish(rt: Runtime, t: Target) -> Row:
     # a pass that stopped while finishing may have uploaded: ask first, never write over it
     ask = taken is claims.Finishing.TAKEN_OVER or (record is not None and record.state == UPLOADED)
     try:
-        reason = _upload_result(rt, h, record, ask_first=ask)
+        with claims.renewing(host, jobdir, stale_s=cfg.claim_stale_s, marker=jd.FINISHING):
+            reason = _upload_result(rt, h, record, ask_first=ask)
         if reason is None:
             claims.release(host, jobdir, finishing_only=True)
             return Row.of(

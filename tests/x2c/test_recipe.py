@@ -13,6 +13,7 @@ import shlex
 import subprocess
 import sys
 import threading
+import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -461,6 +462,55 @@ def test_two_passes_at_once_take_a_stale_claim_over_once(
     )
     results = _in_threads(rt, xnat_server, scope_for(t))
     assert [[r.state for r in rows] for rows in results] == [["done"], ["done"]], results
+    assert_one_job_one_upload(rt, t)
+
+
+def test_a_claim_removed_after_the_scan_is_not_taken_over(
+    rt: Runtime, project: str, xnat_server: Any
+) -> None:
+    """A pass's scan found a claim abandoned; before its takeover, the job directory was
+    removed (another pass verified the result and cleaned). The takeover grants nothing and
+    makes nothing: recreating the claim launched a second job without checking XNAT."""
+    t = session(rt, xnat_server, project, "TR_MR1")
+    claim(rt, t)
+    cfg, host = rt.host_config("local"), rt.host("local")
+    rel = claims.relpath(cfg.workdir, t.pipeline, t.experiment)
+    found = until(
+        lambda: (c := claims.scan(host, cfg.workdir)[rel]).abandoned(STALE_S) and c,
+        "the claim to go stale",
+    )
+    assert claims.remove(host, cfg.workdir, jobdir_of(rt, t)) is None
+    got = claims.reserve(host, cfg.workdir, cap=10, stale_s=STALE_S, take_over=[found])
+    assert got == claims.Granted((), ())
+    assert not Path(jobdir_of(rt, t).root).exists()
+    assert list((Path(cfg.workdir) / ".x2c-trash").iterdir()) == []
+    assert claims.scan(host, cfg.workdir) == {}
+
+
+def test_an_upload_that_outlasts_the_stale_time_keeps_its_finishing_claim(
+    rt: Runtime, project: str, xnat_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A live pass renews its finishing claim while it uploads: a second pass that comes once
+    the stale time has passed finds it held (a takeover uploaded a second time)."""
+    t = session(rt, xnat_server, project, "TU_MR1")
+    claim(rt, t)
+    reconcile.launch(rt, t)
+    until(lambda: ended(rt, t), "the job to end")
+    cfg = rt.host_config("local")
+    rel = claims.relpath(cfg.workdir, t.pipeline, t.experiment)
+    upload, seen = recipe.upload, []
+
+    def slow_upload(*args: Any, **kwargs: Any) -> None:
+        start = time.monotonic()
+        until(lambda: time.monotonic() - start > STALE_S + 1, "the stale time to pass")
+        seen.append(claims.take_finishing(rt.host("local"), cfg.workdir, rel, stale_s=STALE_S))
+        upload(*args, **kwargs)
+
+    monkeypatch.setattr(recipe, "upload", slow_upload)
+    assert [r.action for r in reconcile.run_pass(rt, scope_for(t))] == ["verify"]
+    assert seen == [None], "the finishing claim of a live upload was taken over"
+    monkeypatch.setattr(recipe, "upload", upload)
+    assert [r.state for r in drive(rt, scope_for(t))] == ["done"]
     assert_one_job_one_upload(rt, t)
 
 

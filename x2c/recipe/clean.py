@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from x2c import claims
 from x2c.errors import PipelineError
 from x2c.poller import is_live
 from x2c.recipe import registry
@@ -26,9 +27,9 @@ def clean(h: Handle) -> bool:
         raise PipelineError(
             f"{h.name}: job {record.job_id} is still {record.state.lower()}; not removing {root}"
         )
-    done = h.host.runner.run(["rm", "-rf", "--", root])
-    if done.returncode != 0:
-        log.warning("could not remove %s on %s: %s", root, h.t.host, done.stderr.strip())
+    failed = claims.remove(h.host, h.cfg.workdir, h.jobdir)
+    if failed is not None:
+        log.warning("could not remove %s on %s: %s", root, h.t.host, failed)
         return False
     if record is not None and record.tag:
         leave_array(h, record.tag)
