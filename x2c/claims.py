@@ -112,6 +112,7 @@ _REMOVE = r"""cd "$1" 2>/dev/null || exit 0
 [ -e "$2" ] || exit 0
 exec 9>>"$3" || exit 67
 flock -x -w "$4" 9 || exit 75
+[ -e "$2" ] || exit 0
 mkdir -p .x2c-trash && t=$(mktemp -d .x2c-trash/XXXXXXXX) && mv -- "$2" "$t/" || exit 1
 exec 9>&-
 rm -rf -- "$t"
@@ -326,10 +327,9 @@ def release(host: Host, jobdir: jd.JobDir, *, finishing_only: bool = False) -> N
     host.runner.run(["rm", "-f", "--", *paths])
 
 
-def remove(host: Host, workdir: str, jobdir: jd.JobDir) -> str | None:
-    """Remove ``jobdir`` (its claims with it) as one step under the claims lock: None when it
-    is gone, else why not."""
-    rel = posixpath.relpath(jobdir.root, posixpath.normpath(workdir))
+def remove(host: Host, workdir: str, rel: str) -> str | None:
+    """Remove the job directory ``rel`` (:func:`relpath`; its claims with it) as one step under
+    the claims lock: None when it is gone, else why not."""
     argv = ["sh", "-c", _REMOVE, "x2c-remove", workdir, rel, LOCK_FILE, str(LOCK_WAIT_S)]
     done = host.runner.run(argv)
     if done.returncode == 0:

@@ -479,7 +479,7 @@ def test_a_claim_removed_after_the_scan_is_not_taken_over(
         lambda: (c := claims.scan(host, cfg.workdir)[rel]).abandoned(STALE_S) and c,
         "the claim to go stale",
     )
-    assert claims.remove(host, cfg.workdir, jobdir_of(rt, t)) is None
+    assert claims.remove(host, cfg.workdir, rel) is None
     got = claims.reserve(host, cfg.workdir, cap=10, stale_s=STALE_S, take_over=[found])
     assert got == claims.Granted((), ())
     assert not Path(jobdir_of(rt, t).root).exists()

@@ -27,7 +27,8 @@ def clean(h: Handle) -> bool:
         raise PipelineError(
             f"{h.name}: job {record.job_id} is still {record.state.lower()}; not removing {root}"
         )
-    failed = claims.remove(h.host, h.cfg.workdir, h.jobdir)
+    rel = claims.relpath(h.cfg.workdir, h.pipe.name, h.t.experiment)
+    failed = claims.remove(h.host, h.cfg.workdir, rel)
     if failed is not None:
         log.warning("could not remove %s on %s: %s", root, h.t.host, failed)
         return False
