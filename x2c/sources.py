@@ -22,7 +22,13 @@ class FileRef:
 
 
 class ByteSource(Protocol):
-    """Streams a file's bytes in chunks; the consumer verifies size and md5 as it goes."""
+    """Streams a file's bytes in chunks; the consumer verifies size and md5 as it goes.
+
+    A source that checks the md5 itself says so with a true ``checks_md5`` attribute: its
+    iterator raises :class:`~x2c.errors.IntegrityError` instead of ending when the bytes do not
+    match ``ref.md5``, so a consumer that commits a file only once the iterator is exhausted
+    need not hash the same bytes a second time.
+    """
 
     def iter_bytes(self, ref: FileRef, chunk_size: int = 1 << 20) -> Iterator[bytes]:
         """Yield the bytes of ``ref`` in chunks of at most ``chunk_size``."""

@@ -38,6 +38,9 @@ class XnatByteSource:
     :class:`~x2c.errors.XnatTransientError` and the consumer starts the file again.
     """
 
+    checks_md5 = True
+    """Each stream is hashed here, and a mismatch raises before the iterator ends."""
+
     def __init__(self, session: XnatSession) -> None:
         self._session = session
 

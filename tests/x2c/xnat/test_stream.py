@@ -58,6 +58,15 @@ def _corrupt(xnat_server: Any, ref: XnatFileRef, flip: bool = True) -> tuple[Pat
     return path, original
 
 
+def _two_t1_files(session: XnatSession) -> tuple[XnatFileRef, XnatFileRef]:
+    """The T1 file of each of the first two DEMO experiments."""
+    first, second = (e.id for e in list_experiments(session, "DEMO")[:2])
+    pick = InputSelection(scan_types=("T1",))
+    return select_inputs(session, first, pick).files[0], select_inputs(session, second, pick).files[
+        0
+    ]
+
+
 def test_a_corrupted_file_is_an_integrity_error_naming_it(
     fresh_xnat_server: Any, tmp_path: Path
 ) -> None:
@@ -65,11 +74,7 @@ def test_a_corrupted_file_is_an_integrity_error_naming_it(
     from x2c.xnat import connect
 
     with connect(xnat_config(fresh_xnat_server)) as session:
-        eids = [e.id for e in list_experiments(session, "DEMO")]
-        flipped, longer = (
-            select_inputs(session, eid, InputSelection(scan_types=("T1",))).files[0]
-            for eid in eids[:2]
-        )
+        flipped, longer = _two_t1_files(session)
         _corrupt(fresh_xnat_server, flipped, flip=True)
         with pytest.raises(IntegrityError, match=r"md5 [0-9a-f]{32} differs") as info:
             for _ in XnatByteSource(session).iter_bytes(flipped):
@@ -80,6 +85,48 @@ def test_a_corrupted_file_is_an_integrity_error_naming_it(
         with pytest.raises(IntegrityError, match="size"):
             for _ in XnatByteSource(session).iter_bytes(longer):
                 pass
+
+
+def test_staged_from_xnat_each_byte_is_hashed_once_and_a_damaged_file_lands_nowhere(
+    fresh_xnat_server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """X -> Y: the XNAT stream checks the md5, so the transfer does not hash the bytes again
+    (a second md5 of every byte cost a fifth of a large staging's time on a busy Z), and a
+    mismatch still stops the file before it is renamed into place."""
+    from tests.x2c.xnat.conftest import xnat_config
+    from x2c import transfers
+    from x2c.hosts import LocalHost
+    from x2c.xnat import connect
+
+    hashed: list[int] = []
+    real_md5 = hashlib.md5
+
+    class Counting:
+        def __init__(self, *args: bytes, **kwargs: Any) -> None:
+            self._md5 = real_md5(**kwargs)
+            for data in args:
+                self.update(data)
+
+        def update(self, data: bytes) -> None:
+            hashed.append(len(data))
+            self._md5.update(data)
+
+        def hexdigest(self) -> str:
+            return self._md5.hexdigest()
+
+    with connect(xnat_config(fresh_xnat_server)) as session:
+        good, bad = _two_t1_files(session)
+        _corrupt(fresh_xnat_server, bad, flip=True)
+        monkeypatch.setattr(transfers.hashlib, "md5", Counting)  # the one hashlib module
+        source = XnatByteSource(session)
+        dest = tmp_path / "dest"
+        report = transfers.stage(source, [good], LocalHost(), str(dest), max_parallel=1)
+        assert report.copied == 1 and sum(hashed) == good.size  # once, not twice
+        assert real_md5((dest / good.path).read_bytes()).hexdigest() == good.md5
+        with pytest.raises(IntegrityError, match=r"md5 [0-9a-f]{32} differs") as info:
+            transfers.stage(source, [bad], LocalHost(), str(tmp_path / "bad"), max_parallel=1)
+        assert info.value.name == bad.path
+        assert [p for p in (tmp_path / "bad").rglob("*") if p.is_file()] == []
 
 
 def test_only_xnat_refs_are_accepted(session: XnatSession) -> None:
