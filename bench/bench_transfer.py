@@ -1,11 +1,13 @@
 """Throughput of x2c.transfers.stage against `cat file | ssh host 'cat > f'`, on the test cluster.
 
-    python bench/bench_transfer.py [--mb 200] [--chunk-mb 4] [--max-requests 16]
-        [--writes-in-flight 2] [--repeat 3] [--xnat-mb 2048]
+    python bench/bench_transfer.py [--mb 200] [--chunk-mb 1] [--max-requests 16]
+        [--in-flight-mb 4] [--repeat 3] [--xnat-mb 2048]
 
 Writes a random file of --mb MB locally, stages it through SFTP to the test cluster's sshd on
 loopback (verified by size and md5) and copies it with the OpenSSH client as the baseline, both
-in this run; prints MB/s for each, the ratio, and the peak RSS of this Python process.
+in this run; prints MB/s for each, the ratio, and the peak RSS of this Python process. Two more
+rows in the same run split x2c's cost: the same stage from a source that says it checks the md5
+itself (so nothing is hashed: the transport alone), and the md5 of the file alone.
 
 With ``--xnat-mb N`` (0: skipped) it also stages an N MB file from a ``x2c devxnat`` server to
 the host the way a launch does (X -> Z -> Y, streamed, md5 checked against XNAT's listing)
@@ -42,7 +44,7 @@ STATE = Path(os.environ.get("X2C_TESTCLUSTER_DIR", "/tmp/x2c-testcluster"))
 
 
 class FileSource:
-    """A ByteSource over local files, keyed by FileRef.path."""
+    """A ByteSource over local files, keyed by FileRef.path (the transfer hashes them)."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -53,14 +55,43 @@ class FileSource:
                 yield chunk
 
 
+class UnhashedFileSource(FileSource):
+    """The same files, claiming to check their md5 so the transfer hashes nothing: this
+    measures the transport alone (it checks nothing; never use it outside this bench)."""
+
+    checks_md5 = True
+
+
+def md5_seconds(path: Path, chunk: int) -> float:
+    """Seconds to md5 ``path`` here, read in ``chunk`` bytes as a stage reads it."""
+    start = time.perf_counter()
+    md5 = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            md5.update(block)
+    return time.perf_counter() - start
+
+
+def print_rows(title: str, size_mb: float, rows: dict[str, list[float]], baseline: str) -> None:
+    """MB/s best / median for each row of times, then each row's ratio to ``baseline``."""
+    print(title)
+    for name, times in rows.items():
+        best, median = size_mb / min(times), size_mb / statistics.median(times)
+        print(f"  {name + ':':44}{best:7.1f} / {median:7.1f} MB/s")
+    base = rows[baseline]
+    for name, times in rows.items():
+        if name != baseline:
+            ratio_best = min(base) / min(times)
+            ratio_median = statistics.median(base) / statistics.median(times)
+            print(f"  ratio {name[:37] + ':':38}{ratio_best:7.2f} / {ratio_median:7.2f}")
+
+
 def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def from_xnat(host: Any, ssh_config: Path, remote: str, mb: int, repeat: int) -> None:
+def from_xnat(host: Any, ssh_config: Path, remote: str, mb: int, repeat: int, chunk: int) -> None:
     """The X -> Z -> Y case: devxnat to the host through x2c, against curl | ssh."""
-    import requests
-
     from tests.fixtures.xnat_server import XnatServer
     from x2c.xnat import XnatByteSource, XnatFileRef, connect, list_resource_files, path_of
 
@@ -70,26 +101,33 @@ def from_xnat(host: Any, ssh_config: Path, remote: str, mb: int, repeat: int) ->
         try:
             eid = "X2C_E00001"
             files = ("data", "experiments", eid, "resources", "BENCH", "files")
-            block = os.urandom(1 << 20)
-            plain = requests.Session()
-            plain.auth = (server.user, server.password)
-            plain.put(
-                server.url + path_of(*files, "big.bin"),
-                params={"inbody": "true"},
-                data=(i.to_bytes(8, "big") + block[8:] for i in range(mb)),
-                timeout=600,
-            ).raise_for_status()
             config = Path(tmp) / "curl.cfg"
             config.touch(mode=0o600)
             config.write_text(f'user = "{server.user}:{server.password}"\n')
+            # the upload goes through curl, so this process's peak RSS is x2c's own
+            url = server.url + path_of(*files, "big.bin") + "?inbody=true"
+            put = subprocess.Popen(
+                ["curl", "-sS", "--fail", "-o", "/dev/null", "-K", str(config), "-T", "-", url],
+                stdin=subprocess.PIPE,
+            )
+            assert put.stdin is not None
+            block = bytearray(os.urandom(1 << 20))
+            for i in range(mb):
+                block[:8] = i.to_bytes(8, "big")
+                put.stdin.write(block)
+            put.stdin.close()
+            assert put.wait() == 0, "the upload to devxnat failed"
             session = connect(xnat_config_of(server))
             [listed] = list_resource_files(session, eid, "BENCH")
             ref = XnatFileRef(path="big.bin", size=listed.size, md5=listed.digest, uri=listed.uri)
             x2c_times, base_times = [], []
+            rss_before = rss_mb()
             for rep in range(repeat):
                 dest = f"{remote}/x{rep}"
                 start = time.perf_counter()
-                report = transfers.stage(XnatByteSource(session), [ref], host, dest, max_parallel=1)
+                report = transfers.stage(
+                    XnatByteSource(session), [ref], host, dest, max_parallel=1, chunk_size=chunk
+                )
                 x2c_times.append(time.perf_counter() - start)
                 assert report.copied == 1
                 start = time.perf_counter()
@@ -109,17 +147,14 @@ def from_xnat(host: Any, ssh_config: Path, remote: str, mb: int, repeat: int) ->
             session.close()
         finally:
             server.stop()
-    size = mb * (1 << 20) / 1e6
-    x2c_best, base_best = min(x2c_times), min(base_times)
-    x2c_med, base_med = statistics.median(x2c_times), statistics.median(base_times)
-    print(f"devxnat -> Z -> host, {size:.0f} MB, {repeat} interleaved runs (best / median):")
-    rows = (
-        ("x2c stage from XNAT (md5 checked)", size / x2c_best, size / x2c_med),
-        ("curl | ssh 'cat > f' baseline", size / base_best, size / base_med),
-        ("ratio x2c / baseline", base_best / x2c_best, base_med / x2c_med),
+    print_rows(
+        f"devxnat -> Z -> host, {mb * (1 << 20) / 1e6:.0f} MB, {repeat} interleaved runs "
+        "(best / median):",
+        mb * (1 << 20) / 1e6,
+        {"x2c stage from XNAT (md5 checked once)": x2c_times, "curl | ssh 'cat > f'": base_times},
+        "curl | ssh 'cat > f'",
     )
-    for name, best, median in rows:
-        print(f"{name + ':':36}{best:6.2f} / {median:6.2f}")
+    print(f"  peak RSS of this process: {rss_before:.0f} MB before, {rss_mb():.0f} MB after")
 
 
 def xnat_config_of(server: Any) -> Any:
@@ -135,12 +170,12 @@ def main() -> None:
     parser.add_argument("--mb", type=int, default=200)
     parser.add_argument("--chunk-mb", type=float, default=transfers.CHUNK_SIZE / (1 << 20))
     parser.add_argument("--max-requests", type=int, default=ssh.SFTP_MAX_REQUESTS)
-    parser.add_argument("--writes-in-flight", type=int, default=ssh.WRITES_IN_FLIGHT)
+    parser.add_argument("--in-flight-mb", type=float, default=ssh.BYTES_IN_FLIGHT / (1 << 20))
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--xnat-mb", type=int, default=0)
     args = parser.parse_args()
     ssh.SFTP_MAX_REQUESTS = args.max_requests
-    ssh.WRITES_IN_FLIGHT = args.writes_in_flight
+    ssh.BYTES_IN_FLIGHT = int(args.in_flight_mb * (1 << 20))
     chunk = int(args.chunk_mb * (1 << 20))
     ssh_config = STATE / "ssh/ssh_config"
     cfg = HostConfig(
@@ -151,6 +186,13 @@ def main() -> None:
         workdir="/tmp",
     )
     remote = f"/tmp/x2c-bench-{secrets.token_hex(4)}"
+    rows: dict[str, list[float]] = {
+        "x2c stage (md5 computed here)": [],
+        "x2c stage, nothing hashed (transport alone)": [],
+        "md5 of the file alone": [],
+        "cat | ssh 'cat > f'": [],
+    }
+    stages = list(zip(rows, (FileSource, UnhashedFileSource), strict=False))
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "big.bin"
         md5 = hashlib.md5()
@@ -162,16 +204,18 @@ def main() -> None:
         size = src.stat().st_size
         ref = FileRef(path="big.bin", size=size, md5=md5.hexdigest())
         rss_before = rss_mb()
-        x2c_times, ssh_times = [], []
         with open_host(cfg) as host:
-            for rep in range(args.repeat):  # interleaved, so load from elsewhere hits both
+            for rep in range(args.repeat):  # interleaved, so load from elsewhere hits each row
                 dest = f"{remote}/{rep}"
-                start = time.perf_counter()
-                report = transfers.stage(
-                    FileSource(Path(tmp)), [ref], host, dest, max_parallel=1, chunk_size=chunk
-                )
-                x2c_times.append(time.perf_counter() - start)
-                assert report.copied == 1
+                for name, source in stages:
+                    start = time.perf_counter()
+                    report = transfers.stage(
+                        source(Path(tmp)), [ref], host, dest, max_parallel=1, chunk_size=chunk
+                    )
+                    rows[name].append(time.perf_counter() - start)
+                    assert report.copied == 1
+                    host.runner.run(["rm", "-f", "--", f"{dest}/big.bin"])
+                rows["md5 of the file alone"].append(md5_seconds(src, chunk))
                 start = time.perf_counter()
                 with open(src, "rb") as handle:
                     target = shlex.quote(f"{dest}/baseline.bin")
@@ -180,29 +224,31 @@ def main() -> None:
                         stdin=handle,
                         check=True,
                     )
-                ssh_times.append(time.perf_counter() - start)
+                rows["cat | ssh 'cat > f'"].append(time.perf_counter() - start)
+                transfers.stage(FileSource(Path(tmp)), [ref], host, dest, max_parallel=1)
                 start = time.perf_counter()
                 again = transfers.stage(FileSource(Path(tmp)), [ref], host, dest, max_parallel=1)
                 skip_s = time.perf_counter() - start
                 assert again.skipped == 1
                 host.runner.run(["rm", "-rf", "--", dest])
+            rss_local = rss_mb()
             if args.xnat_mb:
-                from_xnat(host, ssh_config, remote, args.xnat_mb, args.repeat)
+                from_xnat(host, ssh_config, remote, args.xnat_mb, args.repeat, chunk)
             host.runner.run(["rm", "-rf", "--", remote])
         rss_after = rss_mb()
-    mb = size / 1e6
-    x2c_best, ssh_best = min(x2c_times), min(ssh_times)
-    x2c_med, ssh_med = statistics.median(x2c_times), statistics.median(ssh_times)
-    print(
-        f"file: {mb:.0f} MB, chunk {chunk >> 10} KiB, SFTP max_requests {args.max_requests}, "
-        f"{args.writes_in_flight} chunk write(s) in flight, "
-        f"{args.repeat} interleaved runs (best / median)"
+    print_rows(
+        f"local file, {size / 1e6:.0f} MB, chunk {chunk >> 10} KiB, SFTP max_requests "
+        f"{args.max_requests}, {args.in_flight_mb:g} MiB of writes in flight, {args.repeat} "
+        "interleaved runs (best / median):",
+        size / 1e6,
+        rows,
+        "cat | ssh 'cat > f'",
     )
-    print(f"x2c stage (SFTP, md5 verified): {mb / x2c_best:6.1f} / {mb / x2c_med:6.1f} MB/s")
-    print(f"cat | ssh 'cat > f' baseline:   {mb / ssh_best:6.1f} / {mb / ssh_med:6.1f} MB/s")
-    print(f"ratio x2c / baseline:           {ssh_best / x2c_best:6.2f} / {ssh_med / x2c_med:6.2f}")
     print(f"repeated stage (skipped after md5 on Y, one command): {skip_s:.2f} s")
-    print(f"peak RSS of this process: {rss_before:.0f} MB before staging, {rss_after:.0f} MB after")
+    print(
+        f"peak RSS of this process: {rss_before:.0f} MB before staging, {rss_local:.0f} MB after "
+        f"the local file, {rss_after:.0f} MB after everything"
+    )
 
 
 if __name__ == "__main__":

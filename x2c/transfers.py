@@ -37,8 +37,10 @@ from x2c.sources import ByteSource, FileRef
 
 log = logging.getLogger(__name__)
 
-CHUNK_SIZE = 4 << 20
-"""Bytes per chunk read from a source and written in one pipelined SFTP write."""
+CHUNK_SIZE = 1 << 20
+"""Bytes per chunk read from a source and written in one pipelined SFTP write. Measured with
+``bench/bench_transfer.py``: 1 MiB moves as fast as 4 MiB and keeps the peak RSS of staging a
+file from XNAT 26 MB lower (each chunk is copied several times on its way out)."""
 
 ATTEMPTS = 3
 """Tries per file when the SSH connection drops mid-transfer (the host reconnects in between)."""

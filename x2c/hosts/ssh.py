@@ -80,9 +80,10 @@ _OPEN_RETRIES = 3
 # SFTP requests in flight per open file; each is at most the server's max write/read length
 # (OpenSSH: 255 KiB writes, 255 KiB reads), so 16 keeps ~4 MiB in flight per file.
 SFTP_MAX_REQUESTS = 16
-# Chunk writes in flight per file (each at its own offset), so the SFTP pipeline does not drain
-# between chunks; with 4 MiB chunks that is up to ~8 MiB buffered per file.
-WRITES_IN_FLIGHT = 2
+# Bytes of chunk writes in flight per file (each chunk at its own offset; at least one chunk), so
+# the SFTP pipeline (SFTP_MAX_REQUESTS x 255 KiB) does not drain between chunks. What is in
+# flight is buffered, and copied inside asyncssh, so this bounds a transfer's memory.
+BYTES_IN_FLIGHT = 4 << 20
 
 
 # -- the one mapping from asyncssh / OS exceptions to x2c errors --------------------------------
@@ -488,8 +489,9 @@ class SSHHost(Host):
         """Write ``chunks`` to ``path`` through SFTP.
 
         Each chunk goes out as pipelined block writes (``SFTP_MAX_REQUESTS`` in flight), and
-        while one chunk is on the wire the next is read (and hashed by the caller) on this
-        thread, so the source, the hashing and the encryption overlap on separate cores.
+        while chunks (up to ``BYTES_IN_FLIGHT``) are on the wire the next is read (and hashed by
+        the caller) on this thread, so the source, the hashing and the encryption overlap on
+        separate cores.
         """
         fs, _ = self.current()
         action = f"write {path!r}"
@@ -500,16 +502,20 @@ class SSHHost(Host):
         # write run on the event loop while the next chunk is produced here.
         remote = handle._file
         pending: collections.deque[concurrent.futures.Future[int]] = collections.deque()
-        written = 0
+        sizes: collections.deque[int] = collections.deque()
+        written = in_flight = 0
         ok = False
         try:
             for chunk in chunks:
-                while len(pending) >= WRITES_IN_FLIGHT:
+                while pending and in_flight + len(chunk) > BYTES_IN_FLIGHT:
                     self._guard(action, pending.popleft().result)
+                    in_flight -= sizes.popleft()
                 pending.append(
                     asyncio.run_coroutine_threadsafe(remote.write(chunk, written), fs.loop)
                 )
+                sizes.append(len(chunk))
                 written += len(chunk)
+                in_flight += len(chunk)
             while pending:
                 self._guard(action, pending.popleft().result)
             ok = True
