@@ -61,7 +61,8 @@ printf '%s END\n' "$b"
 # $1 workdir, $2 cap, $3 stale seconds, $4 lock file, $5 wait, $6 this claimant, then (mode,
 # dir, owner) triples: n = a new claim within the cap; t = take over a claim not renewed for
 # $3 s; d = take over a claim still held by ``owner`` (a process known dead); t and d only while
-# the claim exists. A claim holds its claimant. Prints "C dir" / "T dir" for each granted.
+# the claim exists. A claim holds its claimant. Prints "C dir" / "T dir" for each granted and
+# "G dir" for each claim to take over that is gone.
 _RESERVE = r"""mkdir -p -- "$1" && cd "$1" || exit 66
 exec 9>>"$4" || exit 67
 flock -x -w "$5" 9 || exit 75
@@ -81,7 +82,7 @@ while [ $# -ge 3 ]; do
   fi
   # a claim to take over that is gone was released (its job finished) since the scan: the
   # next pass checks the experiment afresh
-  [ "$mode" = n ] || continue
+  [ "$mode" = n ] || { printf 'G %s\n' "$d"; continue; }
   [ "$n" -lt "$cap" ] || continue
   mkdir -p -- "$d" && printf '%s\n' "$me" > "$d/inflight" && { n=$((n+1)); printf 'C %s\n' "$d"; }
 done
@@ -105,17 +106,25 @@ touch -- "$2/finishing" 2>/dev/null || { [ -d "$2" ] || exit 66; touch -- "$2/fi
 echo "$r"
 """
 
-# $1 workdir, $2 dir, $3 lock file, $4 wait: remove a job directory. Under the lock it is moved
-# out of every claim's way at once (a scan, which takes no lock, never sees a claim without its
-# registry entry get taken over as abandoned); it is deleted after the lock is let go.
+TRASH = ".x2c-trash"
+TRASH_SWEEP_MIN = 24 * 60
+"""A removal that was killed while deleting leaves its directory in the trash; the next removal
+deletes what has been there this many minutes (a live deletion of a huge job directory on a
+slow file system is never swept from under it)."""
+
+# $1 workdir, $2 dir, $3 lock file, $4 wait, $5 trash, $6 sweep minutes: remove a job directory.
+# Under the lock it is moved out of every claim's way at once (a scan, which takes no lock,
+# never sees a claim without its registry entry get taken over as abandoned); it is deleted
+# after the lock is let go, with what killed removals left in the trash long ago.
 _REMOVE = r"""cd "$1" 2>/dev/null || exit 0
 [ -e "$2" ] || exit 0
 exec 9>>"$3" || exit 67
 flock -x -w "$4" 9 || exit 75
 [ -e "$2" ] || exit 0
-mkdir -p .x2c-trash && t=$(mktemp -d .x2c-trash/XXXXXXXX) && mv -- "$2" "$t/" || exit 1
+mkdir -p -- "$5" && t=$(mktemp -d "$5/XXXXXXXX") && mv -- "$2" "$t/" || exit 1
 exec 9>&-
-rm -rf -- "$t"
+rm -rf -- "$t" || exit 1
+find "$5" -mindepth 1 -maxdepth 1 -mmin "+$6" -exec rm -rf -- {} + 2>/dev/null || :
 """
 
 
@@ -208,10 +217,12 @@ def scan(host: Host, workdir: str) -> dict[str, Claim]:
 
 @dataclass(frozen=True)
 class Granted:
-    """What :func:`reserve` granted: new claims within the cap and stale claims taken over."""
+    """What :func:`reserve` granted: new claims within the cap and stale claims taken over;
+    ``gone``: claims to take over that were released since the scan (not granted)."""
 
     new: tuple[str, ...]
     taken_over: tuple[str, ...]
+    gone: tuple[str, ...] = ()
 
 
 def reserve(
@@ -244,12 +255,11 @@ def reserve(
             returncode=done.returncode,
             stderr=done.stderr,
         )
-    granted_new: list[str] = []
-    granted_old: list[str] = []
+    got: dict[str, list[str]] = {"C": [], "T": [], "G": []}
     for line in done.stdout.splitlines():
         mode, _, rel = line.partition(" ")
-        (granted_new if mode == "C" else granted_old).append(rel)
-    return Granted(tuple(granted_new), tuple(granted_old))
+        got[mode].append(rel)
+    return Granted(tuple(got["C"]), tuple(got["T"]), tuple(got["G"]))
 
 
 class Finishing(enum.Enum):
@@ -331,6 +341,7 @@ def remove(host: Host, workdir: str, rel: str) -> str | None:
     """Remove the job directory ``rel`` (:func:`relpath`; its claims with it) as one step under
     the claims lock: None when it is gone, else why not."""
     argv = ["sh", "-c", _REMOVE, "x2c-remove", workdir, rel, LOCK_FILE, str(LOCK_WAIT_S)]
+    argv += [TRASH, str(TRASH_SWEEP_MIN)]
     done = host.runner.run(argv)
     if done.returncode == 0:
         return None

@@ -492,35 +492,38 @@ def _result_status(
 
 def claim_places(rt: Runtime, s: Survey) -> tuple[list[Target], list[Row]]:
     """Claim the survey's chosen experiments on their hosts (one command per host): the targets
-    granted, in order, and a ``pending`` row for each one another pass got first."""
+    granted, in order, and a ``pending`` row for each one another pass got first (the document
+    its check read is dropped: a later launch reads the experiment afresh)."""
     granted: list[Target] = list(s.escalate)  # they kept their claim
     denied: list[Row] = []
     for name in sorted(set(s.launch) | set(s.take_over)):
         cfg = rt.host_config(name)
         stale = s.take_over.get(name, [])
-        rel = {
-            claims.relpath(cfg.workdir, t.pipeline, t.experiment): t
-            for t in [*(t for t, _ in stale), *s.launch.get(name, [])]
+        taking_over = {claims.relpath(cfg.workdir, t.pipeline, t.experiment): t for t, _ in stale}
+        new = {
+            claims.relpath(cfg.workdir, t.pipeline, t.experiment): t for t in s.launch.get(name, [])
         }
         got = claims.reserve(
             rt.host(name),
             cfg.workdir,
             cap=cfg.max_in_flight,
             stale_s=cfg.claim_stale_s,
-            new=[
-                claims.relpath(cfg.workdir, t.pipeline, t.experiment)
-                for t in s.launch.get(name, [])
-            ],
+            new=list(new),
             take_over=[c for _, c in stale],
         )
         ok = set(got.new) | set(got.taken_over)
-        for r, t in rel.items():
+        for r, t in [*taking_over.items(), *new.items()]:
             if r in ok:
                 granted.append(t)
+                continue
+            rt.documents.take(t.experiment)
+            if r in got.gone:
+                why = f"its claim on {name} was released meanwhile (another run finished it)"
+            elif r in taking_over:
+                why = f"another run took its stale claim on {name} over first"
             else:
-                denied.append(
-                    Row.of(t, PENDING, f"another run took the last places on {name}", action="wait")
-                )
+                why = f"another run took the last places on {name}"
+            denied.append(Row.of(t, PENDING, f"{why}; the next pass checks it", action="wait"))
     return granted, denied
 
 

@@ -51,7 +51,7 @@ from x2c.errors import NothingToProcessError, PipelineError
 from x2c.plan import plan
 from x2c.recipe import Runtime, Target, registry
 from x2c.reconcile import Row, ScopeEntry
-from x2c.xnat import XnatSession, connect, path_of, resource_status
+from x2c.xnat import XnatSession, connect, experiment_contents, path_of, resource_status
 
 
 @pytest.fixture
@@ -481,10 +481,39 @@ def test_a_claim_removed_after_the_scan_is_not_taken_over(
     )
     assert claims.remove(host, cfg.workdir, rel) is None
     got = claims.reserve(host, cfg.workdir, cap=10, stale_s=STALE_S, take_over=[found])
-    assert got == claims.Granted((), ())
+    assert got == claims.Granted((), (), gone=(rel,))
+    # as a pass meets it: a pending row that says why, and no document kept for a later launch
+    rt.documents.put(t.experiment, experiment_contents(rt.xnat, t.experiment))
+    survey = reconcile.Survey([t], take_over={"local": [(t, found)]})
+    granted, [row] = reconcile.claim_places(rt, survey)
+    assert granted == [] and row.state == "pending"
+    assert "claim on local was released meanwhile" in row.reason, row
+    assert rt.documents.take(t.experiment) is None
     assert not Path(jobdir_of(rt, t).root).exists()
-    assert list((Path(cfg.workdir) / ".x2c-trash").iterdir()) == []
+    assert list((Path(cfg.workdir) / claims.TRASH).iterdir()) == []
     assert claims.scan(host, cfg.workdir) == {}
+
+
+def test_a_removal_sweeps_what_a_killed_removal_left_in_the_trash_long_ago(
+    rt: Runtime, project: str, xnat_server: Any
+) -> None:
+    """A removal killed while deleting leaves its directory in the trash: the next removal
+    deletes it once it is older than the sweep age, and leaves a younger one (a deletion that
+    may still be running) alone."""
+    cfg, host = rt.host_config("local"), rt.host("local")
+    trash = Path(cfg.workdir) / claims.TRASH
+    old, young = trash / "killedA1" / "demo", trash / "runningB2" / "demo"
+    for left in (old, young):
+        (left / "out").mkdir(parents=True)
+        (left / "out" / "big.nii").write_bytes(b"x" * 1000)
+    long_ago = time.time() - claims.TRASH_SWEEP_MIN * 60 - 120
+    os.utime(old.parent, (long_ago, long_ago))
+    t = session(rt, xnat_server, project, "TW_MR1")
+    claim(rt, t)
+    rel = claims.relpath(cfg.workdir, t.pipeline, t.experiment)
+    assert claims.remove(host, cfg.workdir, rel) is None
+    assert sorted(p.name for p in trash.iterdir()) == ["runningB2"]
+    assert (young / "out" / "big.nii").is_file()
 
 
 def test_an_upload_that_outlasts_the_stale_time_keeps_its_finishing_claim(
