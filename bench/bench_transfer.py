@@ -7,7 +7,9 @@ Writes a random file of --mb MB locally, stages it through SFTP to the test clus
 loopback (verified by size and md5) and copies it with the OpenSSH client as the baseline, both
 in this run; prints MB/s for each, the ratio, and the peak RSS of this Python process. Two more
 rows in the same run split x2c's cost: the same stage from a source that says it checks the md5
-itself (so nothing is hashed: the transport alone), and the md5 of the file alone.
+itself (so nothing is hashed: the transport alone), and the md5 of the file alone; one more
+bounds what verifying here costs any transport: the OpenSSH client fed from this process with
+the md5 computed on another thread.
 
 With ``--xnat-mb N`` (0: skipped) it also stages an N MB file from a ``x2c devxnat`` server to
 the host the way a launch does (X -> Z -> Y, streamed, md5 checked against XNAT's listing)
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import queue
 import resource
 import secrets
 import shlex
@@ -27,6 +30,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -72,18 +76,55 @@ def md5_seconds(path: Path, chunk: int) -> float:
     return time.perf_counter() - start
 
 
-def print_rows(title: str, size_mb: float, rows: dict[str, list[float]], baseline: str) -> None:
-    """MB/s best / median for each row of times, then each row's ratio to ``baseline``."""
+def ssh_hashing_seconds(
+    source: list[str] | Path, ssh_config: Path, target: str, chunk: int
+) -> float:
+    """Seconds for ``ssh host 'cat > target'`` fed through this process, from a file or from a
+    command's output, with the md5 computed on another thread as it goes: what any transport
+    that verifies on this machine can reach here."""
+    start = time.perf_counter()
+    md5 = hashlib.md5(usedforsecurity=False)
+    blocks: queue.Queue[bytes | None] = queue.Queue(maxsize=8)
+    hasher = threading.Thread(target=lambda: [md5.update(b) for b in iter(blocks.get, None)])
+    hasher.start()
+    ssh_cmd = ["ssh", "-F", str(ssh_config), "x2c-test", f"cat > {shlex.quote(target)}"]
+    reader = None if isinstance(source, Path) else subprocess.Popen(source, stdout=subprocess.PIPE)
+    with subprocess.Popen(ssh_cmd, stdin=subprocess.PIPE) as pipe:
+        assert pipe.stdin is not None
+        handle = open(source, "rb") if reader is None else reader.stdout  # noqa: SIM115
+        assert handle is not None
+        with handle:
+            while block := handle.read(chunk):
+                blocks.put(block)
+                pipe.stdin.write(block)
+        pipe.stdin.close()
+        blocks.put(None)
+        hasher.join()
+        assert pipe.wait() == 0 and (reader is None or reader.wait() == 0)
+    return time.perf_counter() - start
+
+
+def print_rows(
+    title: str, size_mb: float, rows: dict[str, list[float]], baseline: str, bound: str
+) -> None:
+    """MB/s best / median for each row of times, each row's ratio to ``baseline``, then the
+    first row's (x2c's) ratio to ``bound`` (the same pipe, verifying as x2c does)."""
     print(title)
     for name, times in rows.items():
         best, median = size_mb / min(times), size_mb / statistics.median(times)
-        print(f"  {name + ':':44}{best:7.1f} / {median:7.1f} MB/s")
-    base = rows[baseline]
-    for name, times in rows.items():
+        print(f"  {name + ':':40}{best:7.1f} / {median:7.1f} MB/s")
+
+    def ratio(name: str, against: str) -> None:
+        base, times = rows[against], rows[name]
+        ratio_best = min(base) / min(times)
+        ratio_median = statistics.median(base) / statistics.median(times)
+        label = f"{name} / {against}:"
+        print(f"  ratio {label:66}{ratio_best:5.2f} / {ratio_median:5.2f}")
+
+    for name in rows:
         if name != baseline:
-            ratio_best = min(base) / min(times)
-            ratio_median = statistics.median(base) / statistics.median(times)
-            print(f"  ratio {name[:37] + ':':38}{ratio_best:7.2f} / {ratio_median:7.2f}")
+            ratio(name, baseline)
+    ratio(next(iter(rows)), bound)
 
 
 def rss_mb() -> float:
@@ -120,7 +161,9 @@ def from_xnat(host: Any, ssh_config: Path, remote: str, mb: int, repeat: int, ch
             session = connect(xnat_config_of(server))
             [listed] = list_resource_files(session, eid, "BENCH")
             ref = XnatFileRef(path="big.bin", size=listed.size, md5=listed.digest, uri=listed.uri)
-            x2c_times, base_times = [], []
+            x2c_times: list[float] = []
+            bound_times: list[float] = []
+            base_times: list[float] = []
             rss_before = rss_mb()
             for rep in range(repeat):
                 dest = f"{remote}/x{rep}"
@@ -130,11 +173,12 @@ def from_xnat(host: Any, ssh_config: Path, remote: str, mb: int, repeat: int, ch
                 )
                 x2c_times.append(time.perf_counter() - start)
                 assert report.copied == 1
-                start = time.perf_counter()
-                curl = subprocess.Popen(
-                    ["curl", "-sS", "--fail", "-K", str(config), server.url + listed.uri],
-                    stdout=subprocess.PIPE,
+                curl_cmd = ["curl", "-sS", "--fail", "-K", str(config), server.url + listed.uri]
+                bound_times.append(
+                    ssh_hashing_seconds(curl_cmd, ssh_config, f"{dest}/hashed.bin", chunk)
                 )
+                start = time.perf_counter()
+                curl = subprocess.Popen(curl_cmd, stdout=subprocess.PIPE)
                 target = shlex.quote(f"{dest}/baseline.bin")
                 subprocess.run(
                     ["ssh", "-F", str(ssh_config), "x2c-test", f"cat > {target}"],
@@ -151,8 +195,13 @@ def from_xnat(host: Any, ssh_config: Path, remote: str, mb: int, repeat: int, ch
         f"devxnat -> Z -> host, {mb * (1 << 20) / 1e6:.0f} MB, {repeat} interleaved runs "
         "(best / median):",
         mb * (1 << 20) / 1e6,
-        {"x2c stage from XNAT (md5 checked once)": x2c_times, "curl | ssh 'cat > f'": base_times},
+        {
+            "x2c from XNAT (md5 checked once)": x2c_times,
+            "curl | here + md5 thread | ssh": bound_times,
+            "curl | ssh 'cat > f'": base_times,
+        },
         "curl | ssh 'cat > f'",
+        "curl | here + md5 thread | ssh",
     )
     print(f"  peak RSS of this process: {rss_before:.0f} MB before, {rss_mb():.0f} MB after")
 
@@ -187,9 +236,10 @@ def main() -> None:
     )
     remote = f"/tmp/x2c-bench-{secrets.token_hex(4)}"
     rows: dict[str, list[float]] = {
-        "x2c stage (md5 computed here)": [],
-        "x2c stage, nothing hashed (transport alone)": [],
+        "x2c (md5 computed here)": [],
+        "x2c, nothing hashed": [],
         "md5 of the file alone": [],
+        "here + md5 thread | ssh": [],
         "cat | ssh 'cat > f'": [],
     }
     stages = list(zip(rows, (FileSource, UnhashedFileSource), strict=False))
@@ -216,6 +266,9 @@ def main() -> None:
                     assert report.copied == 1
                     host.runner.run(["rm", "-f", "--", f"{dest}/big.bin"])
                 rows["md5 of the file alone"].append(md5_seconds(src, chunk))
+                rows["here + md5 thread | ssh"].append(
+                    ssh_hashing_seconds(src, ssh_config, f"{dest}/hashed.bin", chunk)
+                )
                 start = time.perf_counter()
                 with open(src, "rb") as handle:
                     target = shlex.quote(f"{dest}/baseline.bin")
@@ -243,6 +296,7 @@ def main() -> None:
         size / 1e6,
         rows,
         "cat | ssh 'cat > f'",
+        "here + md5 thread | ssh",
     )
     print(f"repeated stage (skipped after md5 on Y, one command): {skip_s:.2f} s")
     print(
