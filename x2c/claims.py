@@ -256,9 +256,9 @@ def reserve(
             stderr=done.stderr,
         )
     got: dict[str, list[str]] = {"C": [], "T": [], "G": []}
-    for line in done.stdout.splitlines():
+    for line in done.stdout.splitlines():  # a login banner on stdout is no claim
         mode, _, rel = line.partition(" ")
-        got[mode].append(rel)
+        got.get(mode, []).append(rel)
     return Granted(tuple(got["C"]), tuple(got["T"]), tuple(got["G"]))
 
 

@@ -520,7 +520,7 @@ def claim_places(rt: Runtime, s: Survey) -> tuple[list[Target], list[Row]]:
             if r in got.gone:
                 why = f"its claim on {name} was released meanwhile (another run finished it)"
             elif r in taking_over:
-                why = f"another run took its stale claim on {name} over first"
+                why = f"its claim on {name} was renewed, or taken over by another run, meanwhile"
             else:
                 why = f"another run took the last places on {name}"
             denied.append(Row.of(t, PENDING, f"{why}; the next pass checks it", action="wait"))

@@ -494,6 +494,27 @@ def test_a_claim_removed_after_the_scan_is_not_taken_over(
     assert claims.scan(host, cfg.workdir) == {}
 
 
+def test_a_stale_claim_renewed_after_the_scan_is_left_to_its_run(
+    rt: Runtime, project: str, xnat_server: Any
+) -> None:
+    """A pass's scan found a claim stale; before its takeover, the run holding it renewed it
+    (it was slow, not dead). Nothing is granted and the row says so."""
+    t = session(rt, xnat_server, project, "TN_MR1")
+    claim(rt, t)
+    cfg, host = rt.host_config("local"), rt.host("local")
+    rel = claims.relpath(cfg.workdir, t.pipeline, t.experiment)
+    found = until(
+        lambda: (c := claims.scan(host, cfg.workdir)[rel]).age_s >= STALE_S and c,
+        "the claim to go stale",
+    )
+    claims.renew(host, jobdir_of(rt, t))
+    survey = reconcile.Survey([t], take_over={"local": [(t, found)]})
+    granted, [row] = reconcile.claim_places(rt, survey)
+    assert granted == [] and row.state == "pending"
+    assert "claim on local was renewed, or taken over by another run" in row.reason, row
+    assert claims.scan(host, cfg.workdir)[rel].age_s < STALE_S
+
+
 def test_a_removal_sweeps_what_a_killed_removal_left_in_the_trash_long_ago(
     rt: Runtime, project: str, xnat_server: Any
 ) -> None:
