@@ -11,10 +11,11 @@ itself (so nothing is hashed: the transport alone), and the md5 of the file alon
 bounds what verifying here costs any transport: the OpenSSH client fed from this process with
 the md5 computed on another thread.
 
-With ``--xnat-mb N`` (0: skipped) it also stages an N MB file from a ``x2c devxnat`` server to
-the host the way a launch does (X -> Z -> Y, streamed, md5 checked against XNAT's listing)
-against ``curl URL | ssh host 'cat > f'`` in the same run (curl reads the credentials from a
-file, not its command line).
+It also stages an ``--xnat-mb`` MB file (default 2048, as a large NIfTI; 0 skips it) from a
+``x2c devxnat`` server to the host the way a launch does (X -> Z -> Y, streamed, md5 checked
+against XNAT's listing) against ``curl URL | ssh host 'cat > f'`` and against the same pipe
+through this process with the md5 on a thread, in the same run (curl reads the credentials
+from a file, not its command line).
 """
 
 from __future__ import annotations
@@ -221,7 +222,7 @@ def main() -> None:
     parser.add_argument("--max-requests", type=int, default=ssh.SFTP_MAX_REQUESTS)
     parser.add_argument("--in-flight-mb", type=float, default=ssh.BYTES_IN_FLIGHT / (1 << 20))
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--xnat-mb", type=int, default=0)
+    parser.add_argument("--xnat-mb", type=int, default=2048)
     args = parser.parse_args()
     ssh.SFTP_MAX_REQUESTS = args.max_requests
     ssh.BYTES_IN_FLIGHT = int(args.in_flight_mb * (1 << 20))
