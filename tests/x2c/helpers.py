@@ -176,6 +176,19 @@ def claim(rt: Runtime, t: Target) -> None:
     assert got.new == (rel,), got
 
 
+def stale_claim(rt: Runtime, t: Target) -> claims.Claim:
+    """Wait until ``t``'s claim on its host has not been renewed for its stale time; the claim
+    as a pass's scan then finds it."""
+    cfg = rt.host_config(t.host)
+    rel = claims.relpath(cfg.workdir, t.pipeline, t.experiment)
+    return until(
+        lambda: (
+            (c := claims.scan(rt.host(t.host), cfg.workdir)[rel]).age_s >= cfg.claim_stale_s and c
+        ),
+        f"the claim of {t.experiment} to go stale",
+    )
+
+
 def record_submitting(rt: Runtime, t: Target, spec: JobSpec) -> None:
     """Write the registry entry :func:`x2c.recipe.submit` writes before it calls the
     scheduler: ``submitting``, with the build's tag and no job id."""

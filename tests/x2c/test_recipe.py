@@ -40,6 +40,7 @@ from tests.x2c.helpers import (
     record_submitting,
     row_of,
     scope_for,
+    stale_claim,
     target_for,
     until,
 )
@@ -454,12 +455,7 @@ def test_two_passes_at_once_take_a_stale_claim_over_once(
     selection = recipe.select(h)
     recipe.stage(h, selection)
     record_submitting(rt, t, recipe.build(h, selection))  # then the pass died
-    cfg = rt.host_config("local")
-    rel = claims.relpath(cfg.workdir, t.pipeline, t.experiment)
-    until(
-        lambda: claims.scan(rt.host("local"), cfg.workdir)[rel].age_s >= STALE_S,
-        "the claim to go stale",
-    )
+    stale_claim(rt, t)
     results = _in_threads(rt, xnat_server, scope_for(t))
     assert [[r.state for r in rows] for rows in results] == [["done"], ["done"]], results
     assert_one_job_one_upload(rt, t)
@@ -475,10 +471,7 @@ def test_a_claim_removed_after_the_scan_is_not_taken_over(
     claim(rt, t)
     cfg, host = rt.host_config("local"), rt.host("local")
     rel = claims.relpath(cfg.workdir, t.pipeline, t.experiment)
-    found = until(
-        lambda: (c := claims.scan(host, cfg.workdir)[rel]).abandoned(STALE_S) and c,
-        "the claim to go stale",
-    )
+    found = stale_claim(rt, t)
     assert claims.remove(host, cfg.workdir, rel) is None
     got = claims.reserve(host, cfg.workdir, cap=10, stale_s=STALE_S, take_over=[found])
     assert got == claims.Granted((), (), gone=(rel,))
@@ -503,10 +496,7 @@ def test_a_stale_claim_renewed_after_the_scan_is_left_to_its_run(
     claim(rt, t)
     cfg, host = rt.host_config("local"), rt.host("local")
     rel = claims.relpath(cfg.workdir, t.pipeline, t.experiment)
-    found = until(
-        lambda: (c := claims.scan(host, cfg.workdir)[rel]).age_s >= STALE_S and c,
-        "the claim to go stale",
-    )
+    found = stale_claim(rt, t)
     claims.renew(host, jobdir_of(rt, t))
     survey = reconcile.Survey([t], take_over={"local": [(t, found)]})
     granted, [row] = reconcile.claim_places(rt, survey)
@@ -939,15 +929,7 @@ def test_a_read_only_survey_changes_nothing(
     abandoned = session(rt, xnat_server, project, "Q4_MR1")
     claim(rt, abandoned)
     fresh = session(rt, xnat_server, project, "Q5_MR1")
-    until(
-        lambda: (
-            claims.scan(rt.host("local"), rt.host_config("local").workdir)[
-                claims.relpath(rt.host_config("local").workdir, "demo", abandoned.experiment)
-            ].age_s
-            >= STALE_S
-        ),
-        "the abandoned claim to go stale",
-    )
+    stale_claim(rt, abandoned)
     scope = [ScopeEntry(project, "demo", "local"), ScopeEntry(project, "failing", "local")]
     work, state = Path(rt.host_config("local").workdir), rt.settings.state_dir
     before = (_tree(work), _tree(state))
